@@ -1,0 +1,1 @@
+"""AutoPrompt: gradient-guided discrete trigger search on a frozen language model."""

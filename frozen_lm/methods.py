@@ -1,0 +1,21 @@
+"""Registry of methods whose artifacts `autoprompt evaluate ARTIFACT` can score.
+
+Each entry names a function `(artifact, lm, task) -> logits_fn`, where logits_fn maps encoded
+`Rows` to the logits at [P] with the learned prompt applied. Add a method with one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from frozen_lm.errors import UserError
+
+METHODS: dict[str, str] = {}
+
+
+def artifact_logits_fn(artifact, lm, task):
+    target = METHODS.get(artifact.method)
+    if target is None:
+        raise UserError(f"{artifact.path}: method {artifact.method!r} cannot be evaluated (known: {', '.join(METHODS)})")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(artifact, lm, task)

@@ -1,0 +1,330 @@
+"""FrozenLM: the one place that touches transformers internals.
+
+Every method in this package sees a language model through this class: token ids or input
+embeddings go in, logits (or hidden states) at chosen positions come out. The model's weights are
+frozen and never modified; `params=` overrides them functionally for subspace training, and
+`prefix=` prepends key/values (a per-example cache, or learned prefixes) through the cache object of
+the installed transformers version.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from frozen_lm.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Prefix:
+    """Key/values that every row attends to before its own tokens.
+
+    keys, values: one tensor per layer, each (R, n_kv_heads, P, head_dim); R may be 1 (broadcast).
+    mask: (R, P) 1 for real prefix positions, 0 for padding; None means all real.
+    lengths: (R,) number of real prefix tokens; the row's own positions start there.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2]
+
+    def lengths(self, rows: int, device) -> torch.Tensor:
+        if self.mask is None:
+            return torch.full((rows,), self.length, device=device, dtype=torch.long)
+        return self.mask.sum(-1).long().expand(rows) if self.mask.shape[0] == 1 else self.mask.sum(-1).long()
+
+    def select(self, index: torch.Tensor) -> Prefix:
+        """Rows of the prefix for each entry of `index` (R',) -> a prefix with R' rows."""
+        pick = (lambda t: t.expand(len(index), *t.shape[1:])) if self.keys[0].shape[0] == 1 else (lambda t: t[index])
+        mask = None if self.mask is None else pick(self.mask)
+        return Prefix([pick(k) for k in self.keys], [pick(v) for v in self.values], mask)
+
+
+def choose_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def choose_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return torch.float32
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; choose one of: auto, {', '.join(DTYPES)}")
+    if DTYPES[dtype] != torch.float32 and device.type == "cpu":
+        logger.warning("%s on CPU is slow and inexact; float32 is recommended there", dtype)
+    return DTYPES[dtype]
+
+
+class _Core(nn.Module):
+    """Backbone + LM head as one module, so torch.func.functional_call can override any weight."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, kwargs: dict, positions: torch.Tensor, want: str, head: Callable, full: bool):
+        if full:  # fallback for heads we cannot split off: full logits, then gather
+            out = self.lm(**kwargs, output_hidden_states=(want == "hidden"))
+            seq = out.hidden_states[-1] if want == "hidden" else out.logits
+            return _gather(seq, positions)
+        hidden = self.lm.base_model(**kwargs).last_hidden_state
+        picked = _gather(hidden, positions)
+        return picked if want == "hidden" else head(picked)
+
+
+def _gather(seq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """seq (R, L, D), positions (R, M) -> (R, M, D)."""
+    return seq.gather(1, positions.unsqueeze(-1).expand(-1, -1, seq.shape[-1]))
+
+
+class FrozenLM:
+    """A frozen masked or causal language model with the few operations the methods need."""
+
+    def __init__(self, model: nn.Module, tokenizer, name: str = "custom", kind: str | None = None):
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.kind = kind or ("masked" if "MaskedLM" in type(model).__name__ else "causal")
+        self.config = model.config
+        self._core = _Core(model)
+        self._head_fn = self._split_head()
+        self._full = self._head_fn is None
+        self._cache_kw = self._cache_kwarg()
+        self.pad_id = _pad_id(tokenizer)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, name: str | None = None, device: str | None = None, dtype: str | None = None) -> FrozenLM:
+        """Load by alias (see `autoprompt models`), local path or hub name; frozen, eval mode."""
+        from frozen_lm.registry import DEFAULT_MODEL, load_pretrained
+
+        name = name or DEFAULT_MODEL
+        model, tokenizer, kind = load_pretrained(name)
+        dev = choose_device(device)
+        model.to(device=dev, dtype=choose_dtype(dtype, dev))
+        return cls(model, tokenizer, name=name, kind=kind)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def is_masked(self) -> bool:
+        return self.kind == "masked"
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding_matrix.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding_matrix.dtype
+
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        """(V, H) input token embeddings (the raw weight, before any model-specific scale)."""
+        return self.model.get_input_embeddings().weight
+
+    @property
+    def embed_scale(self) -> float:
+        """Factor the embedding layer applies to looked-up rows (sqrt(H) for Gemma, else 1)."""
+        scale = getattr(self.model.get_input_embeddings(), "embed_scale", 1.0)
+        return float(scale.item() if torch.is_tensor(scale) else scale)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding_matrix.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embedding_matrix.shape[1]
+
+    def named_parameters(self) -> dict[str, torch.Tensor]:
+        """The model's weights by name (tied weights appear once)."""
+        return dict(self.model.named_parameters())
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(…) token ids -> (…, H) input embeddings, exactly as the model's embedding layer makes them."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def logits_at(self, positions: torch.Tensor, **inputs) -> torch.Tensor:
+        """Logits (R, M, V) at `positions` (R, M); inputs as for `hidden_at`."""
+        return self._run(positions, "logits", **inputs)
+
+    def hidden_at(self, positions: torch.Tensor, **inputs) -> torch.Tensor:
+        """Final hidden states (R, M, H) at `positions` (R, M).
+
+        inputs: input_ids (R, L) or inputs_embeds (R, L, H); attention_mask (R, L) over the row's own
+        tokens; prefix: a `Prefix` the rows attend to first; params: {name: tensor} weight overrides.
+        """
+        return self._run(positions, "hidden", **inputs)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head: (…, H) final hidden states -> (…, V) logits."""
+        if self._full:
+            raise UserError(f"{type(self.model).__name__}: the LM head cannot be applied on its own")
+        return self._head_fn(hidden)
+
+    def _run(self, positions, want, input_ids=None, inputs_embeds=None, attention_mask=None,
+             prefix: Prefix | None = None, params: Mapping[str, torch.Tensor] | None = None):
+        kwargs = self._model_kwargs(input_ids, inputs_embeds, attention_mask, prefix)
+        args = (kwargs, positions, want, self._head_fn, self._full)
+        if params:
+            overrides = {f"lm.{k}": v for k, v in params.items()}
+            return torch.func.functional_call(self._core, overrides, args, strict=False)
+        return self._core(*args)
+
+    def _model_kwargs(self, input_ids, inputs_embeds, attention_mask, prefix):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        x = input_ids if input_ids is not None else inputs_embeds
+        rows, length = x.shape[0], x.shape[1]
+        kwargs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+        if attention_mask is None:
+            attention_mask = torch.ones(rows, length, dtype=torch.long, device=x.device)
+        if prefix is None:
+            kwargs["attention_mask"] = attention_mask
+            return kwargs
+        if prefix.keys[0].shape[0] != rows:
+            prefix = prefix.select(torch.zeros(rows, dtype=torch.long, device=x.device))
+        start = prefix.lengths(rows, x.device)
+        kwargs["attention_mask"] = self._prefix_mask(prefix, attention_mask)
+        kwargs[self._cache_kw] = self._build_cache(prefix)
+        kwargs["use_cache"] = True
+        if not self.is_masked:
+            kwargs["position_ids"] = start[:, None] + torch.arange(length, device=x.device)[None, :]
+        return kwargs
+
+    def _prefix_mask(self, prefix: Prefix, attention_mask: torch.Tensor) -> torch.Tensor:
+        """4D additive mask (R, 1, L, P + L): prefix padding, row padding, causal within the row."""
+        rows, length = attention_mask.shape
+        dev = attention_mask.device
+        pmask = (torch.ones(rows, prefix.length, device=dev) if prefix.mask is None else prefix.mask).bool()
+        keys = torch.cat([pmask, attention_mask.bool()], dim=1)[:, None, :].expand(rows, length, -1)
+        if not self.is_masked:
+            causal = torch.ones(length, length, dtype=torch.bool, device=dev).tril()
+            own = torch.cat([torch.ones(length, prefix.length, dtype=torch.bool, device=dev), causal], dim=1)
+            keys = keys & own[None]
+        mask = torch.zeros(keys.shape, dtype=self.dtype, device=dev)
+        mask.masked_fill_(~keys, torch.finfo(self.dtype).min)
+        return mask[:, None]
+
+    def _build_cache(self, prefix: Prefix):
+        from transformers import DynamicCache
+
+        try:
+            cache = DynamicCache(config=self.config)
+        except TypeError:  # older releases take no config
+            cache = DynamicCache()
+        for i, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
+            cache.update(k, v, i)
+        return cache
+
+    def _cache_kwarg(self) -> str:
+        names = inspect.signature(self.model.base_model.forward).parameters
+        return "cache" if "cache" in names else "past_key_values"
+
+    # ---------------------------------------------------------------- prefixes
+    @property
+    def supports_prefix(self) -> bool:
+        """Whether the architecture accepts prefix key/values through its cache argument."""
+        names = inspect.signature(self.model.base_model.forward).parameters
+        return "cache" in names or "past_key_values" in names
+
+    def kv_layout(self) -> tuple[int, int, int]:
+        """(n_layers, n_kv_heads, head_dim) of the key/value tensors a prefix must have."""
+        c = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        heads = c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+        return c.num_hidden_layers, kv_heads, head_dim
+
+    def compute_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Prefix:
+        """Run the model on (R, P) tokens once and keep their key/values as a `Prefix` for later rows.
+
+        Right padding in `attention_mask` is allowed (causal models): padded positions are masked out
+        for the rows that attend to this prefix.
+        """
+        if not self.supports_prefix or self.is_masked:
+            raise UserError(f"{type(self.model).__name__}: prefix key/values need a causal LM with a cache")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": True}
+        with torch.no_grad():
+            out = self.model.base_model(**kwargs)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        keys, values = _cache_tensors(cache)
+        return Prefix(keys, values, attention_mask)
+
+    # ---------------------------------------------------------------- gradients
+    def token_gradients(self, input_ids, attention_mask, slot_pos, positions,
+                        loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Gradient of `loss_fn(logits)` with respect to one-hot tokens at the slots, (S, V).
+
+        input_ids (R, L) hold the current slot tokens at slot_pos (R, S) (the same S tokens in every
+        row); positions (R, M) are where logits are read; loss_fn maps logits (R, M, V) to a scalar.
+        d loss / d onehot[s, v] = <d loss / d e_s, E[v]> * embed_scale, the HotFlip linearization.
+        """
+        slot_ids = input_ids[0].gather(0, slot_pos[0])
+        base = self.embed(input_ids).detach()
+        slot = (self.embedding_matrix[slot_ids] * self.embed_scale).detach().requires_grad_(True)
+        index = slot_pos.unsqueeze(-1).expand(-1, -1, base.shape[-1])
+        embeds = base.scatter(1, index, slot.unsqueeze(0).expand(base.shape[0], -1, -1))
+        loss = loss_fn(self.logits_at(positions, inputs_embeds=embeds, attention_mask=attention_mask))
+        (grad,) = torch.autograd.grad(loss, slot)
+        return (grad.float() * self.embed_scale) @ self.embedding_matrix.float().T
+
+    # ---------------------------------------------------------------- internals
+    def _split_head(self) -> Callable | None:
+        """The module that maps final hidden states to logits, checked against the full model."""
+        base = self.model.base_model
+        heads = [m for m in self.model.children() if m is not base]
+        if len(heads) != 1 or base is self.model:
+            return None
+        cap = getattr(self.config, "final_logit_softcapping", None)
+
+        def head(hidden):
+            logits = heads[0](hidden)
+            return logits if cap is None else torch.tanh(logits / cap) * cap
+
+        return head if self._head_matches(head) else None
+
+    def _head_matches(self, head) -> bool:
+        ids = torch.arange(3, 8, device=self.embedding_matrix.device)[None] % self.vocab_size
+        with torch.no_grad():
+            full = self.model(input_ids=ids).logits
+            split = head(self.model.base_model(input_ids=ids).last_hidden_state)
+        ok = torch.allclose(full.float(), split.float(), atol=1e-3, rtol=1e-3)
+        if not ok:
+            logger.warning("%s: separate LM head does not match the model; using full logits", type(self.model).__name__)
+        return ok
+
+
+def _cache_tensors(cache) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-layer key and value tensors from the installed transformers' cache object."""
+    if hasattr(cache, "layers"):
+        return [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(cache.key_cache), list(cache.value_cache)
+    return [k for k, _ in cache], [v for _, v in cache]
+
+
+def _pad_id(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0

@@ -1,0 +1,1 @@
+"""Prompt tuning and prefix tuning on a frozen language model, with nearest-token interpretation."""
