@@ -9,13 +9,27 @@ import os
 import click
 
 from frozen_lm import __version__
-from frozen_lm.cli import (CliError, emit_metrics, guarded, json_option, options_from, print_table, seed_everything,
-                           seed_option)
+from frozen_lm.cli import (
+    CliError,
+    emit_metrics,
+    guarded,
+    json_option,
+    options_from,
+    print_table,
+    seed_everything,
+    seed_option,
+)
 from frozen_lm.errors import UserError
 from frozen_lm.task import TaskConfig
 
 # Subcommands that live in other packages: name -> "module:attribute" (imported only when used).
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "search": "autoprompt.search_cli:search",
+    "label-search": "autoprompt.search_cli:label_search",
+    "tune": "softprompt.cli:tune",
+    "nearest": "softprompt.cli:nearest",
+    "intrinsic-dim": "intrinsic_dim.cli:intrinsic_dim",
+}
 
 
 class Group(click.Group):
@@ -27,7 +41,12 @@ class Group(click.Group):
     def get_command(self, ctx, name):
         if name in LAZY_COMMANDS:
             module, _, attr = LAZY_COMMANDS[name].partition(":")
-            return getattr(importlib.import_module(module), attr)
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as e:
+                if e.name != module:
+                    raise
+                return None  # that method is not part of this installation
         return super().get_command(ctx, name)
 
     def invoke(self, ctx):

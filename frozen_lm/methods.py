@@ -10,7 +10,12 @@ import importlib
 
 from frozen_lm.errors import UserError
 
-METHODS: dict[str, str] = {}
+METHODS: dict[str, str] = {
+    "autoprompt": "autoprompt.search:artifact_logits_fn",
+    "prompt_tuning": "softprompt.apply:artifact_logits_fn",
+    "prefix_tuning": "softprompt.apply:artifact_logits_fn",
+    "intrinsic_dim": "intrinsic_dim.apply:artifact_logits_fn",
+}
 
 
 def artifact_logits_fn(artifact, lm, task):

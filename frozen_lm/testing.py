@@ -34,7 +34,7 @@ def demo_corpus() -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def word_tokenizer():
     """Lower-cased word-level tokenizer over the demo vocabulary, BERT-style specials."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -51,7 +51,7 @@ def word_tokenizer():
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bpe_tokenizer(vocab_size: int = 600):
     """Byte-level BPE (GPT-2 style, leading-space tokens) trained on the demo corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -69,8 +69,14 @@ def bpe_tokenizer(vocab_size: int = 600):
 
 def tiny_model(kind: str, seed: int = 0, hidden: int = 32, layers: int = 2):
     """(model, tokenizer) for kind in bert / gpt2 / llama, random weights from `seed`."""
-    from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                              LlamaForCausalLM)
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(seed)
     if kind == "bert":
