@@ -64,6 +64,9 @@ def tokenize_word(tokenizer, word: str, space: bool) -> list[int]:
     ids = tokenizer((" " if space else "") + word, add_special_tokens=False).input_ids
     if not ids:
         raise UserError(f"label word {word!r} has no tokens in this tokenizer; choose another word")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in ids and word != getattr(tokenizer, "unk_token", None):
+        raise UserError(f"label word {word!r} is unknown to this tokenizer (it becomes {tokenizer.unk_token}); choose another word")
     return list(ids)
 
 
