@@ -1,0 +1,85 @@
+"""What the trained numbers are scored on: the label words at [P] (the same task as the prompt
+methods) or a linear classification head on the [P] hidden state.
+
+The head's weights are part of theta: they start from a seeded random init (regenerated from the
+seed, never saved) and move only through the same subspace, so d counts every trained number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from frozen_lm.encode import Rows
+from frozen_lm.errors import UserError
+from frozen_lm.task import PromptTask
+from intrinsic_dim.projections import generator
+
+HEAD_PREFIX = "head."
+HEAD_INIT_STD = 0.02
+
+
+def head_init(n_classes: int, hidden: int, seed: int, dtype=torch.float32, device=None) -> dict[str, torch.Tensor]:
+    """{'head.weight': (C, H) N(0, 0.02^2), 'head.bias': (C,) zeros}, from `seed`."""
+    w = torch.randn(n_classes, hidden, generator=generator(seed)) * HEAD_INIT_STD
+    return {HEAD_PREFIX + "weight": w.to(device=device, dtype=dtype),
+            HEAD_PREFIX + "bias": torch.zeros(n_classes, device=device, dtype=dtype)}
+
+
+def first_rows(rows: Rows) -> torch.Tensor:
+    """(B,) index of each example's first row."""
+    return torch.arange(rows.n_examples, device=rows.input_ids.device) * rows.k
+
+
+class Objective:
+    """Class scores, loss and correctness of rows under weight overrides {name: tensor}."""
+
+    def __init__(self, task: PromptTask, head: str = "none", loss_kind: str = "classes", seed: int = 0):
+        self.task, self.lm = task, task.lm
+        self.head, self.loss_kind = head, loss_kind
+        self.head_params: dict[str, torch.Tensor] = {}
+        if head == "linear":
+            if task.is_facts:
+                raise UserError("--head linear needs classes: give --label-map (fact retrieval scores the vocabulary)")
+            self.head_params = head_init(task.verbalizer.n_classes, self.lm.hidden_size, seed,
+                                         self.lm.dtype, self.lm.device)
+
+    def base(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """theta_0 of the selected model tensors, then the head's (always trained when present)."""
+        weights = self.lm.named_parameters()
+        return {**{n: weights[n] for n in names}, **self.head_params}
+
+    def scores(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
+        """Head logits (B, C), or the [P] logits (R, M, V) the task scores (label-word objective)."""
+        model = {k: v for k, v in params.items() if not k.startswith(HEAD_PREFIX)}
+        if self.head == "none":
+            return self.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids,
+                                     attention_mask=rows.attention_mask, params=model)
+        first = first_rows(rows)
+        hidden = self.lm.hidden_at(rows.predict_pos[first, :1], input_ids=rows.input_ids[first],
+                                   attention_mask=rows.attention_mask[first], params=model)[:, 0]
+        w = params.get(HEAD_PREFIX + "weight", self.head_params[HEAD_PREFIX + "weight"])
+        b = params.get(HEAD_PREFIX + "bias", self.head_params[HEAD_PREFIX + "bias"])
+        return hidden @ w.T + b
+
+    def loss(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
+        out = self.scores(params, rows)
+        if self.head == "none":
+            return self.task.loss(out, rows, self.loss_kind)
+        return torch.nn.functional.cross_entropy(out.float(), rows.labels)
+
+    def correct(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
+        """(B,) whether each example's top class is its label."""
+        out = self.scores(params, rows)
+        if self.head == "none":
+            return self.task.correct(out, rows)
+        return out.argmax(-1) == rows.labels
+
+    @torch.no_grad()
+    def score(self, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int = 32) -> float:
+        """Accuracy (classification) or P@1 (facts) over all rows."""
+        hits = 0
+        for start in range(0, len(rows), batch_size):
+            hits += int(self.correct(params, rows.subset(slice(start, start + batch_size))).sum())
+        return hits / max(len(rows), 1)
