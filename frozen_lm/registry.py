@@ -181,7 +181,9 @@ def load_pretrained(name: str, kind: str | None = None):
         kind = kind or detect_kind(source)
         model = _auto_class(kind).from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder without a usable config.json
+        if isinstance(e, UserError):
+            raise
         aliases = ", ".join(ALIASES)
         raise UserError(
             f"could not load model '{name}': not an alias ({aliases}), a local folder, or a reachable hub model ({e.__class__.__name__})"

@@ -58,6 +58,7 @@ def cli():
     runner = CliRunner()
 
     def invoke(*args, **kwargs):
+        kwargs.setdefault("prog_name", "autoprompt")
         return runner.invoke(main, [str(a) for a in args], **kwargs)
 
     return invoke
