@@ -40,7 +40,8 @@ def _click_type(f, hints):
     choices = f.metadata.get("choices")
     if choices:
         return click.Choice(choices)
-    hint = str(hints.get(f.name, f.type))
+    hint = hints.get(f.name, f.type)
+    hint = hint.__name__ if isinstance(hint, type) else str(hint)
     for name, typ in (("bool", bool), ("int", int), ("float", float)):
         if hint.startswith(name):
             return typ

@@ -169,6 +169,7 @@ class FrozenLM:
 
         inputs: input_ids (R, L) or inputs_embeds (R, L, H); attention_mask (R, L) over the row's own
         tokens; prefix: a `Prefix` the rows attend to first; params: {name: tensor} weight overrides.
+        Packed rows (causal LMs): attention_mask (R, L, L) bool, query x key, with position_ids (R, L).
         """
         return self._run(positions, "hidden", **inputs)
 
@@ -178,9 +179,32 @@ class FrozenLM:
             raise UserError(f"{type(self.model).__name__}: the LM head cannot be applied on its own")
         return self._head_fn(hidden)
 
+    @property
+    def output_embedding_matrix(self) -> torch.Tensor:
+        """(V, H') weight of the output layer that maps `head_features` to logits."""
+        return self.model.get_output_embeddings().weight
+
+    def head_features(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What the output embedding layer sees for final hidden states (…, H) -> (…, H'), so a
+        direction in feature space scores every token by a dot product with
+        `output_embedding_matrix` (BERT: after the MLM transform; Llama/GPT-2: the hidden states)."""
+        out_layer = self.model.get_output_embeddings()
+        seen = []
+        handle = out_layer.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        try:
+            with torch.no_grad():
+                self.head(hidden)
+        finally:
+            handle.remove()
+        return seen[0]
+
     def _run(self, positions, want, input_ids=None, inputs_embeds=None, attention_mask=None,
-             prefix: Prefix | None = None, params: Mapping[str, torch.Tensor] | None = None):
-        kwargs = self._model_kwargs(input_ids, inputs_embeds, attention_mask, prefix)
+             prefix: Prefix | None = None, params: Mapping[str, torch.Tensor] | None = None,
+             position_ids: torch.Tensor | None = None):
+        if attention_mask is not None and attention_mask.dim() == 3:
+            kwargs = self._packed_kwargs(input_ids, inputs_embeds, attention_mask, position_ids)
+        else:
+            kwargs = self._model_kwargs(input_ids, inputs_embeds, attention_mask, prefix)
         args = (kwargs, positions, want, self._head_fn, self._full)
         if params:
             overrides = {f"lm.{k}": v for k, v in params.items()}
@@ -207,6 +231,16 @@ class FrozenLM:
         if not self.is_masked:
             kwargs["position_ids"] = start[:, None] + torch.arange(length, device=x.device)[None, :]
         return kwargs
+
+    def _packed_kwargs(self, input_ids, inputs_embeds, attention_mask, position_ids):
+        """Several sequences packed in one row: attention_mask (R, L, L) bool says which key each
+        query sees; position_ids (R, L) restart per packed sequence (causal LMs only)."""
+        if self.is_masked or position_ids is None:
+            raise ValueError("packed rows need a causal LM and position_ids")
+        mask = torch.zeros(attention_mask.shape, dtype=self.dtype, device=attention_mask.device)
+        mask.masked_fill_(~attention_mask.bool(), torch.finfo(self.dtype).min)
+        kwargs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+        return {**kwargs, "attention_mask": mask[:, None], "position_ids": position_ids}
 
     def _prefix_mask(self, prefix: Prefix, attention_mask: torch.Tensor) -> torch.Tensor:
         """4D additive mask (R, 1, L, P + L): prefix padding, row padding, causal within the row."""

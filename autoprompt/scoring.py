@@ -1,0 +1,178 @@
+"""Score many candidate triggers on a batch of examples in a few batched forward passes.
+
+Two paths, same numbers (up to float rounding):
+- full: every (candidate, example) pair is one row; used for masked LMs.
+- packed (causal LMs): everything before the first [T] is the same for all candidates of an
+  example, so one row holds that shared prefix once followed by the tails (trigger to [P]) of many
+  candidates; a block mask lets each tail see the prefix and itself only, and position ids restart
+  after the prefix for every tail. Scoring then costs the tails, not N whole sequences.
+Chunk sizes come from a token budget that halves on out-of-memory and stays halved.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import torch
+
+from frozen_lm.encode import Rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """Tokens per forward pass; halves on out-of-memory (shared across calls, so it stays small)."""
+
+    tokens: int = 16384
+    logits: int = 1 << 27  # floats of (rows, M, V) logits per pass
+
+    def shrink(self) -> None:
+        if self.tokens <= 16:
+            raise RuntimeError("out of memory even at the smallest batch; use a smaller model or --device cpu")
+        self.tokens //= 2
+        self.logits //= 2
+        logger.warning("out of memory: scoring with at most %d tokens per forward pass from now on", self.tokens)
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    msg = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def with_backoff(fn, budget: Budget):
+    """Call fn(budget) until it succeeds, shrinking the budget after each out-of-memory error."""
+    while True:
+        try:
+            return fn(budget)
+        except (RuntimeError, torch.OutOfMemoryError) as e:
+            if not _is_oom(e):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            budget.shrink()
+
+
+def stack_rows(rows: Rows, n: int) -> Rows:
+    """Rows repeated n times (candidate-major), for scoring n candidates' logits at once."""
+    rep = lambda t: t.repeat(n, *([1] * (t.dim() - 1)))  # noqa: E731
+    return Rows(rep(rows.input_ids), rep(rows.attention_mask), rep(rows.trigger_pos), rep(rows.predict_pos),
+                rep(rows.labels), rows.word_row, rows.k)
+
+
+def can_pack(lm, rows: Rows) -> bool:
+    """Packing needs a causal LM and at least one token before the first [T] of every row."""
+    return not lm.is_masked and rows.trigger_pos.shape[1] > 0 and bool((rows.trigger_pos[:, 0] > 0).all())
+
+
+@torch.no_grad()
+def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None = None,
+                   budget: Budget | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over the examples of the label log-likelihood, and the number correct, per candidate.
+
+    rows: B encoded examples (their slot tokens are ignored); triggers (N, S).
+    Returns (loglik (N,), correct (N,)) as float64 / int64 on the CPU.
+    """
+    budget = budget or Budget()
+    packed = can_pack(task.lm, rows) if packed is None else packed
+    rows = rows.to(task.lm.device)
+    triggers = triggers.to(task.lm.device)
+    loglik = torch.zeros(triggers.shape[0], dtype=torch.float64)
+    correct = torch.zeros(triggers.shape[0], dtype=torch.long)
+    scorer = _score_packed if packed else _score_full
+    cand = 0
+    while cand < triggers.shape[0]:
+        n_done = with_backoff(lambda b, c=cand: scorer(task, rows, triggers[c:], b, loglik[c:], correct[c:]), budget)
+        cand += n_done
+    return loglik, correct
+
+
+def _rows_per_pass(budget: Budget, tokens_per_row: int, logits_per_row: int) -> int:
+    return min(budget.tokens // max(tokens_per_row, 1), budget.logits // max(logits_per_row, 1))
+
+
+def _split_examples(scorer, task, rows, triggers, budget, loglik, correct, tokens_per_row) -> int:
+    """One candidate, examples in groups small enough for the budget; returns 1."""
+    per_row = rows.k * max(tokens_per_row, 1)
+    size = max(1, _rows_per_pass(budget, per_row, rows.k * rows.predict_pos.shape[1] * task.lm.vocab_size))
+    for start in range(0, rows.n_examples, size):
+        scorer(task, rows.subset(slice(start, start + size)), triggers[:1], budget, loglik, correct, split=False)
+    return 1
+
+
+def _accumulate(task, logits, rows, n, loglik, correct) -> None:
+    """logits (n*R, M, V) for n candidates (candidate-major) -> add per-candidate sums."""
+    stacked = stack_rows(rows, n)
+    lp = task.log_probs(logits, stacked)
+    target = lp.gather(1, stacked.labels[:, None]).squeeze(1).view(n, -1)
+    hits = (lp.argmax(-1) == stacked.labels).view(n, -1)
+    loglik[:n] += target.double().sum(1).cpu()
+    correct[:n] += hits.long().sum(1).cpu()
+
+
+def _score_full(task, rows, triggers, budget, loglik, correct, split=True) -> int:
+    """Candidates scored as whole sequences; returns how many candidates were done."""
+    n_rows, length = rows.input_ids.shape
+    m = rows.predict_pos.shape[1]
+    per_pass = _rows_per_pass(budget, length * n_rows, n_rows * m * task.lm.vocab_size)
+    if per_pass < 1 and split:
+        return _split_examples(_score_full, task, rows, triggers, budget, loglik, correct, length)
+    n = max(1, min(per_pass, triggers.shape[0]))
+    ids = rows.with_triggers(triggers[:n]).reshape(n * n_rows, length)
+    stacked = stack_rows(rows, n)
+    logits = task.lm.logits_at(stacked.predict_pos, input_ids=ids, attention_mask=stacked.attention_mask)
+    _accumulate(task, logits, rows, n, loglik, correct)
+    return n
+
+
+def _score_packed(task, rows, triggers, budget, loglik, correct, split=True) -> int:
+    """Candidates scored as tails packed behind each example's shared prefix."""
+    start = rows.trigger_pos[:, 0]
+    p_max, t_max = int(start.max()), int((rows.attention_mask.sum(1) - start).max())
+    n_rows, m = rows.input_ids.shape[0], rows.predict_pos.shape[1]
+    per_pass = min((budget.tokens // n_rows - p_max) // t_max, budget.logits // (n_rows * m * task.lm.vocab_size))
+    if per_pass < 1 and split:
+        return _split_examples(_score_packed, task, rows, triggers, budget, loglik, correct, p_max + t_max)
+    n = max(1, min(per_pass, triggers.shape[0]))
+    ids, mask, pos, read = pack(rows, triggers[:n], p_max, t_max)
+    logits = task.lm.logits_at(read, input_ids=ids, attention_mask=mask, position_ids=pos)
+    logits = logits.view(n_rows, n, m, -1).transpose(0, 1).reshape(n * n_rows, m, -1)
+    _accumulate(task, logits, rows, n, loglik, correct)
+    return n
+
+
+def pack(rows: Rows, triggers: torch.Tensor, p_max: int, t_max: int):
+    """Packed inputs for n candidate triggers (n, S) on R rows.
+
+    Row r: its prefix (tokens before the first [T], padded to p_max) then n tails of width t_max,
+    tail i holding the row's tokens from the first [T] on with candidate i in the slots.
+    Returns ids (R, Lp), mask (R, Lp, Lp) bool, position ids (R, Lp), read positions (R, n*M) in
+    candidate-major order per row, where Lp = p_max + n * t_max.
+    """
+    dev = rows.input_ids.device
+    n, n_rows = triggers.shape[0], rows.input_ids.shape[0]
+    start = rows.trigger_pos[:, 0]
+    length = rows.attention_mask.sum(1)
+    j = torch.arange(p_max, device=dev)
+    prefix = torch.where(j[None] < start[:, None], rows.input_ids[:, :p_max], 0) if p_max else rows.input_ids[:, :0]
+    prefix_ok = j[None] < start[:, None]
+    k = torch.arange(t_max, device=dev)
+    src = (start[:, None] + k[None]).clamp(max=rows.input_ids.shape[1] - 1)
+    tail_ok = (start[:, None] + k[None]) < length[:, None]
+    tail_rows = replace(rows, input_ids=torch.where(tail_ok, rows.input_ids.gather(1, src), 0),
+                        trigger_pos=rows.trigger_pos - start[:, None])
+    tails = tail_rows.with_triggers(triggers)  # (n, R, t_max)
+    ids = torch.cat([prefix, tails.permute(1, 0, 2).reshape(n_rows, n * t_max)], dim=1)
+    valid = torch.cat([prefix_ok, tail_ok.repeat(1, n)], dim=1)
+    block = torch.cat([torch.full((p_max,), -1, device=dev), torch.arange(n, device=dev).repeat_interleave(t_max)])
+    inner = torch.cat([j, k.repeat(n)])
+    same = (block[:, None] == block[None, :]) & (inner[None, :] <= inner[:, None])
+    sees_prefix = (block[:, None] >= 0) & (block[None, :] < 0)
+    mask = (same | sees_prefix)[None] & valid[:, None, :]
+    pos = torch.cat([j[None].expand(n_rows, -1), start[:, None] + k.repeat(n)[None]], dim=1)
+    offsets = p_max + torch.arange(n, device=dev)[:, None] * t_max  # (n, 1)
+    read = (offsets[None] + (rows.predict_pos - start[:, None])[:, None, :]).reshape(n_rows, -1)
+    return ids, mask, pos, read

@@ -1,0 +1,230 @@
+"""AutoPrompt trigger search (Shin et al., 2020) on a FrozenLM.
+
+Each iteration: average the one-hot gradient of the label loss over `accumulation_steps` batches,
+take the top-k HotFlip candidates for one random slot (or every slot), score every candidate
+trigger (times every beam member) on a fresh batch in packed forward passes, keep the best, and
+evaluate the dev set after each accepted change, keeping the best trigger by dev score.
+
+The randomness of iteration i comes from a generator seeded by (seed, i), so a run resumed after
+iteration i continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from autoprompt.candidates import (
+    all_slot_variants,
+    allowed_tokens,
+    dedupe,
+    hotflip_candidates,
+    one_slot_variants,
+)
+from autoprompt.scoring import Budget, can_pack, score_triggers
+from frozen_lm.errors import UserError
+from frozen_lm.task import Encoded, PromptTask, ids_logits_fn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchConfig:
+    """Options of `autoprompt search` (the paper's behaviour is the default unless noted)."""
+
+    iters: int = field(default=20, metadata={"help": "search iterations"})
+    num_cand: int = field(default=10, metadata={"help": "HotFlip candidates per slot (top-k of -grad . E)"})
+    batch_size: int = field(default=32, metadata={"help": "training examples per gradient batch"})
+    accumulation_steps: int = field(default=1, metadata={"help": "gradient batches averaged per iteration"})
+    eval_size: int = field(default=32, metadata={"help": "training examples every candidate is scored on per iteration"})
+    dev_size: int = field(default=0, metadata={"help": "dev examples used to pick the best trigger (0 = all)"})
+    slots: str = field(default="random", metadata={
+        "help": "which slots get candidates each iteration: one random slot (paper) or all slots",
+        "choices": ["random", "all"]})
+    beam_size: int = field(default=1, metadata={"help": "trigger sequences kept per iteration (1 = greedy, as the paper)"})
+    score: str = field(default="loglik", metadata={
+        "help": "candidate score on the scoring batch: label log-likelihood (paper) or accuracy (ties by log-likelihood)",
+        "choices": ["loglik", "accuracy"]})
+    loss: str = field(default="vocab", metadata={
+        "help": "gradient loss: -log p(label words) over the vocabulary (paper) or cross-entropy over the classes",
+        "choices": ["vocab", "classes"]})
+    initial_trigger: str = field(default="auto", metadata={
+        "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for masked LMs, as the paper; else 'the')"})
+    patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (0 = never)"})
+    no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers"})
+    ascii_only: bool = field(default=False, metadata={"help": "never use tokens with non-ASCII characters as triggers"})
+    packing: str = field(default="auto", metadata={
+        "help": "score causal-LM candidates packed behind one shared prefix per example (auto = when possible)",
+        "choices": ["auto", "on", "off"]})
+
+    def __post_init__(self):
+        for name in ("iters", "num_cand", "batch_size", "accumulation_steps", "eval_size", "beam_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        for name in ("dev_size", "patience"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(self, name)})")
+
+
+@dataclass
+class State:
+    """Everything a resumed search needs; saved after every iteration."""
+
+    iteration: int  # iterations completed
+    beam: torch.Tensor  # (b, S) current trigger sequences, best first
+    beam_scores: torch.Tensor  # (b,) float64 their scores on the last scoring batch
+    best: torch.Tensor  # (S,) best trigger by dev score
+    best_dev: float
+    current_dev: float
+    stale: int = 0  # iterations since the last dev improvement
+    history: list[dict] = field(default_factory=list)
+
+
+def initial_trigger(task: PromptTask, spec: str) -> torch.Tensor:
+    """(S,) token ids for the first trigger."""
+    tok, n = task.lm.tokenizer, task.template.n_triggers
+    if spec == "auto":
+        spec = "mask" if task.lm.is_masked else "the"
+    if spec == "mask":
+        if not task.lm.is_masked:
+            raise UserError("--initial-trigger mask needs a masked LM (this model has no mask token); use 'the'")
+        return torch.full((n,), tok.mask_token_id, dtype=torch.long)
+    if spec == "the":
+        return torch.full((n,), tok(" the" if not task.lm.is_masked else "the", add_special_tokens=False).input_ids[-1])
+    ids = tok(spec, add_special_tokens=False).input_ids
+    if len(ids) != n:
+        raise UserError(f"--initial-trigger {spec!r} is {len(ids)} tokens, but the template has {n} [T] slots")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+class Searcher:
+    """One search run: encoded splits, the allowed-token mask and the per-iteration step."""
+
+    def __init__(self, task: PromptTask, cfg: SearchConfig, train: Encoded, dev: Encoded, seed: int):
+        if task.template.n_triggers == 0:
+            raise UserError(f"template {task.template.text!r} has no [T] slots to search; add some, e.g. '{{sentence}} [T] [T] [P]'")
+        if len(train.rows) == 0:
+            raise UserError("the training set is empty after encoding; nothing to search on")
+        self.task, self.cfg, self.seed = task, cfg, seed
+        self.train, self.dev = train.rows, dev.rows
+        if cfg.dev_size and len(self.dev) > cfg.dev_size:
+            self.dev = self.dev.subset(slice(0, cfg.dev_size))
+        self.allowed = allowed_tokens(task.lm.tokenizer, task.lm.vocab_size, self._label_tokens(),
+                                      cfg.no_capitalized, cfg.ascii_only)
+        self.packed = {"auto": None, "on": True, "off": False}[cfg.packing]
+        if self.packed and not can_pack(task.lm, self.train):
+            raise UserError("--packing on needs a causal LM and text before the first [T]; use --packing auto")
+        self.budget = Budget()
+
+    def _label_tokens(self) -> list[int]:
+        """Tokens the trigger may not use: label words, or every training answer for facts."""
+        if not self.task.is_facts:
+            special = set(self.task.lm.tokenizer.all_special_ids)
+            for ids, word in zip(self.task.verbalizer.word_ids, sum(self.task.verbalizer.words, [])):
+                if special & set(ids):
+                    raise UserError(f"label word {word!r} is a special token, which the model never predicts; choose a word")
+            return self.task.verbalizer.token_ids
+        return sorted(set(self.train.labels.tolist()))
+
+    # ------------------------------------------------------------------ scoring
+    def dev_score(self, trigger: torch.Tensor) -> float:
+        _, correct = score_triggers(self.task, self.dev, trigger[None], self.packed, self.budget)
+        return int(correct[0]) / max(len(self.dev), 1)
+
+    def start(self, trigger: torch.Tensor) -> State:
+        dev = self.dev_score(trigger)
+        return State(0, trigger[None].clone(), torch.zeros(1, dtype=torch.float64), trigger.clone(), dev, dev)
+
+    def _batches(self, it: int) -> tuple[torch.Generator, list[torch.Tensor], torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
+        n = len(self.train)
+        need = self.cfg.batch_size * self.cfg.accumulation_steps + self.cfg.eval_size
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])
+        b = self.cfg.batch_size
+        grads = [order[i * b:(i + 1) * b] for i in range(self.cfg.accumulation_steps)]
+        return g, grads, order[b * self.cfg.accumulation_steps: need]
+
+    def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """(S, V) one-hot gradient averaged over the batches, and the mean loss."""
+        lm, total, losses = self.task.lm, None, []
+        for idx in batches:
+            rows = self.train.subset(idx).to(lm.device).set_triggers(trigger.to(lm.device))
+
+            def loss_fn(logits, rows=rows):
+                loss = self.task.loss(logits, rows, self.cfg.loss)
+                losses.append(float(loss.detach()))
+                return loss
+
+            grad = lm.token_gradients(rows.input_ids, rows.attention_mask, rows.trigger_pos, rows.predict_pos, loss_fn)
+            total = grad if total is None else total + grad
+        return total / len(batches), sum(losses) / len(losses)
+
+    def candidates(self, state: State, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, int | None, float]:
+        """(N, S) candidate triggers from every beam member, the slot flipped (None = all), the loss."""
+        slot = None if self.cfg.slots == "all" else int(torch.randint(state.beam.shape[1], (1,), generator=g))
+        out, losses = [], []
+        for trigger in state.beam:
+            grad, loss = self.gradient(trigger, grad_batches)
+            losses.append(loss)
+            cands = hotflip_candidates(grad, self.allowed, self.cfg.num_cand).cpu()
+            out.append(all_slot_variants(trigger, cands) if slot is None else one_slot_variants(trigger, slot, cands[slot]))
+        return dedupe(torch.cat(out), keep_first=state.beam), slot, losses[0]
+
+    def _rank(self, loglik: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        """Scores to maximize: log-likelihood, or accuracy with log-likelihood breaking ties."""
+        if self.cfg.score == "loglik":
+            return loglik
+        return correct.double() * 1e6 + loglik
+
+    # ------------------------------------------------------------------ one iteration
+    def step(self, state: State) -> State:
+        t0 = time.perf_counter()
+        it = state.iteration + 1
+        g, grad_batches, eval_idx = self._batches(it)
+        cands, slot, loss = self.candidates(state, g, grad_batches)
+        t1 = time.perf_counter()
+        eval_rows = self.train.subset(eval_idx)
+        pool = torch.cat([state.beam, cands])
+        loglik, correct = score_triggers(self.task, eval_rows, pool, self.packed, self.budget)
+        rank = self._rank(loglik, correct)
+        order = torch.sort(rank, descending=True, stable=True).indices[: self.cfg.beam_size]
+        beam, top = pool[order], int(order[0])
+        t2 = time.perf_counter()
+        accepted = not torch.equal(beam[0], state.beam[0])
+        dev = self.dev_score(beam[0]) if accepted else state.current_dev
+        better = dev > state.best_dev
+        best, best_dev = (beam[0].clone(), dev) if better else (state.best, state.best_dev)
+        t3 = time.perf_counter()
+        record = {
+            "iteration": it, "slot": slot, "loss": loss, "n_candidates": int(cands.shape[0]),
+            "train_loglik": float(loglik[top]) / len(eval_rows), "train_accuracy": int(correct[top]) / len(eval_rows),
+            "current_train_accuracy": int(correct[0]) / len(eval_rows),
+            "accepted": accepted, "trigger_ids": beam[0].tolist(),
+            "trigger": self.decode(beam[0]), "dev": dev, "best_dev": best_dev,
+            "seconds": t3 - t0, "gradient_s": t1 - t0, "scoring_s": t2 - t1, "dev_s": t3 - t2,
+        }
+        stale = 0 if better else state.stale + 1
+        return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record])
+
+    def decode(self, trigger: torch.Tensor) -> list[str]:
+        return [self.task.lm.tokenizer.decode([int(t)]) for t in trigger]
+
+    def finished(self, state: State) -> bool:
+        return state.iteration >= self.cfg.iters or bool(self.cfg.patience and state.stale >= self.cfg.patience)
+
+
+def filled_template(task: PromptTask, trigger: torch.Tensor) -> str:
+    """The template with the trigger tokens written in (each token's text, trimmed)."""
+    pieces = [task.lm.tokenizer.decode([int(t)]).strip() or task.lm.tokenizer.convert_ids_to_tokens(int(t))
+              for t in trigger]
+    return task.template.with_triggers(pieces)
+
+
+def artifact_logits_fn(artifact, lm, task):
+    """Logits at [P] with a saved trigger written into the rows (for `autoprompt evaluate ARTIFACT`)."""
+    trigger = artifact.tensors["trigger_ids"].long().to(lm.device)
+    plain = ids_logits_fn(lm)
+    return lambda rows: plain(rows.set_triggers(trigger))

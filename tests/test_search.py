@@ -1,0 +1,234 @@
+"""AutoPrompt search: candidates, batched scoring, the planted task, resume, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from autoprompt.candidates import (
+    all_slot_variants,
+    allowed_tokens,
+    dedupe,
+    hotflip_candidates,
+    one_slot_variants,
+)
+from autoprompt.cli import main
+from autoprompt.scoring import Budget, score_triggers
+from autoprompt.search import Searcher, SearchConfig
+from frozen_lm import data as data_mod
+from frozen_lm.task import PromptTask
+from frozen_lm.testing import save_tiny, tiny_lm
+
+LABELS = "0=terrible,1=great"
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return str(save_tiny("gpt2", tmp_path_factory.mktemp("gpt2")))
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, list(args))
+    return result
+
+
+# ---------------------------------------------------------------- candidates (pure functions)
+def test_hotflip_picks_most_negative_allowed_gradient():
+    grad = torch.tensor([[0.5, -2.0, -1.0, 0.0, -3.0], [1.0, 2.0, -0.5, -0.1, 0.3]])
+    allowed = torch.tensor([True, True, True, True, False])  # token 4 is filtered
+    assert hotflip_candidates(grad, allowed, 2).tolist() == [[1, 2], [2, 3]]
+
+
+def test_slot_variants_and_dedupe():
+    trigger = torch.tensor([7, 8, 9])
+    one = one_slot_variants(trigger, 1, torch.tensor([1, 2]))
+    assert one.tolist() == [[7, 1, 9], [7, 2, 9]]
+    every = all_slot_variants(trigger, torch.tensor([[1, 7], [2, 3], [4, 5]]))
+    assert every.shape == (6, 3)
+    assert dedupe(every, keep_first=trigger[None]).tolist() == [[1, 8, 9], [7, 2, 9], [7, 3, 9], [7, 8, 4], [7, 8, 5]]
+
+
+def test_allowed_tokens_filters_specials_labels_and_case():
+    lm = tiny_lm("llama")
+    tok = lm.tokenizer
+    great = tok.convert_tokens_to_ids("great")
+    ok = allowed_tokens(tok, lm.vocab_size, exclude=[great])
+    assert not ok[tok.all_special_ids].any()
+    assert not ok[great]
+    assert ok[tok.convert_tokens_to_ids("movie")]
+
+
+# ---------------------------------------------------------------- scoring
+@pytest.mark.parametrize("kind,labels", [("llama", LABELS), ("gpt2", "0=terrible|awful movie,1=great"), ("bert", LABELS)])
+def test_packed_scoring_equals_full_passes(kind, labels):
+    lm = tiny_lm(kind)
+    task = PromptTask(lm, "{sentence} [T] [T] the [T] [P]", labels)
+    rows = task.encode(data_mod.load("demo:sentiment:dev")).rows
+    triggers = torch.randint(5, 200, (7, 3), generator=torch.Generator().manual_seed(0))
+    full = score_triggers(task, rows, triggers, packed=False)
+    small = score_triggers(task, rows, triggers, packed=kind != "bert", budget=Budget(tokens=300))
+    torch.testing.assert_close(full[0], small[0], atol=1e-4, rtol=1e-5)
+    assert torch.equal(full[1], small[1])
+    # against the plain evaluator, one candidate at a time
+    for n in (0, 3):
+        lp = task.target_log_prob(lm.logits_at(rows.predict_pos, input_ids=rows.with_triggers(triggers[n]),
+                                               attention_mask=rows.attention_mask), rows)
+        assert abs(float(lp.sum()) - float(full[0][n])) < 1e-3
+
+
+def test_scoring_backs_off_on_out_of_memory(monkeypatch):
+    lm = tiny_lm("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
+    rows = task.encode(data_mod.load("demo:sentiment:dev")).rows
+    triggers = torch.randint(5, 200, (5, 2), generator=torch.Generator().manual_seed(1))
+    expected = score_triggers(task, rows, triggers)
+    real, calls = lm.logits_at, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "logits_at", flaky)
+    budget = Budget()
+    got = score_triggers(task, rows, triggers, budget=budget)
+    assert budget.tokens == Budget().tokens // 4
+    torch.testing.assert_close(got[0], expected[0], atol=1e-4, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the planted task
+def test_search_finds_the_planted_trigger():
+    """Labels are what the model predicts with a secret trigger token; the search must find a
+    trigger that is right on every example (the secret one, or one as good)."""
+    lm = tiny_lm("llama", seed=3)
+    task = PromptTask(lm, "{sentence} [T] [P]", LABELS)
+    data = data_mod.load("demo:sentiment:all")
+    rows = task.encode(data).rows
+    the = lm.tokenizer.convert_tokens_to_ids("the")
+    secret, planted = None, None
+    for token in range(10, lm.vocab_size):
+        logits = lm.logits_at(rows.predict_pos, input_ids=rows.with_triggers(torch.tensor([token])))
+        pred = task.log_probs(logits, rows).argmax(-1)
+        base = task.log_probs(lm.logits_at(rows.predict_pos, input_ids=rows.with_triggers(torch.tensor([the]))), rows)
+        if 0.3 < pred.float().mean() < 0.7 and (base.argmax(-1) != pred).float().mean() > 0.2:
+            secret, planted = token, pred
+            break
+    assert secret is not None
+    for row, label in zip(data.rows, planted.tolist()):
+        row["label"] = label
+    encoded = task.encode(data)
+    cfg = SearchConfig(iters=3, num_cand=lm.vocab_size, score="accuracy", eval_size=len(data), batch_size=16)
+    searcher = Searcher(task, cfg, encoded, encoded, seed=0)
+    state = searcher.start(torch.tensor([the]))
+    assert state.best_dev < 1.0
+    while not searcher.finished(state):
+        state = searcher.step(state)
+    assert state.best_dev == 1.0
+
+
+# ---------------------------------------------------------------- CLI: artifact, determinism, resume
+def test_search_cli_writes_artifact_and_evaluates(gpt2_dir, tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("search", "--model", gpt2_dir, "--iters", "3", "--num-cand", "4", "--out", str(out),
+                  "--no-progress", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    config = json.loads((out / "config.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert config["method"] == "autoprompt" and config["seed"] == 0 and config["model"]["name"] == gpt2_dir
+    assert config["config"]["num_cand"] == 4 and "package" in config["versions"]
+    assert len(results["history"]) == 3 and results["status"] == "done"
+    assert {"loss", "train_accuracy", "dev", "trigger", "seconds"} <= set(results["history"][0])
+    assert "[T]" not in results["filled_template"]
+    ev = run_cli("evaluate", str(out), "--json")
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.output.strip().splitlines()[-1])["accuracy"] == summary["accuracy_dev"]
+
+
+def _trigger_and_losses(out):
+    results = json.loads((out / "results.json").read_text())
+    return results["trigger_ids"], [h["loss"] for h in results["history"]], [h["trigger_ids"] for h in results["history"]]
+
+
+def test_same_seed_same_trigger_bit_for_bit(gpt2_dir, tmp_path):
+    args = ["search", "--model", gpt2_dir, "--iters", "4", "--num-cand", "5", "--no-progress", "--seed", "7"]
+    assert run_cli(*args, "--out", str(tmp_path / "a")).exit_code == 0
+    assert run_cli(*args, "--out", str(tmp_path / "b")).exit_code == 0
+    assert _trigger_and_losses(tmp_path / "a") == _trigger_and_losses(tmp_path / "b")
+
+
+def test_resume_equals_uninterrupted(gpt2_dir, tmp_path):
+    base = ["search", "--model", gpt2_dir, "--num-cand", "5", "--no-progress", "--seed", "3", "--slots", "all"]
+    assert run_cli(*base, "--iters", "4", "--out", str(tmp_path / "full")).exit_code == 0
+    assert run_cli(*base, "--iters", "2", "--out", str(tmp_path / "part")).exit_code == 0
+    res = run_cli("search", "--resume", str(tmp_path / "part"), "--iters", "4", "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert _trigger_and_losses(tmp_path / "part") == _trigger_and_losses(tmp_path / "full")
+
+
+def test_ctrl_c_saves_best_so_far_and_resumes(gpt2_dir, tmp_path, monkeypatch):
+    real_step, calls = Searcher.step, {"n": 0}
+
+    def step(self, state):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self, state)
+
+    monkeypatch.setattr(Searcher, "step", step)
+    out = tmp_path / "run"
+    res = run_cli("search", "--model", gpt2_dir, "--iters", "5", "--num-cand", "3", "--no-progress", "--out", str(out))
+    assert res.exit_code == 2
+    assert "interrupted after iteration 2" in res.output and "--resume" in res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "interrupted" and len(results["history"]) == 2
+    monkeypatch.setattr(Searcher, "step", real_step)
+    res = run_cli("search", "--resume", str(out), "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((out / "results.json").read_text())["history"]) == 5
+
+
+def test_facts_mode_reports_p_at_1(tmp_path):
+    folder = str(save_tiny("llama", tmp_path / "llama"))
+    res = run_cli("search", "--model", folder, "--train", "demo:capitals", "--iters", "2", "--num-cand", "3",
+                  "--no-progress", "--out", str(tmp_path / "facts"), "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert "p_at_1_dev" in summary and summary["n_scored"] + summary["n_skipped"] == 34
+
+
+def test_label_search_prints_words_and_writes_label_map(gpt2_dir, tmp_path):
+    out = tmp_path / "words.json"
+    res = run_cli("label-search", "--model", gpt2_dir, "--k", "3", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "label words" in res.output
+    words = json.loads(out.read_text())
+    assert set(words) == {"0", "1"} and all(isinstance(w, str) and w for w in words.values())
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+@pytest.mark.parametrize("extra,needle", [
+    (["--num-cand", "0"], "--num-cand must be at least 1"),
+    (["--template", "{sentence} It was [P]"], "no [T] slots"),
+    (["--label-map", '{"0": "<|endoftext|>", "1": "great"}'], "special token"),
+    (["--initial-trigger", "a b c d e"], "--initial-trigger"),
+    (["--template", "{sentence} [T] [P] [T]"], "[P] must be the last slot"),
+])
+def test_bad_input_is_one_line(gpt2_dir, extra, needle):
+    res = run_cli("search", "--model", gpt2_dir, "--iters", "1", "--no-progress", *extra)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and needle in lines[0], res.output
+    assert "Traceback" not in res.output
+
+
+def test_empty_train_set_is_one_line(gpt2_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = run_cli("search", "--model", gpt2_dir, "--train", str(empty), "--dev", "demo:sentiment:dev",
+                  "--template", "{sentence} [T] [P]", "--label-map", LABELS, "--no-progress")
+    assert res.exit_code == 2 and "empty" in res.output and len(res.output.strip().splitlines()) == 1, res.output
