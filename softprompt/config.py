@@ -1,0 +1,103 @@
+"""TuneConfig: every option of `autoprompt tune`, with help text, choices and validation.
+
+One flat dataclass (as in PEFT's PromptTuningConfig): the command line is generated from its fields
+(`frozen_lm.cli.options_from`), and it is saved verbatim in the artifact's config.json.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from frozen_lm.errors import UserError
+
+METHODS = {"prompt": "prompt_tuning", "prefix": "prefix_tuning"}
+INIT_KINDS = ("random", "vocab", "labels", "text:")
+DEFAULT_LR = {"prompt": 0.03, "prefix": 1e-4, "prefix_direct": 5e-3}
+
+
+@dataclass
+class TuneConfig:
+    """Options of prompt tuning (Lester et al., 2021) and prefix tuning (Li & Liang, 2021)."""
+
+    method: str = field(default="prompt", metadata={
+        "help": "prompt: a trainable input vector per [T] slot; prefix: trainable key/values at every layer",
+        "choices": list(METHODS)})
+    num_virtual_tokens: int | None = field(default=None, metadata={
+        "help": "prompt: prepend this many [T] slots to the template (default: use the template's [T] slots); "
+                "prefix: prefix length (default: the number of [T] slots, which are then removed from the text)"})
+    init: str = field(default="vocab", metadata={
+        "help": "random (uniform, scaled to the token-embedding norms), vocab (frequent tokens), "
+                "labels (label words, then vocab), or text:\"...\" (a text's tokens, repeated or cut to fit)"})
+    truncate_init: bool = field(default=True, metadata={
+        "help": "cut an init text longer than the number of slots (--no-truncate-init: refuse it)"})
+    prefix_projection: bool = field(default=True, metadata={
+        "help": "prefix: train through an MLP reparameterization (folded away when saving)"})
+    prefix_hidden: int = field(default=512, metadata={"help": "prefix: hidden size of the reparameterization MLP"})
+    loss: str = field(default="classes", metadata={
+        "help": "classes: cross-entropy over the classes' label words at [P]; vocab: -log p(label words) over the "
+                "vocabulary (facts always use this); lm: LM loss on --target-field",
+        "choices": ["classes", "vocab", "lm"]})
+    target_field: str | None = field(default=None, metadata={"help": "data column whose text is the target of --loss lm"})
+    optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "adafactor"]})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
+    steps: int = field(default=100, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "examples per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step (gradient accumulation)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
+    schedule: str = field(default="linear", metadata={
+        "help": "learning-rate decay after warmup", "choices": ["linear", "cosine", "constant"]})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: no clipping)"})
+    eval_every: int = field(default=10, metadata={"help": "score the dev split every N steps (0: only at the end)"})
+    patience: int = field(default=0, metadata={
+        "help": "stop after this many dev evaluations without improvement (0: never stop early)"})
+    eval_batch_size: int = field(default=32, metadata={"help": "examples per forward pass when scoring"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for the forward pass on CUDA (ignored on CPU)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar with loss and dev score"})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UserError(f"--method {self.method!r} is unknown; choose one of: {', '.join(METHODS)}")
+        if self.num_virtual_tokens is not None and self.num_virtual_tokens < 1:
+            raise UserError(f"--num-virtual-tokens must be at least 1, got {self.num_virtual_tokens}")
+        parse_init(self.init)
+        if self.lr is None:
+            direct = self.method == "prefix" and not self.prefix_projection
+            self.lr = DEFAULT_LR["prefix_direct" if direct else self.method]
+        if not self.lr > 0 or math.isnan(self.lr):
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "prefix_hidden"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "patience", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.loss == "lm" and not self.target_field:
+            raise UserError("--loss lm needs --target-field, the data column holding the target text")
+        if self.target_field and self.loss != "lm":
+            raise UserError("--target-field is only used with --loss lm")
+
+    @property
+    def artifact_method(self) -> str:
+        return METHODS[self.method]
+
+
+def parse_init(spec: str) -> tuple[str, str | None]:
+    """'random' | 'vocab' | 'labels' | 'text:...' -> (kind, text); UserError for anything else."""
+    if spec in ("random", "vocab", "labels"):
+        return spec, None
+    if spec.startswith("text:"):
+        text = spec[5:].strip()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+            text = text[1:-1]
+        if not text.strip():
+            raise UserError("--init text: needs some text, e.g. --init 'text:Classify the sentiment'")
+        return "text", text
+    raise UserError(f"--init {spec!r} is unknown; use random, vocab, labels or text:\"...\"")
+
+
+def strip_triggers(template: str) -> str:
+    """The template without its [T] slots (prefix tuning puts its prompt in the key/values instead)."""
+    return re.sub(r"\[T\]\s*", "", template).strip()
