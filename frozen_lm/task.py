@@ -48,10 +48,11 @@ class TaskConfig:
     def resolved(self, manual: bool = False, data: str | None = None) -> TaskConfig:
         """Fill template, label map, label field and splits from the demo task when not given
         (manual=True takes the demo's hand-written template instead of its [T] template; `data`, a
-        split to score, picks the demo task when it is one and --train is not given)."""
+        split to score, picks the demo task when it is one and --train is not given; any other split
+        takes nothing from the demo tasks)."""
         out = TaskConfig(**vars(self))
         demo = demo_of(out.train) or (demo_of(data) if out.train is None else None)
-        if demo is None and out.train is None:
+        if demo is None and out.train is None and not data:  # a user's own split: no demo label words
             demo = data_mod.DEMO_TASKS[data_mod.DEFAULT_TASK]
         if demo is not None:
             out.train = out.train or f"demo:{demo.name}:train"

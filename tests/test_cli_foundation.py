@@ -155,3 +155,11 @@ def test_help_of_each_command(cli):
     evaluate_help = cli("evaluate", "--help").output
     for option in ("--model", "--template", "--label-map", "--label-field", "--text-fields", "--data", "--json", "--seed"):
         assert option in evaluate_help
+
+
+def test_facts_from_a_file_take_no_demo_label_words(cli, tiny_folder, tmp_path):
+    rows = [{"sub_label": "France", "obj_label": "Paris"}, {"sub_label": "Japan", "obj_label": "Tokyo"}]
+    path = write_jsonl(tmp_path / "facts.jsonl", rows)
+    m = run_json(cli, "--model", tiny_folder("llama"), "--template", "The capital of [X] is [Y] .", "--data", path)
+    assert "p_at_1" in m and m["n_scored"] == 2
+    assert_user_error(cli("evaluate", "--model", tiny_folder("llama"), "--data", path), "no --template given")
