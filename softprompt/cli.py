@@ -59,13 +59,13 @@ def tune(export_peft, seed, out, as_json, **options) -> None:
     path = save_tune(out, output, cfg, lm, seed, time.perf_counter() - started)
     if export_peft:
         _export(export_peft, output, lm, task_cfg)
+    if output.result.stopped == "nan":  # the best checkpoint is saved; the one line says so
+        raise UserError(f"{output.result.note}; saved to {path}; lower --lr or check the data")
     summary = _summary(output, cfg, str(path))
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
     else:
         print_table([summary], f"{cfg.artifact_method} on {task_cfg.model}, artifact {path}")
-    if output.result.stopped == "nan":
-        raise UserError(f"{output.result.note}; saved to {path}; lower --lr or check the data")
 
 
 def _export(folder, output, lm, task_cfg) -> None:

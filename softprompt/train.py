@@ -105,7 +105,7 @@ class _Tracker:
     def __init__(self, module, cfg: TuneConfig):
         self.module, self.cfg = module, cfg
         self.best_score: float | None = None
-        self.best_step = 0
+        self.best_step = 0  # the initialization is kept only if no step is ever evaluated (NaN at once)
         self.best_state = copy.deepcopy(module.state_dict())
         self.bad = 0
 
@@ -140,9 +140,7 @@ def train(module, lm, task: PromptTask, train_data: Examples, dev_data: Examples
     dev = dev_data.to(lm.device) if dev_data is not None else None
     tracker, history = _Tracker(module, cfg), []
     if dev is not None:
-        first = score(module, lm, task, dev, cfg.eval_batch_size)
-        tracker.update(0, first)
-        history.append({"step": 0, "dev": first})
+        history.append({"step": 0, "dev": score(module, lm, task, dev, cfg.eval_batch_size)})  # for reference
     stopped, note, seconds, step = "steps", None, 0.0, 0
     bar = tqdm(total=cfg.steps, disable=not cfg.progress, leave=False, desc=module.method)
     for step in range(1, cfg.steps + 1):
@@ -153,9 +151,10 @@ def train(module, lm, task: PromptTask, train_data: Examples, dev_data: Examples
         bar.update(1)
         entry = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"]}
         history.append(entry)
-        if not math.isfinite(loss):
+        if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
             stopped = "nan"
-            note = (f"loss became {loss} at step {step}; stopped and kept the best checkpoint "
+            what = f"loss became {loss}" if not math.isfinite(loss) else "the prompt became non-finite"
+            note = (f"{what} at step {step}; stopped and kept the best checkpoint "
                     f"(step {tracker.best_step}" + (f", dev {tracker.best_score:.4f})" if tracker.best_score is not None else ")"))
             logger.warning(note)
             break
@@ -186,7 +185,7 @@ def _step(module, lm, task, data: Examples, stream, opt, params, cfg: TuneConfig
         with _autocast(lm, cfg):
             loss = batch_loss(module, lm, task, batch, cfg) / cfg.grad_accum
         if not torch.isfinite(loss):
-            return float(loss)
+            return loss.item()
         loss.backward()
         total += loss.item()
     if cfg.max_grad_norm:

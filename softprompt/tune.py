@@ -1,12 +1,15 @@
 """`autoprompt tune`: resolve the template, build the soft prompt, train it, save the artifact.
 
-Virtual-token placement: `--num-virtual-tokens K` writes K `[T]` slots at the start of the
-template, so they come right after any special tokens the tokenizer puts in front of a text (BERT's
-[CLS], a Llama-2 style <s>). PEFT puts its virtual tokens before everything, BOS included; for
-tokenizers that add no BOS (SmolLM2, GPT-2, the tiny test models' causal path with no prefix
-specials) the two placements are the same, and `--export-peft` says so when they differ. We keep
-the slots after BOS because then the soft prompt and its discrete reading (`autoprompt evaluate
---trigger ...`) are encoded identically.
+Virtual-token placement: `--num-virtual-tokens K` glues K `[T]` slots to the front of the template
+(no space added, so the text after them tokenizes exactly as without them). They come right after
+any special tokens the tokenizer itself puts in front of a text (BERT's [CLS], a Llama-2 style
+<s>). PEFT puts its virtual tokens before everything, BOS included; for tokenizers that add no BOS
+(SmolLM2, GPT-2) the two placements are identical, and `--export-peft` warns when they differ. We
+keep the slots after BOS so that a soft prompt and its discrete reading (`autoprompt evaluate
+--trigger ...`) are encoded the same way.
+
+Prefix tuning: the prefix length is --num-virtual-tokens, else the template's number of [T] slots;
+the slots are then removed from the template (the prefix is attended before every token).
 """
 
 from __future__ import annotations
