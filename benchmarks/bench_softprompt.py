@@ -5,6 +5,7 @@ are serialized across users of the machine), with 2 torch threads. Same data, k,
 steps and loss for ours and PEFT: 20 virtual tokens, text init, AdamW lr 0.03,
 batch 8, 40 steps, constant lr (prefix: 1e-4 through the MLP, 5e-3 direct), no clipping, loss = cross-entropy over the great/terrible logits
 after `{sentence} It was`. No checkpoint selection: the prompt after the last step is scored.
+`prompt_nearest` scores each prompt's discrete reading (every vector replaced by its nearest token).
 Memory: peak resident memory during training minus resident memory before it (Linux clear_refs).
 
     python benchmarks/bench_softprompt.py                 # the table in the README
@@ -26,6 +27,7 @@ MANUAL = "{sentence} It was [P] ."
 LABELS = '{"0": "terrible", "1": "great"}'
 INIT = "Classify the sentiment of this review as great or terrible"
 METHODS = ("manual", "prompt", "prefix", "prefix_direct", "peft_prompt")
+ROWS = ("manual", "prompt", "prompt_nearest", "prefix", "prefix_direct", "peft_prompt")
 
 
 def _rss_reset() -> int:
@@ -96,6 +98,23 @@ def worker(args) -> dict:
         fn = lambda rows: module.logits(lm, rows)  # noqa: E731
     for name in ("dev", "test"):
         out[name] = evaluate(task, enc[name], fn, batch_size=32)["accuracy"]
+    if args.worker == "prompt":
+        out.update(_nearest_reading(lm, task, enc, module))
+    return out
+
+
+def _nearest_reading(lm, task, enc, module) -> dict:
+    """Scores of the prompt's discrete reading: each vector replaced by its nearest token (cosine)."""
+    import torch
+
+    from frozen_lm.task import Encoded, evaluate
+    from softprompt.nearest import describe
+
+    ids = torch.tensor([r["nearest"][0]["id"] for r in describe(lm, module.vectors.detach(), None, 1, "cosine")])
+    out = {"nearest_tokens": lm.tokenizer.decode(ids)}
+    for name in ("dev", "test"):
+        rows = enc[name].rows.set_triggers(ids)
+        out[f"nearest_{name}"] = evaluate(task, Encoded(rows), batch_size=32)["accuracy"]
     return out
 
 
@@ -157,9 +176,11 @@ def _fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def table(results: list[dict], seeds: list[int]) -> list[str]:
+    results = results + [{"method": "prompt_nearest", "seed": r["seed"], "dev": r["nearest_dev"], "test": r["nearest_test"]}
+                         for r in results if "nearest_test" in r]
     head = f"| method | {' | '.join(f'test s{s}' for s in seeds)} | dev mean ± sd | test mean ± sd | s/step | peak MB |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for method in METHODS:
+    for method in ROWS:
         rs = [r for r in results if r["method"] == method]
         if not rs:
             continue
@@ -186,9 +207,14 @@ def main(argv=None) -> None:
     p.add_argument("--prefix-direct-lr", type=float, default=5e-3, help="prefix tuning without the MLP")
     p.add_argument("--test-limit", type=int, default=0, help="score only this many test rows (0: all 872)")
     p.add_argument("--save", default=None, help="also write the raw results as JSON here")
+    p.add_argument("--from-json", default=None, help="print the table of a --save file and exit")
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
+        return
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        print("\n".join(table(results, sorted({r["seed"] for r in results}, key=args.seeds.index))))
         return
     if not DATA.exists():
         print(f"skipped: {DATA} not found (the shared data folder)")
