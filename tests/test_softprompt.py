@@ -41,7 +41,8 @@ def _task(lm, template="{sentence} [T] [T] [P]"):
 
 
 # ------------------------------------------------------------------ training keeps the model frozen
-@pytest.mark.parametrize("kind,method", [("llama", "prompt"), ("gpt2", "prefix"), ("llama", "prefix")])
+@pytest.mark.parametrize("kind,method", [("llama", "prompt"), ("gpt2", "prefix"), ("llama", "prefix"), ("bert", "prompt"),
+                                         ("bert", "prefix")])
 def test_frozen_weights_bit_identical_prompt_changes(tiny, kind, method):
     lm = tiny(kind)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
@@ -59,6 +60,13 @@ def test_same_seed_same_result(tiny):
     runs = [run_tune(TaskConfig(model="tiny"), TuneConfig(**FAST), seed=3, lm=lm) for _ in range(2)]
     assert torch.equal(runs[0].module.vectors, runs[1].module.vectors)
     assert runs[0].result.history == runs[1].result.history
+
+
+def test_early_stopping_and_facts(tiny):
+    cfg = TuneConfig(steps=10, eval_every=1, patience=2, lr=1e-12, progress=False, batch_size=8)
+    out = run_tune(TaskConfig(model="tiny", train="demo:capitals"), cfg, seed=0, lm=tiny("llama"))
+    assert out.result.stopped == "early_stopping" and out.result.steps_done == 3 and out.result.best_step == 1
+    assert "p_at_1" in out.metrics["dev"]
 
 
 def test_adafactor_accumulation_and_schedule(tiny):
