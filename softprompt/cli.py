@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 @options_from(TaskConfig)
 @options_from(TuneConfig)
 @click.option("--export-peft", type=click.Path(file_okay=False), default=None,
-              help="also write PEFT's prompt-tuning layout (adapter_config.json + adapter_model.safetensors) here")
+              help="also write PEFT's layout (adapter_config.json + adapter_model.safetensors) here")
 @seed_option
 @out_option
 @json_option
@@ -69,11 +69,12 @@ def tune(export_peft, seed, out, as_json, **options) -> None:
 
 
 def _export(folder, output, lm, task_cfg) -> None:
-    from softprompt.peft_export import export_peft
+    from softprompt.peft_export import export_peft, export_peft_prefix
 
-    if output.module.method != "prompt_tuning":
-        raise UserError("--export-peft writes PEFT prompt tuning; use it with --method prompt")
-    export_peft(folder, output.module.vectors, lm, output.task_config.template, task_cfg.model)
+    if output.module.method == "prefix_tuning":
+        export_peft_prefix(folder, output.module.fold(), lm, task_cfg.model)
+    else:
+        export_peft(folder, output.module.vectors, lm, output.task_config.template, task_cfg.model)
 
 
 def _summary(output, cfg: TuneConfig, path: str) -> dict:

@@ -1,8 +1,10 @@
-"""Export a prompt-tuning artifact in PEFT's layout, loadable with `peft.PeftModel.from_pretrained`.
+"""Export soft prompts in PEFT's layout, loadable with `peft.PeftModel.from_pretrained`.
 
-PEFT's prompt tuning prepends its virtual tokens to every input, so only a prompt whose slots are
-all at the start of the template has a PEFT equivalent. Written without importing peft:
-adapter_config.json (a PromptTuningConfig) + adapter_model.safetensors with `prompt_embeddings`.
+Written without importing peft: adapter_config.json + adapter_model.safetensors with
+`prompt_embeddings`. Prompt tuning: PEFT prepends its virtual tokens to every input, so only a
+prompt whose slots are all at the start of the template has a PEFT equivalent. Prefix tuning: the
+folded key/values as PEFT's PREFIX_TUNING table without projection, (P, n_layers * 2 * kv_dim),
+with PEFT's grouped-query convention (num_attention_heads = key/value heads).
 """
 
 from __future__ import annotations
@@ -49,6 +51,27 @@ def peft_config(lm: FrozenLM, k: int, base_model: str) -> dict:
         "modules_to_save": None, "prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": None,
         "tokenizer_name_or_path": None, "tokenizer_kwargs": None,
     }
+
+
+def export_peft_prefix(out_dir, kv: torch.Tensor, lm: FrozenLM, base_model: str | None = None) -> Path:
+    """Write PEFT's prefix-tuning files for folded key/values (L, 2, kv_heads, P, head_dim)."""
+    from safetensors.torch import save_file
+
+    if lm.is_masked:
+        raise UserError("--export-peft: PEFT prefix tuning here supports causal LMs only")
+    n_layers, _, kv_heads, length, head_dim = kv.shape
+    table = kv.detach().float().permute(3, 0, 1, 2, 4).reshape(length, -1)  # PEFT: view(P, L*2, heads, hd)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"prompt_embeddings": table.contiguous().cpu()}, str(out / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    config = {**peft_config(lm, length, base_model or lm.name), "peft_type": "PREFIX_TUNING",
+              "token_dim": kv_heads * head_dim, "num_attention_heads": kv_heads, "num_layers": n_layers,
+              "encoder_hidden_size": kv_heads * head_dim, "prefix_projection": False}
+    for key in ("prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_name_or_path", "tokenizer_kwargs"):
+        config.pop(key)
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
 
 
 def export_peft(out_dir, vectors: torch.Tensor, lm: FrozenLM, template: str, base_model: str | None = None) -> Path:

@@ -212,6 +212,29 @@ def test_peft_export_round_trip(cli, tiny_folder, tmp_path):
     assert torch.allclose(ours, theirs, atol=1e-4)
 
 
+def test_peft_prefix_export_round_trip(cli, tiny_folder, tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    from frozen_lm.model import FrozenLM
+
+    folder = tiny_folder("llama")  # one key/value head: PEFT's grouped-query layout
+    _tune(cli, folder, tmp_path / "run", "--method", "prefix", "--num-virtual-tokens", 2, "--template", "{sentence} it was [P]",
+          "--export-peft", tmp_path / "peft")
+    art, lm = load_artifact(tmp_path / "run"), FrozenLM.load(folder)
+    task = PromptTask.from_config(lm, TaskConfig(**art.task))
+    rows = task.encode(_demo()).rows.subset([0, 1, 2])
+    ours = artifact_logits_fn(art, lm, task)(rows)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(tmp_path / "peft")).eval()
+        logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
+    theirs = logits.gather(1, rows.predict_pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    plain = lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask)
+    assert not torch.allclose(plain, theirs, atol=1e-3)
+
+
 def test_nearest_finds_a_planted_token(cli, tiny, tiny_folder, tmp_path):
     lm = tiny("llama")
     great = lm.tokenizer.convert_tokens_to_ids("great")
