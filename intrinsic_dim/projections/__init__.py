@@ -1,7 +1,8 @@
 """Random projections P: R^d -> R^D, regenerated from a seed (never stored or saved).
 
-Every projection is a small module with one class that takes (D, d, seed, device) and maps
-theta_d (d,) to a flat offset (D,) differentiably. Add one by writing a module and one entry in
+Every projection is a small module with one `Projection` subclass built from (D, d, seed, device)
+that implements `forward` (x (d,) -> P x (D,)) and `transpose` (g (D,) -> P^T g (d,)) without
+autograd; calling the projection is differentiable. Add one by writing a module and one entry in
 `PROJECTIONS`. All of them keep norms in expectation: E ||P x||^2 = ||x||^2.
 """
 
@@ -19,6 +20,46 @@ PROJECTIONS: dict[str, str] = {
     "sparse": "intrinsic_dim.projections.sparse:SparseProjection",
     "fastfood": "intrinsic_dim.projections.fastfood:FastfoodProjection",
 }
+
+
+class Projection:
+    """Base class: P (D, d) given by `forward` and `transpose`; `__call__` is differentiable."""
+
+    D: int
+    d: int
+    seed: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (d,) -> P x (D,). May return a view of an internal buffer, valid until the next call."""
+        raise NotImplementedError
+
+    def transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """g (D,) -> P^T g (d,). `g` may be the tensor `transpose_buffer()` returned."""
+        raise NotImplementedError
+
+    def transpose_buffer(self, device, dtype) -> torch.Tensor:
+        """A writable (D,) tensor to collect gradients into before `transpose`."""
+        return torch.empty(self.D, device=device, dtype=dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x (d,) -> P x (D,), a new tensor, differentiable in x."""
+        return _Apply.apply(x, self)
+
+    def matrix(self) -> torch.Tensor:
+        """The explicit (D, d) matrix (for tests on small sizes)."""
+        eye = torch.eye(self.d)
+        return torch.stack([self.forward(e).clone().cpu() for e in eye], dim=1)
+
+
+class _Apply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, proj):
+        ctx.proj = proj
+        return proj.forward(x).clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.proj.transpose(g.contiguous()), None
 
 
 def projection_class(kind: str):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from intrinsic_dim.projections import generator
+from intrinsic_dim.projections import Projection, generator
 
 
 def dense_matrix(D: int, d: int, seed: int, orthogonal: bool = False) -> torch.Tensor:
@@ -21,17 +21,24 @@ def dense_matrix(D: int, d: int, seed: int, orthogonal: bool = False) -> torch.T
     return m / m.norm(dim=0, keepdim=True)
 
 
-class DenseProjection:
+class DenseProjection(Projection):
     """x (d,) -> P x (D,) with P from `dense_matrix`."""
 
     def __init__(self, D: int, d: int, seed: int, device=None, orthogonal: bool = False):
         self.D, self.d, self.seed = D, d, seed
-        self.matrix = dense_matrix(D, d, seed, orthogonal).to(device)
+        self.weight = dense_matrix(D, d, seed, orthogonal).to(device)
 
     @staticmethod
     def memory_bytes(D: int, d: int) -> int:
         return 4 * D * d
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (d,) -> (D,)."""
-        return self.matrix.to(x.dtype) @ x
+        return self.weight.to(x.dtype) @ x
+
+    def transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """g (D,) -> (d,)."""
+        return self.weight.to(g.dtype).T @ g
+
+    def matrix(self) -> torch.Tensor:
+        return self.weight

@@ -1,24 +1,31 @@
 """Fastfood projection (Le, Sarlos and Smola, 2013), as used for intrinsic dimension by Li et al.
-(2018) and Aghajanyan et al. (2020).
+(2018) and Aghajanyan et al. (2020): P x = H G Pi H B [x; 0], stacked over chunks of D.
 
 The flat D-vector is cut into n = ceil(D / L) chunks of L = 2^ceil(log2 d) entries (the last chunk
-padded); chunk b is  V_b x = H G_b Pi_b H B_b [x; 0]  with H the L x L Walsh-Hadamard matrix, B_b
-random signs, Pi_b a random permutation and G_b Gaussian. The chunks are concatenated, cut to D and
-scaled by 1 / sqrt(D L), so E ||P x||^2 = ||x||^2. All chunks are transformed at once as an (n, L)
-tensor: O(D log d) work per call, and about 4 D numbers of memory (B, G, Pi), never a D x d matrix.
+padded). The inner transform u = Pi H B [x; 0] (B random signs, H the L x L Walsh-Hadamard matrix,
+Pi a random permutation) is an orthogonal mix of x (times sqrt(L)) computed once, O(L log L); chunk b
+is then H G_b u with its own Gaussian diagonal G_b. The result is cut to D and scaled by
+1 / sqrt(D L), so E ||P x||^2 = ||x||^2, and P^T P concentrates at the identity as chunks add up.
+
+Cost per call: one (n, L) broadcast product and one FWHT over all of D at once, O(D log d); the
+FWHT applies H_L = H_a (x) H_b (x) ... as a few small matrix products over the whole tensor. Memory:
+G (D floats) and two (n, L) work buffers reused between calls (no page faults per step); never a
+D x d matrix.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-from intrinsic_dim.projections import generator
+from intrinsic_dim.projections import Projection, generator
 
 MAX_FACTOR_BITS = 5  # Hadamard factors of at most 32 x 32, applied as small matrix products
 
 
+@functools.lru_cache(maxsize=32)
 def hadamard(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """(n, n) unnormalized Walsh-Hadamard matrix (entries +-1), n a power of two."""
     h = torch.ones(1, 1, dtype=dtype, device=device)
@@ -35,26 +42,29 @@ def _factor_sizes(n: int) -> list[int]:
     return [1 << b for b in bits if b > 0]
 
 
-def fwht(x: torch.Tensor) -> torch.Tensor:
-    """Unnormalized fast Walsh-Hadamard transform along the last axis: (..., n) -> (..., n) = x @ H_n.
-
-    H_n = H_a (x) H_b (x) ... (Kronecker factors of at most 32), so each factor is one batched
-    matrix product over the whole tensor: a few passes over memory instead of log2(n) butterflies.
-    """
-    shape, n = x.shape, x.shape[-1]
+def fwht_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """Unnormalized Walsh-Hadamard transform of the rows of x (R, n), n a power of two, using tmp
+    (R, n) as scratch; returns whichever of x and tmp holds x @ H_n (the other is overwritten)."""
+    rows, n = x.shape
     if n & (n - 1):
         raise ValueError(f"fwht needs a power-of-two length, got {n}")
     sizes = _factor_sizes(n)
-    y = x.reshape(-1, n)
-    rows = y.shape[0]
+    src, dst = x, tmp
     for i, m in enumerate(sizes):
         h = hadamard(m, x.dtype, x.device)
         pre, post = math.prod(sizes[:i]), math.prod(sizes[i + 1:])
         if post == 1:
-            y = (y.reshape(-1, m) @ h).reshape(rows, n)
+            torch.matmul(src.view(-1, m), h, out=dst.view(-1, m))
         else:
-            y = torch.matmul(h, y.reshape(rows * pre, m, post)).reshape(rows, n)
-    return y.reshape(shape)
+            torch.matmul(h, src.view(rows * pre, m, post), out=dst.view(rows * pre, m, post))
+        src, dst = dst, src
+    return src
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Unnormalized Walsh-Hadamard transform along the last axis: (..., n) -> (..., n) = x @ H_n."""
+    flat = x.reshape(-1, x.shape[-1]).clone()
+    return fwht_(flat, torch.empty_like(flat)).reshape(x.shape)
 
 
 def chunk_length(d: int) -> int:
@@ -62,55 +72,55 @@ def chunk_length(d: int) -> int:
     return 1 << max(0, (d - 1).bit_length())
 
 
-class _Fastfood(torch.autograd.Function):
-    """Forward P x and backward P^T g, both with two FWHTs; nothing of size D is saved."""
-
-    @staticmethod
-    def forward(ctx, x, signs, perm, gauss, D: int, scale: float):
-        n, L = signs.shape
-        xp = torch.nn.functional.pad(x, (0, L - x.shape[0]))
-        v = fwht(signs * xp[None, :])
-        v = fwht(v.gather(1, perm) * gauss)
-        ctx.save_for_backward(signs, perm, gauss)
-        ctx.d, ctx.scale = x.shape[0], scale
-        return v.reshape(-1)[:D] * scale
-
-    @staticmethod
-    def backward(ctx, g):
-        signs, perm, gauss = ctx.saved_tensors
-        n, L = signs.shape
-        gp = torch.nn.functional.pad(g * ctx.scale, (0, n * L - g.shape[0])).reshape(n, L)
-        w = fwht(gp) * gauss
-        w = torch.empty_like(w).scatter_(1, perm, w)  # Pi^T
-        w = (fwht(w) * signs).sum(0)[: ctx.d]
-        return w, None, None, None, None, None
-
-
-class FastfoodProjection:
-    """x (d,) -> P x (D,) with the stacked Fastfood transform described in the module docstring."""
+class FastfoodProjection(Projection):
+    """x (d,) -> P x (D,) with the stacked Fastfood transform of the module docstring."""
 
     def __init__(self, D: int, d: int, seed: int, device=None):
         self.D, self.d, self.seed = D, d, seed
-        self.L = chunk_length(d)
-        n = math.ceil(D / self.L)
+        self.L = L = chunk_length(d)
+        self.n = n = math.ceil(D / L)
         g = generator(seed)
-        self.signs = (torch.randint(0, 2, (n, self.L), generator=g).float() * 2 - 1).to(device)
-        self.perm = torch.argsort(torch.rand(n, self.L, generator=g), dim=1).to(device)
-        self.gauss = torch.randn(n, self.L, generator=g).to(device)
-        self.scale = 1.0 / math.sqrt(D * self.L)
+        self.signs = (torch.randint(0, 2, (L,), generator=g).float() * 2 - 1).to(device)
+        self.perm = torch.randperm(L, generator=g).to(device)
+        self.gauss = (torch.randn(n, L, generator=g) / math.sqrt(D * L)).to(device)  # scale folded in
+        self._work: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @staticmethod
     def memory_bytes(D: int, d: int) -> int:
-        """Signs, Gaussians (4 bytes each), permutation (8 bytes) over the padded length, plus about
-        three D-float working buffers while it runs."""
-        padded = math.ceil(D / chunk_length(d)) * chunk_length(d)
-        return 16 * padded + 12 * padded
+        """G and two work buffers over the padded length (4 bytes each)."""
+        return 12 * math.ceil(D / chunk_length(d)) * chunk_length(d)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (d,) -> (D,)."""
-        return _Fastfood.apply(x, self.signs.to(x.dtype), self.perm, self.gauss.to(x.dtype), self.D, self.scale)
+    def _buffers(self, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._work is None or self._work[0].dtype != dtype:
+            self._work = tuple(torch.empty(self.n, self.L, dtype=dtype, device=self.gauss.device) for _ in range(2))
+        return self._work
 
-    def matrix(self) -> torch.Tensor:
-        """The explicit (D, d) matrix (for tests on small sizes)."""
-        eye = torch.eye(self.d, dtype=self.gauss.dtype, device=self.gauss.device)
-        return torch.stack([self(e) for e in eye], dim=1)
+    def _gauss(self, dtype) -> torch.Tensor:
+        return self.gauss if self.gauss.dtype == dtype else self.gauss.to(dtype)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """u = Pi H B [x; 0]: (d,) -> (L,)."""
+        xp = torch.nn.functional.pad(x, (0, self.L - self.d))
+        return fwht(self.signs.to(x.dtype) * xp)[self.perm]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (d,) -> (D,), a view of a work buffer (valid until the next call)."""
+        a, b = self._buffers(x.dtype)
+        torch.mul(self._gauss(x.dtype), self.mix(x), out=a)
+        return fwht_(a, b).view(-1)[: self.D]
+
+    def transpose_buffer(self, device, dtype) -> torch.Tensor:
+        a, _ = self._buffers(dtype)
+        a.view(-1)[self.D:].zero_()
+        return a.view(-1)[: self.D]
+
+    def transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """g (D,) -> P^T g = B H Pi^T sum_b G_b H g_b (d,)."""
+        a, b = self._buffers(g.dtype)
+        if g.data_ptr() != a.data_ptr():
+            a.view(-1)[: self.D].copy_(g)
+            a.view(-1)[self.D:].zero_()
+        s = fwht_(a, b).mul_(self._gauss(g.dtype)).sum(0)  # (L,)
+        w = torch.empty_like(s)
+        w[self.perm] = s
+        return (self.signs.to(g.dtype) * fwht(w))[: self.d]

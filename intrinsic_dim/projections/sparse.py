@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from intrinsic_dim.projections import generator
+from intrinsic_dim.projections import Projection, generator
 
 
 def nonzeros_per_column(D: int) -> int:
@@ -32,7 +32,7 @@ def sparse_triples(D: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return rows, cols, signs / math.sqrt(k)
 
 
-class SparseProjection:
+class SparseProjection(Projection):
     """x (d,) -> P x (D,) with the sparse P of `sparse_triples`."""
 
     def __init__(self, D: int, d: int, seed: int, device=None):
@@ -44,7 +44,12 @@ class SparseProjection:
     def memory_bytes(D: int, d: int) -> int:
         return 20 * d * nonzeros_per_column(D) + 4 * D  # two int64 + one float per nonzero, the output
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (d,) -> (D,)."""
         contrib = self.values.to(x.dtype) * x[self.cols]
         return torch.zeros(self.D, dtype=x.dtype, device=x.device).index_add(0, self.rows, contrib)
+
+    def transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """g (D,) -> (d,)."""
+        contrib = self.values.to(g.dtype) * g[self.rows]
+        return torch.zeros(self.d, dtype=g.dtype, device=g.device).index_add(0, self.cols, contrib)

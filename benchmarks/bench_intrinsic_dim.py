@@ -1,0 +1,154 @@
+"""Intrinsic-dimension benchmarks: training-step speed and memory (fastfood vs full fine-tuning) and
+d90 quality on SST-2 / MRPC few-shot splits.
+
+    flock /tmp/bench.lock python benchmarks/bench_intrinsic_dim.py speed [--model smollm2-135m --d 1000]
+    flock /tmp/bench.lock python benchmarks/bench_intrinsic_dim.py quality [--model bert-tiny-mlm]
+
+`speed` runs each mode in its own subprocess (so ru_maxrss is that mode's peak) and prints seconds per
+training step and peak memory. `quality` runs `autoprompt intrinsic-dim` on each task and prints d90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(os.environ.get("SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+TASKS = {
+    "sst2": dict(template="{sentence} It was [P] .", label_map="0=terrible,1=great", folder="sst2"),
+    "mrpc": dict(template="{sentence1} ? [P] , {sentence2}", label_map="0=No,1=Yes", folder="mrpc"),
+}
+
+
+def _threads() -> int:
+    import torch
+
+    torch.set_num_threads(2)
+    return torch.get_num_threads()
+
+
+def one_mode(mode: str, model: str, d: int, batch: int, steps: int) -> dict:
+    """Time `steps` training steps (after one warm-up step) of `mode` in this process."""
+    import torch
+
+    from frozen_lm import data as data_mod
+    from frozen_lm.model import FrozenLM
+    from frozen_lm.task import PromptTask
+    from intrinsic_dim.objective import Objective
+    from intrinsic_dim.projections import make_projection
+    from intrinsic_dim.subspace import Subspace
+
+    threads = _threads()
+    torch.manual_seed(0)
+    lm = FrozenLM.load(model, "cpu")
+    spec = TASKS["sst2"]
+    task = PromptTask(lm, spec["template"], spec["label_map"])
+    rows = task.encode(data_mod.load(str(SHARED / "k-shot/sst2/16-42/train.jsonl"))).rows.subset(list(range(batch)))
+    objective = Objective(task)
+    base = objective.base(list(lm.named_parameters()))
+    D = sum(t.numel() for t in base.values())
+    if mode == "full":
+        values = {k: v.detach().clone().requires_grad_(True) for k, v in base.items()}
+
+        def params():
+            return values
+    else:
+        space = Subspace(base, make_projection(mode, D, d, 0))
+        values = {k: v.requires_grad_(True) for k, v in space.init().items()}
+
+        def params():
+            return space.params(**values)
+    opt = torch.optim.Adam(values.values(), lr=1e-4)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        objective.loss(params(), rows).backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    return {"mode": mode, "model": model, "D": D, "d": d if mode != "full" else D, "batch": batch,
+            "tokens": int(rows.attention_mask.sum()), "threads": threads,
+            "s_per_step": sum(times[1:]) / steps, "first_step_s": times[0], "peak_rss_mib": round(peak)}
+
+
+def speed(args) -> None:
+    from frozen_lm.cli import print_table
+
+    print(f"torch threads: {_threads()}")
+    rows = []
+    for mode in ("full", "fastfood"):
+        cmd = [sys.executable, __file__, "one", mode, "--model", args.model, "--d", str(args.d),
+               "--batch", str(args.batch), "--steps", str(args.steps)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    full = rows[0]["s_per_step"]
+    for r in rows:
+        r["vs_full"] = f"{100 * (r['s_per_step'] / full - 1):+.1f}%"
+    print_table(rows, f"training step, {args.model}, all parameters (target: fastfood adds < 25%)")
+
+
+def quality(args) -> None:
+    from frozen_lm.cli import print_table
+
+    print(f"torch threads: {_threads()}")
+    rows = []
+    for name in args.tasks.split(","):
+        spec = TASKS[name]
+        folder = SHARED / "k-shot" / spec["folder"] / "16-42"
+        if not folder.exists():
+            print(f"{name}: {folder} is absent; skipped")
+            continue
+        out = Path(args.out) / f"{name}-{args.model}"
+        cmd = ["autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(folder / "train.jsonl"),
+               "--dev", str(folder / "dev.jsonl"), "--template", spec["template"], "--label-map", spec["label_map"],
+               "--projection", args.projection, "--steps", str(args.steps), "--seeds", str(args.seeds),
+               "--out", str(out), "--json", *args.extra.split()]
+        if args.dims:
+            cmd += ["--dims", args.dims]
+        print("$", " ".join(repr(c) if " " in c else c for c in cmd), flush=True)
+        start = time.perf_counter()
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        rows.append({"task": name, "model": args.model, "D": res["D"], "baseline": res["baseline"],
+                     "d90": res["d90"], "d90_seeds": res["d90_range"], "runs": len(res["per_dim"]) * args.seeds,
+                     "seconds": round(time.perf_counter() - start), "plot": str(out / "d90.png")})
+        print_table(res["per_dim"], f"{name}: score per d")
+    print_table(rows, "d90 (16-shot, seed 42 split; dev = 32 examples)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--model", default="smollm2-135m")
+    s.add_argument("--d", type=int, default=1000)
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--steps", type=int, default=3)
+    o = sub.add_parser("one")
+    o.add_argument("mode")
+    for a, default in (("--model", "smollm2-135m"), ("--d", 1000), ("--batch", 8), ("--steps", 3)):
+        o.add_argument(a, default=default, type=type(default))
+    q = sub.add_parser("quality")
+    q.add_argument("--model", default="bert-tiny-mlm")
+    q.add_argument("--tasks", default="sst2,mrpc")
+    q.add_argument("--projection", default="fastfood")
+    q.add_argument("--dims", default="")
+    q.add_argument("--steps", type=int, default=100)
+    q.add_argument("--seeds", type=int, default=2)
+    q.add_argument("--out", default="runs/bench-intrinsic-dim")
+    q.add_argument("--extra", default="", help="more intrinsic-dim options, e.g. '--baseline-lr 1e-3'")
+    args = p.parse_args()
+    if args.cmd == "one":
+        print(json.dumps(one_mode(args.mode, args.model, args.d, args.batch, args.steps)))
+    else:
+        {"speed": speed, "quality": quality}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
