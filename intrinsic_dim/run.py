@@ -97,6 +97,7 @@ def run_experiment(cfg: IntrinsicDimConfig, exp: Experiment, seed: int,
     baseline = None
     if cfg.baseline_score is None:
         baseline = train_full(exp.objective, exp.base, settings(cfg, seed, baseline=True), exp.train, exp.dev)
+        baseline.tensors = {}  # not saved; frees the trained copy before the sweep
         logger.info("full fine-tuning: %s %.4f", exp.task.metric, baseline.score)
         if progress:
             progress("baseline", baseline)

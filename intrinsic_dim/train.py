@@ -114,11 +114,11 @@ def train_subspace(objective: Objective, base: dict[str, torch.Tensor], kind: st
 
 def train_full(objective: Objective, base: dict[str, torch.Tensor], settings: Settings,
                train: Rows, dev: Rows) -> Run:
-    """Full fine-tuning of the same tensors with the same objective (one trainable copy)."""
+    """Full fine-tuning of the same tensors with the same objective (one trainable copy, returned)."""
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
     values = {k: v.detach().clone() for k, v in base.items()}
     hist = optimize(values, lambda v, idx: objective.loss(v, train.subset(idx)), len(train), settings)
     score = objective.score(values, dev, settings.eval_batch_size)
     D = sum(t.numel() for t in base.values())
-    return Run(D, settings.seed, score, hist[-1] if hist else float("nan"), time.perf_counter() - start)
+    return Run(D, settings.seed, score, hist[-1] if hist else float("nan"), time.perf_counter() - start, values)

@@ -23,6 +23,7 @@ import torch
 from intrinsic_dim.projections import Projection, generator
 
 MAX_FACTOR_BITS = 5  # Hadamard factors of at most 32 x 32, applied as small matrix products
+SMALL = 1 << 16  # below this many numbers, avoid batched matmul (its thread start-up dominates)
 
 
 @functools.lru_cache(maxsize=32)
@@ -55,6 +56,8 @@ def fwht_(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
         pre, post = math.prod(sizes[:i]), math.prod(sizes[i + 1:])
         if post == 1:
             torch.matmul(src.view(-1, m), h, out=dst.view(-1, m))
+        elif x.numel() <= SMALL:
+            dst.view(rows * pre, m, post).copy_(torch.einsum("ij,bjk->bik", h, src.view(rows * pre, m, post)))
         else:
             torch.matmul(h, src.view(rows * pre, m, post), out=dst.view(rows * pre, m, post))
         src, dst = dst, src
