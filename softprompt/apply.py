@@ -10,7 +10,7 @@ from frozen_lm.artifact import Artifact, check_model
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
 from frozen_lm.model import FrozenLM
-from softprompt.prefix import prefix_logits
+from softprompt.prefix import prefix_logits, reserve_positions
 from softprompt.prompt import prompt_logits
 
 
@@ -48,5 +48,6 @@ def artifact_logits_fn(artifact: Artifact, lm: FrozenLM, task) -> Callable[[Rows
         return lambda rows: prompt_logits(lm, rows, vectors)
     if artifact.method == "prefix_tuning":
         kv = prefix_tensor(artifact, lm)
+        reserve_positions(task, kv.shape[3])
         return lambda rows: prefix_logits(lm, rows, kv)
     raise UserError(f"{artifact.path}: method {artifact.method!r} is not a soft prompt")

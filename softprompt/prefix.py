@@ -31,6 +31,13 @@ def prefix_logits(lm: FrozenLM, rows: Rows, kv: torch.Tensor) -> torch.Tensor:
                         prefix=as_prefix(kv, lm.dtype))
 
 
+def reserve_positions(task, length: int) -> None:
+    """Shorten the task's rows so that a prefix of `length` positions still fits the model's positions."""
+    limit = getattr(task.lm.config, "max_position_embeddings", None)
+    if limit and task.encoder.max_length + length > limit:
+        task.encoder.max_length = limit - length
+
+
 def _uniform_(weight: torch.Tensor, bound: float, generator: torch.Generator) -> None:
     with torch.no_grad():
         weight.uniform_(-bound, bound, generator=generator)

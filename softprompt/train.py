@@ -32,6 +32,7 @@ class TrainResult:
     stopped: str  # "steps", "early_stopping" or "nan"
     history: list[dict] = field(default_factory=list)
     step_seconds: float = 0.0  # mean wall time of an optimizer step (forward + backward + update)
+    step_cpu_seconds: float = 0.0  # mean CPU time of a step, all threads (less sensitive to a busy machine)
     note: str | None = None
 
 
@@ -141,13 +142,13 @@ def train(module, lm, task: PromptTask, train_data: Examples, dev_data: Examples
     tracker, history = _Tracker(module, cfg), []
     if dev is not None:
         history.append({"step": 0, "dev": score(module, lm, task, dev, cfg.eval_batch_size)})  # for reference
-    stopped, note, seconds, step = "steps", None, 0.0, 0
+    stopped, note, seconds, cpu, step = "steps", None, 0.0, 0.0, 0
     bar = tqdm(total=cfg.steps, disable=not cfg.progress, leave=False, desc=module.method)
     for step in range(1, cfg.steps + 1):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = _step(module, lm, task, train_data, stream, opt, params, cfg)
         sched.step()
-        seconds += time.perf_counter() - start
+        seconds, cpu = seconds + time.perf_counter() - start, cpu + time.process_time() - start_cpu
         bar.update(1)
         entry = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"]}
         history.append(entry)
@@ -173,7 +174,7 @@ def train(module, lm, task: PromptTask, train_data: Examples, dev_data: Examples
     module.eval()
     done = step - (stopped == "nan")
     return TrainResult(tracker.best_step, tracker.best_score, done, stopped, history,
-                       seconds / max(step, 1), note)
+                       seconds / max(step, 1), cpu / max(step, 1), note)
 
 
 def _step(module, lm, task, data: Examples, stream, opt, params, cfg: TuneConfig) -> float:

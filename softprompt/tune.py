@@ -27,7 +27,7 @@ from frozen_lm.task import PromptTask, TaskConfig
 from frozen_lm.templates import Template
 from softprompt.config import TuneConfig, strip_triggers
 from softprompt.init import prefix_init, prompt_init
-from softprompt.prefix import PrefixParams
+from softprompt.prefix import PrefixParams, reserve_positions
 from softprompt.prompt import SoftPrompt
 from softprompt.targets import Examples, encode_targets
 from softprompt.train import TrainResult, score, train
@@ -99,6 +99,8 @@ def run_tune(task_cfg: TaskConfig, cfg: TuneConfig, seed: int = 0, lm: FrozenLM 
     if cfg.bf16 and lm.device.type != "cuda":
         logger.warning("--bf16 only applies on CUDA; training in %s on %s", lm.dtype, lm.device)
     task = PromptTask.from_config(lm, task_cfg)
+    if cfg.method == "prefix":
+        reserve_positions(task, k)
     train_data = load_split(task, task_cfg.train, cfg)
     dev_data = load_split(task, task_cfg.dev, cfg) if task_cfg.dev else None
     module, ids = build_module(lm, task, cfg, k, seed)
