@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from frozen_lm.artifact import load_artifact, save_artifact
+from frozen_lm.data import Dataset
 from frozen_lm.errors import UserError
 from frozen_lm.task import PromptTask, TaskConfig
 from softprompt.apply import artifact_logits_fn
@@ -23,7 +24,7 @@ from softprompt.init import (
     typical_norm,
 )
 from softprompt.nearest import describe, nearest_tokens, token_table
-from softprompt.prefix import PrefixParams, as_prefix, prefix_logits
+from softprompt.prefix import PrefixParams, as_prefix, prefix_logits, reserve_positions
 from softprompt.prompt import place
 from softprompt.train import lr_factor
 from softprompt.tune import run_tune
@@ -139,6 +140,15 @@ def test_token_prefix_equals_prepended_text(tiny, kind):
     with_prefix = lm.logits_at(torch.tensor([[len(row) - 1]]), input_ids=torch.tensor([row]), prefix=as_prefix(kv))
     joined = lm.logits_at(torch.tensor([[len(text) + len(row) - 1]]), input_ids=torch.tensor([text + row]))
     assert torch.allclose(with_prefix, joined, atol=1e-4)
+
+
+def test_long_rows_leave_room_for_the_prefix(tiny):
+    lm = tiny("gpt2")  # 128 positions
+    task = _task(lm, "{sentence} [P]")
+    reserve_positions(task, 20)
+    rows = task.encode(Dataset("long", [{"sentence": "great movie " * 200, "label": 1}])).rows
+    assert rows.input_ids.shape[1] <= 108
+    assert torch.isfinite(prefix_logits(lm, rows, prefix_init(lm, task, 20, "random", _gen())[0])).all()
 
 
 def test_prefix_mlp_starts_at_init_and_folds(tiny):
