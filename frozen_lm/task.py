@@ -52,7 +52,8 @@ class TaskConfig:
         takes nothing from the demo tasks)."""
         out = TaskConfig(**vars(self))
         demo = demo_of(out.train) or (demo_of(data) if out.train is None else None)
-        if demo is None and out.train is None and not data:  # a user's own split: no demo label words
+        own_split = bool(data) and not data.startswith("demo:")  # a user's split takes no demo label words
+        if demo is None and out.train is None and not own_split:
             demo = data_mod.DEMO_TASKS[data_mod.DEFAULT_TASK]
         if demo is not None:
             out.train = out.train or f"demo:{demo.name}:train"

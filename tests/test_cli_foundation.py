@@ -97,7 +97,7 @@ def test_table_output(cli, tiny_folder):
 @pytest.mark.parametrize("args, fragment", [
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--data", "demo:nope"], "unknown demo task"),
-    (["--data", "missing.jsonl"], "does not exist"),
+    (["--data", "missing.jsonl", "--template", MANUAL], "does not exist"),
     (["--dtype", "float8"], "unknown dtype"),
 ])
 def test_option_errors(cli, tiny_folder, args, fragment):

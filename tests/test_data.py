@@ -115,7 +115,8 @@ def test_hf_rows(monkeypatch):
 
 def test_cli_hf_error_is_one_line(cli, tiny_folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
-    result = cli("evaluate", "--model", tiny_folder("llama"), "--data", "hf:glue/sst2:validation")
+    result = cli("evaluate", "--model", tiny_folder("llama"), "--template", "{sentence} It was [P] .",
+                 "--label-map", "0=terrible,1=great", "--data", "hf:glue/sst2:validation")
     assert_user_error(result, "pip install datasets")
 
 

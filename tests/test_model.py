@@ -216,3 +216,16 @@ def test_params_overrides(tiny, kind):
     assert all(torch.equal(v, before[k]) and not v.requires_grad for k, v in lm.named_parameters().items())
     with torch.no_grad():
         assert torch.equal(lm.logits_at(pos, input_ids=ids, attention_mask=mask), base)
+
+
+def test_prefix_with_embeds_and_params(tiny):
+    lm = tiny("llama")
+    ids, _, _ = batch(lm, lengths=(8, 8), seed=5)
+    prefix = lm.compute_prefix(ids[:, :3])
+    pos = torch.tensor([[0, 4], [1, 4]])
+    with torch.no_grad():
+        by_ids = lm.logits_at(pos, input_ids=ids[:, 3:], prefix=prefix)
+        by_embeds = lm.logits_at(pos, inputs_embeds=lm.embed(ids[:, 3:]), prefix=prefix)
+        by_params = lm.logits_at(pos, input_ids=ids[:, 3:], prefix=prefix, params=lm.named_parameters())
+    torch.testing.assert_close(by_embeds, by_ids)
+    assert torch.equal(by_params, by_ids)
