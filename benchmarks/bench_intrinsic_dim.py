@@ -20,9 +20,14 @@ import time
 from pathlib import Path
 
 SHARED = Path(os.environ.get("SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-TASKS = {
-    "sst2": dict(template="{sentence} It was [P] .", label_map="0=terrible,1=great", folder="sst2"),
-    "mrpc": dict(template="{sentence1} ? [P] , {sentence2}", label_map="0=No,1=Yes", folder="mrpc"),
+TASKS = {  # train / dev files under ../shared/data, and options for the run
+    "sst2": dict(template="{sentence} It was [P] .", label_map="0=terrible,1=great",
+                 train="k-shot/sst2/16-42/train.jsonl", dev="k-shot/sst2/test.jsonl", options=[]),
+    "sst2-2k": dict(template="{sentence} It was [P] .", label_map="0=terrible,1=great", train="sst2/train.jsonl",
+                    dev="sst2/dev.jsonl", options=["--max-train", "2000", "--max-dev", "400", "--batch-size", "16",
+                             "--steps", "250"]),
+    "mrpc": dict(template="{sentence1} ? [P] , {sentence2}", label_map="0=No,1=Yes",
+                 train="k-shot/mrpc/16-42/train.jsonl", dev="k-shot/mrpc/test.jsonl", options=[]),
 }
 
 
@@ -49,7 +54,7 @@ def one_mode(mode: str, model: str, d: int, batch: int, steps: int) -> dict:
     lm = FrozenLM.load(model, "cpu")
     spec = TASKS["sst2"]
     task = PromptTask(lm, spec["template"], spec["label_map"])
-    rows = task.encode(data_mod.load(str(SHARED / "k-shot/sst2/16-42/train.jsonl"))).rows.subset(list(range(batch)))
+    rows = task.encode(data_mod.load(str(SHARED / spec["train"]))).rows.subset(list(range(batch)))
     objective = Objective(task)
     base = objective.base(list(lm.named_parameters()))
     D = sum(t.numel() for t in base.values())
@@ -101,25 +106,25 @@ def quality(args) -> None:
     rows = []
     for name in args.tasks.split(","):
         spec = TASKS[name]
-        folder = SHARED / "k-shot" / spec["folder"] / "16-42"
-        if not folder.exists():
-            print(f"{name}: {folder} is absent; skipped")
+        train, dev = SHARED / spec["train"], SHARED / spec["dev"]
+        if not train.exists():
+            print(f"{name}: {train} is absent; skipped")
             continue
         out = Path(args.out) / f"{name}-{args.model}"
-        cmd = ["autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(folder / "train.jsonl"),
-               "--dev", str(folder / "dev.jsonl"), "--template", spec["template"], "--label-map", spec["label_map"],
+        cmd = ["autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(train), "--dev", str(dev),
+               "--template", spec["template"], "--label-map", spec["label_map"],
                "--projection", args.projection, "--steps", str(args.steps), "--seeds", str(args.seeds),
-               "--out", str(out), "--json", *args.extra.split()]
+               "--out", str(out), "--json", *spec["options"], *args.extra.split()]
         if args.dims:
             cmd += ["--dims", args.dims]
         print("$", " ".join(repr(c) if " " in c else c for c in cmd), flush=True)
         start = time.perf_counter()
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        rows.append({"task": name, "model": args.model, "D": res["D"], "baseline": res["baseline"],
+        rows.append({"task": name, "model": args.model, "D": res["D"], "baseline": res["baseline"], "target": res["target"],
                      "d90": res["d90"], "d90_seeds": res["d90_range"], "runs": len(res["per_dim"]) * args.seeds,
                      "seconds": round(time.perf_counter() - start), "plot": str(out / "d90.png")})
         print_table(res["per_dim"], f"{name}: score per d")
-    print_table(rows, "d90 (16-shot, seed 42 split; dev = 32 examples)")
+    print_table(rows, "d90 (train / dev files as in TASKS)")
 
 
 def main() -> None:
@@ -136,7 +141,7 @@ def main() -> None:
         o.add_argument(a, default=default, type=type(default))
     q = sub.add_parser("quality")
     q.add_argument("--model", default="bert-tiny-mlm")
-    q.add_argument("--tasks", default="sst2,mrpc")
+    q.add_argument("--tasks", default="sst2-2k,mrpc")
     q.add_argument("--projection", default="fastfood")
     q.add_argument("--dims", default="")
     q.add_argument("--steps", type=int, default=100)

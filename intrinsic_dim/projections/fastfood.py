@@ -90,8 +90,8 @@ class FastfoodProjection(Projection):
 
     @staticmethod
     def memory_bytes(D: int, d: int) -> int:
-        """G and two work buffers over the padded length (4 bytes each)."""
-        return 12 * math.ceil(D / chunk_length(d)) * chunk_length(d)
+        """G and two work buffers over the padded length, plus the subspace's output buffer (4 bytes each)."""
+        return 16 * math.ceil(D / chunk_length(d)) * chunk_length(d)
 
     def _buffers(self, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         if self._work is None or self._work[0].dtype != dtype:
