@@ -67,6 +67,12 @@ def main(verbose: int, quiet: bool) -> None:
     Every command runs with no arguments on the built-in demo task and the default offline model.
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars only
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # e.g. "Loading weights" bars: the CLI shows its own
+    except ImportError:
+        pass
     level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose > 1 else "%(message)s")
     for noisy in ("transformers", "urllib3", "filelock", "httpx", "huggingface_hub"):

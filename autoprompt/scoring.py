@@ -70,10 +70,11 @@ def can_pack(lm, rows: Rows) -> bool:
 
 @torch.no_grad()
 def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None = None,
-                   budget: Budget | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   budget: Budget | None = None, kind: str = "vocab") -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over the examples of the label log-likelihood, and the number correct, per candidate.
 
-    rows: B encoded examples (their slot tokens are ignored); triggers (N, S).
+    rows: B encoded examples (their slot tokens are ignored); triggers (N, S); kind: the label
+    log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes").
     Returns (loglik (N,), correct (N,)) as float64 / int64 on the CPU.
     """
     budget = budget or Budget()
@@ -83,11 +84,22 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     loglik = torch.zeros(triggers.shape[0], dtype=torch.float64)
     correct = torch.zeros(triggers.shape[0], dtype=torch.long)
     scorer = _score_packed if packed else _score_full
+    task = _ClassNormalized(task) if kind == "classes" and not task.is_facts else task
     cand = 0
     while cand < triggers.shape[0]:
         n_done = with_backoff(lambda b, c=cand: scorer(task, rows, triggers[c:], b, loglik[c:], correct[c:]), budget)
         cand += n_done
     return loglik, correct
+
+
+class _ClassNormalized:
+    """A task view whose log-probs are normalized over the classes (for --loss classes)."""
+
+    def __init__(self, task):
+        self._task, self.lm, self.is_facts = task, task.lm, task.is_facts
+
+    def log_probs(self, logits, rows):
+        return torch.log_softmax(self._task.log_probs(logits, rows), dim=-1)
 
 
 def _rows_per_pass(budget: Budget, tokens_per_row: int, logits_per_row: int) -> int:

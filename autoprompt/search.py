@@ -48,8 +48,9 @@ class SearchConfig:
     score: str = field(default="loglik", metadata={
         "help": "candidate score on the scoring batch: label log-likelihood (paper) or accuracy (ties by log-likelihood)",
         "choices": ["loglik", "accuracy"]})
-    loss: str = field(default="vocab", metadata={
-        "help": "gradient loss: -log p(label words) over the vocabulary (paper) or cross-entropy over the classes",
+    loss: str = field(default="classes", metadata={
+        "help": "loss for gradients and log-likelihood scores: cross-entropy over the classes' label words "
+                "(default) or -log p(label words) over the vocabulary (the paper's; facts always use the vocabulary)",
         "choices": ["vocab", "classes"]})
     initial_trigger: str = field(default="auto", metadata={
         "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for masked LMs, as the paper; else 'the')"})
@@ -188,7 +189,7 @@ class Searcher:
         t1 = time.perf_counter()
         eval_rows = self.train.subset(eval_idx)
         pool = torch.cat([state.beam, cands])
-        loglik, correct = score_triggers(self.task, eval_rows, pool, self.packed, self.budget)
+        loglik, correct = score_triggers(self.task, eval_rows, pool, self.packed, self.budget, self.cfg.loss)
         rank = self._rank(loglik, correct)
         order = torch.sort(rank, descending=True, stable=True).indices[: self.cfg.beam_size]
         beam, top = pool[order], int(order[0])

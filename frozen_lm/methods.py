@@ -23,4 +23,9 @@ def artifact_logits_fn(artifact, lm, task):
     if target is None:
         raise UserError(f"{artifact.path}: method {artifact.method!r} cannot be evaluated (known: {', '.join(METHODS)})")
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)(artifact, lm, task)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        raise UserError(f"{artifact.path}: a {artifact.method} artifact needs the '{module.split('.')[0]}' package, "
+                        f"which this installation lacks ({e.name} not found); reinstall with `pip install -e .`") from None
+    return getattr(mod, name)(artifact, lm, task)

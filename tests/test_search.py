@@ -17,7 +17,7 @@ from autoprompt.candidates import (
 )
 from autoprompt.cli import main
 from autoprompt.scoring import Budget, score_triggers
-from autoprompt.search import Searcher, SearchConfig
+from autoprompt.search import SearchConfig, Searcher
 from frozen_lm import data as data_mod
 from frozen_lm.task import PromptTask
 from frozen_lm.testing import save_tiny, tiny_lm
