@@ -1,7 +1,8 @@
 """Score many candidate triggers on a batch of examples in a few batched forward passes.
 
 Two paths, same numbers (up to float rounding):
-- full: every (candidate, example) pair is one row; used for masked LMs.
+- full: every (candidate, example) pair is one row; used for masked LMs. Examples are sorted by
+  length and scored in small groups with their padding trimmed, so a pass pads little.
 - packed (causal LMs): everything before the first [T] is the same for all candidates of an
   example, so one row holds that shared prefix once followed by the tails (trigger to [P]) of many
   candidates; a block mask lets each tail see the prefix and itself only, and position ids restart
@@ -23,15 +24,26 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Budget:
-    """Tokens per forward pass; halves on out-of-memory (shared across calls, so it stays small)."""
+    """Tokens per forward pass; halves on out-of-memory (shared across calls, so it stays small).
+
+    `tokens` bounds packed passes, `full_tokens` whole-sequence passes: on a CPU, whole-sequence
+    batches past ~4k tokens get slower per row (measured with benchmarks/bench_search_speed.py),
+    while packed rows keep gaining up to ~16k.
+    """
 
     tokens: int = 16384
+    full_tokens: int = 4096
     logits: int = 1 << 27  # floats of (rows, M, V) logits per pass
+
+    @classmethod
+    def for_device(cls, device: torch.device | str) -> Budget:
+        return cls() if torch.device(device).type == "cpu" else cls(tokens=65536, full_tokens=65536)
 
     def shrink(self) -> None:
         if self.tokens <= 16:
             raise RuntimeError("out of memory even at the smallest batch; use a smaller model or --device cpu")
         self.tokens //= 2
+        self.full_tokens = max(1, self.full_tokens // 2)
         self.logits //= 2
         logger.warning("out of memory: scoring with at most %d tokens per forward pass from now on", self.tokens)
 
@@ -77,7 +89,7 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes").
     Returns (loglik (N,), correct (N,)) as float64 / int64 on the CPU.
     """
-    budget = budget or Budget()
+    budget = budget or Budget.for_device(task.lm.device)
     packed = can_pack(task.lm, rows) if packed is None else packed
     rows = rows.to(task.lm.device)
     triggers = triggers.to(task.lm.device)
@@ -85,11 +97,30 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     correct = torch.zeros(triggers.shape[0], dtype=torch.long)
     scorer = _score_packed if packed else _score_full
     task = _ClassNormalized(task) if kind == "classes" and not task.is_facts else task
-    cand = 0
-    while cand < triggers.shape[0]:
-        n_done = with_backoff(lambda b, c=cand: scorer(task, rows, triggers[c:], b, loglik[c:], correct[c:]), budget)
-        cand += n_done
+    groups = [rows] if packed else length_groups(rows, triggers.shape[0], budget.full_tokens)
+    for group in groups:
+        cand = 0
+        while cand < triggers.shape[0]:
+            n_done = with_backoff(
+                lambda b, c=cand, g=group: scorer(task, g, triggers[c:], b, loglik[c:], correct[c:]), budget)
+            cand += n_done
     return loglik, correct
+
+
+def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
+    """The examples sorted by length (stable), in groups that fill about one pass of `tokens` with
+    n_cand candidates each, every group's padding trimmed to its longest row."""
+    if rows.n_examples == 0:
+        return []
+    length = rows.attention_mask.sum(1).view(rows.n_examples, rows.k).amax(1)
+    order = torch.sort(length.cpu(), stable=True).indices
+    size = max(1, tokens // max(1, n_cand * rows.k * int(length.float().mean())))
+    groups = []
+    for start in range(0, rows.n_examples, size):
+        g = rows.subset(order[start:start + size])
+        width = int(g.attention_mask.sum(1).max())
+        groups.append(replace(g, input_ids=g.input_ids[:, :width], attention_mask=g.attention_mask[:, :width]))
+    return groups
 
 
 class _ClassNormalized:
@@ -103,7 +134,7 @@ class _ClassNormalized:
 
 
 def _rows_per_pass(budget: Budget, tokens_per_row: int, logits_per_row: int) -> int:
-    return min(budget.tokens // max(tokens_per_row, 1), budget.logits // max(logits_per_row, 1))
+    return min(budget.full_tokens // max(tokens_per_row, 1), budget.logits // max(logits_per_row, 1))
 
 
 def _split_examples(scorer, task, rows, triggers, budget, loglik, correct, tokens_per_row) -> int:

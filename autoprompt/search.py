@@ -118,7 +118,7 @@ class Searcher:
         self.packed = {"auto": None, "on": True, "off": False}[cfg.packing]
         if self.packed and not can_pack(task.lm, self.train):
             raise UserError("--packing on needs a causal LM and text before the first [T]; use --packing auto")
-        self.budget = Budget()
+        self.budget = Budget.for_device(task.lm.device)
 
     def _label_tokens(self) -> list[int]:
         """Tokens the trigger may not use: label words, or every training answer for facts."""

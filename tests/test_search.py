@@ -16,7 +16,7 @@ from autoprompt.candidates import (
     one_slot_variants,
 )
 from autoprompt.cli import main
-from autoprompt.scoring import Budget, score_triggers
+from autoprompt.scoring import Budget, length_groups, score_triggers
 from autoprompt.search import SearchConfig, Searcher
 from frozen_lm import data as data_mod
 from frozen_lm.task import PromptTask
@@ -69,7 +69,7 @@ def test_packed_scoring_equals_full_passes(kind, labels):
     rows = task.encode(data_mod.load("demo:sentiment:dev")).rows
     triggers = torch.randint(5, 200, (7, 3), generator=torch.Generator().manual_seed(0))
     full = score_triggers(task, rows, triggers, packed=False)
-    small = score_triggers(task, rows, triggers, packed=kind != "bert", budget=Budget(tokens=300))
+    small = score_triggers(task, rows, triggers, packed=kind != "bert", budget=Budget(tokens=300, full_tokens=300))
     torch.testing.assert_close(full[0], small[0], atol=1e-4, rtol=1e-5)
     assert torch.equal(full[1], small[1])
     # against the plain evaluator, one candidate at a time
@@ -77,6 +77,20 @@ def test_packed_scoring_equals_full_passes(kind, labels):
         lp = task.target_log_prob(lm.logits_at(rows.predict_pos, input_ids=rows.with_triggers(triggers[n]),
                                                attention_mask=rows.attention_mask), rows)
         assert abs(float(lp.sum()) - float(full[0][n])) < 1e-3
+
+
+def test_length_groups_cover_every_example_once_with_padding_trimmed():
+    lm = tiny_lm("gpt2")
+    task = PromptTask(lm, "{sentence} [T] [P]", "0=terrible|awful movie,1=great")
+    rows = task.encode(data_mod.load("demo:sentiment:dev")).rows
+    groups = length_groups(rows, n_cand=4, tokens=200)
+    assert len(groups) > 1
+    assert sum(g.n_examples for g in groups) == rows.n_examples
+    assert sorted(sum((g.labels.tolist() for g in groups), [])) == sorted(rows.labels.tolist())
+    for g in groups:
+        assert g.input_ids.shape[1] == int(g.attention_mask.sum(1).max())
+    widths = [int(g.attention_mask.sum(1).max()) for g in groups]
+    assert widths == sorted(widths)
 
 
 def test_scoring_backs_off_on_out_of_memory(monkeypatch):

@@ -1,0 +1,67 @@
+"""Run every benchmark of the README, one after another, and keep each one's output.
+
+    python benchmarks/run_all.py            # all of them (hours on a 2-core CPU)
+    python benchmarks/run_all.py --quick    # small settings: checks that each script runs (minutes)
+    python benchmarks/run_all.py --only load search_speed
+
+Each benchmark runs in its own process, alone (run nothing else on the machine: torch's threads
+oversubscribe shared cores and times grow several-fold). Output goes to the terminal and to
+runs/bench/<name>.txt; the scripts also write their JSON results under runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "bench"
+
+# name -> (full arguments, quick arguments); the commands that made the README's tables.
+BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
+    "load": (["benchmarks/bench_load.py"], ["benchmarks/bench_load.py", "--reps", "2"]),
+    "search_speed": (["-m", "benchmarks.bench_search_speed"],
+                     ["-m", "benchmarks.bench_search_speed", "--iters", "2", "--dev-size", "32"]),
+    "search_quality": (["-m", "benchmarks.bench_search_quality", "--part", "all"],
+                       ["-m", "benchmarks.bench_search_quality", "--part", "bert", "--iters", "2"]),
+    "softprompt": (["benchmarks/bench_softprompt.py", "--save", "runs/bench/softprompt.json"],
+                   ["benchmarks/bench_softprompt.py", "--seeds", "42", "--steps", "3", "--test-limit", "32"]),
+    "intrinsic_dim_speed": (["benchmarks/bench_intrinsic_dim.py", "speed"],
+                            ["benchmarks/bench_intrinsic_dim.py", "speed", "--steps", "1"]),
+    "intrinsic_dim_quality": (["benchmarks/bench_intrinsic_dim.py", "quality", "--seeds", "2", "--steps", "100",
+                               "--extra", "--bisect-steps 2"],
+                              ["benchmarks/bench_intrinsic_dim.py", "quality", "--tasks", "mrpc", "--seeds", "1",
+                               "--steps", "5", "--dims", "10,100", "--out", "runs/bench-quick-intrinsic-dim"]),
+}
+
+
+def run_one(name: str, args: list[str]) -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, *args]
+    print(f"\n=== {name}: {' '.join(args)}", flush=True)
+    start = time.perf_counter()
+    with open(OUT / f"{name}.txt", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        rc = proc.wait()
+    print(f"=== {name}: exit {rc} after {time.perf_counter() - start:.0f} s (log: {OUT / (name + '.txt')})", flush=True)
+    return rc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small settings that only check each script runs")
+    ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
+    args = ap.parse_args()
+    failed = [name for name in (args.only or BENCHMARKS) if run_one(name, BENCHMARKS[name][args.quick]) != 0]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
