@@ -90,7 +90,8 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     Returns (loglik (N,), correct (N,)) as float64 / int64 on the CPU.
     """
     budget = budget or Budget.for_device(task.lm.device)
-    packed = can_pack(task.lm, rows) if packed is None else packed
+    if packed is None:  # one candidate has nothing to share: a plain pass is cheaper
+        packed = can_pack(task.lm, rows) and triggers.shape[0] > 1
     rows = rows.to(task.lm.device)
     triggers = triggers.to(task.lm.device)
     loglik = torch.zeros(triggers.shape[0], dtype=torch.float64)
@@ -112,15 +113,10 @@ def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
     n_cand candidates each, every group's padding trimmed to its longest row."""
     if rows.n_examples == 0:
         return []
-    length = rows.attention_mask.sum(1).view(rows.n_examples, rows.k).amax(1)
-    order = torch.sort(length.cpu(), stable=True).indices
-    size = max(1, tokens // max(1, n_cand * rows.k * int(length.float().mean())))
-    groups = []
-    for start in range(0, rows.n_examples, size):
-        g = rows.subset(order[start:start + size])
-        width = int(g.attention_mask.sum(1).max())
-        groups.append(replace(g, input_ids=g.input_ids[:, :width], attention_mask=g.attention_mask[:, :width]))
-    return groups
+    mean = int(rows.attention_mask.sum(1).float().mean())
+    size = max(1, tokens // max(1, n_cand * rows.k * mean))
+    order = rows.by_length()
+    return [rows.subset(order[start:start + size]) for start in range(0, rows.n_examples, size)]
 
 
 class _ClassNormalized:

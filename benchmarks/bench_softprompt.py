@@ -10,6 +10,8 @@ Memory: peak resident memory during training minus resident memory before it (Li
 
     python benchmarks/bench_softprompt.py                 # the table in the README
     python benchmarks/bench_softprompt.py --seeds 42 --steps 5 --test-limit 64   # a quick check
+    python benchmarks/bench_softprompt.py --train-set full --seeds 42 --steps 200 \
+        --methods manual prompt prefix prefix_direct    # trained on the full SST-2 train set
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "k-shot" / "sst2"
+FULL = DATA.parents[1] / "sst2"  # full SST-2: train 6920, dev 872, test 1821
 MANUAL = "{sentence} It was [P] ."
 LABELS = '{"0": "terrible", "1": "great"}'
 INIT = "Classify the sentiment of this review as great or terrible"
@@ -61,8 +64,8 @@ def _setup(args):
     task = PromptTask(lm, template, LABELS)
     if args.worker != "prompt":  # a prefix (ours or PEFT's virtual tokens) takes k positions
         reserve_positions(task, args.k)
-    split = DATA / f"16-{args.seed}"
-    test = data_mod.load(str(DATA / "test.jsonl"))
+    split = FULL if args.train_set == "full" else DATA / f"16-{args.seed}"
+    test = data_mod.load(str((FULL if args.train_set == "full" else DATA) / "test.jsonl"))
     if args.test_limit:
         test = test.sample(args.test_limit, 0)
     enc = {name: task.encode(data_mod.load(str(split / f"{name}.jsonl"))) for name in ("train", "dev")}
@@ -164,7 +167,8 @@ def _peft_logits(model, rows, k):
 def run_one(args, method: str, seed: int) -> dict:
     cmd = ["flock", "/tmp/bench.lock", sys.executable, __file__, "--worker", method, "--seed", str(seed),
            "--model", args.model, "--steps", str(args.steps), "--k", str(args.k), "--lr", str(args.lr),
-           "--prefix-lr", str(args.prefix_lr), "--prefix-direct-lr", str(args.prefix_direct_lr), "--test-limit", str(args.test_limit or 0)]
+           "--prefix-lr", str(args.prefix_lr), "--prefix-direct-lr", str(args.prefix_direct_lr), "--test-limit", str(args.test_limit or 0),
+           "--train-set", args.train_set]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{method} seed {seed} failed:\n{proc.stderr[-3000:]}")
@@ -210,7 +214,9 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--prefix-lr", type=float, default=1e-4, help="prefix tuning through the MLP")
     p.add_argument("--prefix-direct-lr", type=float, default=5e-3, help="prefix tuning without the MLP")
-    p.add_argument("--test-limit", type=int, default=0, help="score only this many test rows (0: all 872)")
+    p.add_argument("--test-limit", type=int, default=0, help="score only this many test rows (0: all)")
+    p.add_argument("--train-set", choices=("16-shot", "full"), default="16-shot",
+                   help="16-shot: LM-BFF splits 16-SEED, test 872 rows; full: SST-2 train 6920 (dev 872, test 1821)")
     p.add_argument("--save", default=None, help="also write the raw results as JSON here")
     p.add_argument("--from-json", default=None, help="print the table of a --save file and exit")
     args = p.parse_args(argv)
@@ -221,8 +227,8 @@ def main(argv=None) -> None:
         results = json.loads(Path(args.from_json).read_text())
         print("\n".join(table(results, sorted({r["seed"] for r in results}, key=args.seeds.index))))
         return
-    if not DATA.exists():
-        print(f"skipped: {DATA} not found (the shared data folder)")
+    if not DATA.exists() or not FULL.exists():
+        print(f"skipped: {DATA} or {FULL} not found (the shared data folder)")
         return
     results = []
     for seed in args.seeds:
@@ -231,7 +237,8 @@ def main(argv=None) -> None:
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     if args.save:
         Path(args.save).write_text(json.dumps(results, indent=2))
-    print(f"SST-2 16-shot, {args.model}, k={args.k}, {args.steps} steps, batch 8, test rows: {args.test_limit or 872}")
+    n_test = args.test_limit or (1821 if args.train_set == "full" else 872)
+    print(f"SST-2 {args.train_set}, {args.model}, k={args.k}, {args.steps} steps, batch 8, test rows: {n_test}")
     print("\n".join(table(results, args.seeds)))
 
 

@@ -23,12 +23,17 @@ OUT = ROOT / "runs" / "bench"
 # name -> (full arguments, quick arguments); the commands that made the README's tables.
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "load": (["benchmarks/bench_load.py"], ["benchmarks/bench_load.py", "--reps", "2"]),
-    "search_speed": (["-m", "benchmarks.bench_search_speed"],
+    "search_speed": (["-m", "benchmarks.bench_search_speed", "--iters", "3", "--dev-size", "100"],
                      ["-m", "benchmarks.bench_search_speed", "--iters", "2", "--dev-size", "32"]),
     "search_quality": (["-m", "benchmarks.bench_search_quality", "--part", "all"],
                        ["-m", "benchmarks.bench_search_quality", "--part", "bert", "--iters", "2"]),
     "softprompt": (["benchmarks/bench_softprompt.py", "--save", "runs/bench/softprompt.json"],
                    ["benchmarks/bench_softprompt.py", "--seeds", "42", "--steps", "3", "--test-limit", "32"]),
+    "softprompt_full": (["benchmarks/bench_softprompt.py", "--train-set", "full", "--seeds", "42", "--steps", "200",
+                         "--methods", "manual", "prompt", "prefix", "prefix_direct",
+                         "--save", "runs/bench/softprompt_full.json"],
+                        ["benchmarks/bench_softprompt.py", "--train-set", "full", "--seeds", "42", "--steps", "3",
+                         "--methods", "manual", "prompt", "--test-limit", "32"]),
     "intrinsic_dim_speed": (["benchmarks/bench_intrinsic_dim.py", "speed"],
                             ["benchmarks/bench_intrinsic_dim.py", "speed", "--steps", "1"]),
     "intrinsic_dim_quality": (["benchmarks/bench_intrinsic_dim.py", "quality", "--seeds", "2", "--steps", "100",

@@ -48,14 +48,22 @@ class Rows:
         return starts + self.word_row.to(self.labels.device)[None]
 
     def subset(self, examples: torch.Tensor | list[int] | slice) -> Rows:
-        """The rows of some examples (index tensor, list or slice), re-indexed."""
+        """The rows of some examples (index tensor, list or slice), re-indexed, with the padding
+        trimmed to their longest row (a batch of short rows costs short passes)."""
         ex = torch.arange(self.n_examples)[examples] if isinstance(examples, slice) else torch.as_tensor(examples)
         ex = ex.to(self.labels.device)
         rows = (ex[:, None] * self.k + torch.arange(self.k, device=ex.device)[None]).reshape(-1)
+        mask = self.attention_mask[rows]
+        width = int(mask.sum(1).max()) if rows.numel() else mask.shape[1]
         return Rows(
-            self.input_ids[rows], self.attention_mask[rows], self.trigger_pos[rows], self.predict_pos[rows],
+            self.input_ids[rows, :width], mask[:, :width], self.trigger_pos[rows], self.predict_pos[rows],
             self.labels[ex], self.word_row, self.k,
         )
+
+    def by_length(self) -> torch.Tensor:
+        """(B,) example indices, shortest first (stable): batches of these pad little."""
+        length = self.attention_mask.sum(1).view(self.n_examples, self.k).amax(1)
+        return torch.sort(length.cpu(), stable=True).indices
 
     def to(self, device) -> Rows:
         return Rows(*(getattr(self, f).to(device) for f in
