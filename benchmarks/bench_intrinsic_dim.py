@@ -111,13 +111,13 @@ def quality(args) -> None:
             print(f"{name}: {train} is absent; skipped")
             continue
         out = Path(args.out) / f"{name}-{args.model}"
-        cmd = ["autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(train), "--dev", str(dev),
+        cmd = [sys.executable, "-m", "autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(train), "--dev", str(dev),
                "--template", spec["template"], "--label-map", spec["label_map"],
                "--projection", args.projection, "--steps", str(args.steps), "--seeds", str(args.seeds),
                "--out", str(out), "--json", *spec["options"], *args.extra.split()]
         if args.dims:
             cmd += ["--dims", args.dims]
-        print("$", " ".join(repr(c) if " " in c else c for c in cmd), flush=True)
+        print("$ autoprompt", " ".join(repr(c) if " " in c else c for c in cmd[3:]), flush=True)
         start = time.perf_counter()
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         rows.append({"task": name, "model": args.model, "D": res["D"], "baseline": res["baseline"], "target": res["target"],
