@@ -112,11 +112,9 @@ def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
     """The examples sorted by length (stable), in groups that fill about one pass of `tokens` with
     n_cand candidates each, every group's padding trimmed to its longest row."""
     if rows.n_examples == 0:
-        return []
+        return []  # (the mean length of no rows is NaN)
     mean = int(rows.attention_mask.sum(1).float().mean())
-    size = max(1, tokens // max(1, n_cand * rows.k * mean))
-    order = rows.by_length()
-    return [rows.subset(order[start:start + size]) for start in range(0, rows.n_examples, size)]
+    return list(rows.batches(max(1, tokens // max(1, n_cand * rows.k * mean))))
 
 
 class _ClassNormalized:

@@ -64,8 +64,9 @@ def _setup(args):
     task = PromptTask(lm, template, LABELS)
     if args.worker != "prompt":  # a prefix (ours or PEFT's virtual tokens) takes k positions
         reserve_positions(task, args.k)
-    split = FULL if args.train_set == "full" else DATA / f"16-{args.seed}"
-    test = data_mod.load(str((FULL if args.train_set == "full" else DATA) / "test.jsonl"))
+    root = FULL if args.train_set == "full" else DATA
+    split = root if args.train_set == "full" else root / f"16-{args.seed}"
+    test = data_mod.load(str(root / "test.jsonl"))
     if args.test_limit:
         test = test.sample(args.test_limit, 0)
     enc = {name: task.encode(data_mod.load(str(split / f"{name}.jsonl"))) for name in ("train", "dev")}
@@ -227,8 +228,9 @@ def main(argv=None) -> None:
         results = json.loads(Path(args.from_json).read_text())
         print("\n".join(table(results, sorted({r["seed"] for r in results}, key=args.seeds.index))))
         return
-    if not DATA.exists() or not FULL.exists():
-        print(f"skipped: {DATA} or {FULL} not found (the shared data folder)")
+    root = FULL if args.train_set == "full" else DATA
+    if not root.exists():
+        print(f"skipped: {root} not found (the shared data folder)")
         return
     results = []
     for seed in args.seeds:

@@ -8,6 +8,7 @@ distinct word length, with that many mask tokens at [P].
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -64,6 +65,13 @@ class Rows:
         """(B,) example indices, shortest first (stable): batches of these pad little."""
         length = self.attention_mask.sum(1).view(self.n_examples, self.k).amax(1)
         return torch.sort(length.cpu(), stable=True).indices
+
+    def batches(self, batch_size: int) -> Iterator[Rows]:
+        """Batches of `batch_size` examples in length order, padding trimmed: for sums over all
+        examples, where the order does not matter."""
+        order = self.by_length()
+        for start in range(0, self.n_examples, batch_size):
+            yield self.subset(order[start:start + batch_size])
 
     def to(self, device) -> Rows:
         return Rows(*(getattr(self, f).to(device) for f in

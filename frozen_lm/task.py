@@ -202,10 +202,7 @@ def evaluate(task: PromptTask, encoded: Encoded, logits_fn: Callable[[Rows], tor
     """
     logits_fn = logits_fn or ids_logits_fn(task.lm)
     rows = encoded.rows.to(task.lm.device)
-    hits, order = 0, rows.by_length()
-    for start in range(0, len(rows), batch_size):
-        batch = rows.subset(order[start:start + batch_size])
-        hits += int(task.correct(logits_fn(batch), batch).sum())
+    hits = sum(int(task.correct(logits_fn(batch), batch).sum()) for batch in rows.batches(batch_size))
     out = {task.metric: hits / max(len(rows), 1), "n_scored": len(rows), "n_skipped": encoded.n_skipped}
     if task.is_facts:
         out["n_multi_token"] = encoded.n_multi_token

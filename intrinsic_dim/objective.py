@@ -79,7 +79,5 @@ class Objective:
     @torch.no_grad()
     def score(self, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int = 32) -> float:
         """Accuracy (classification) or P@1 (facts) over all rows."""
-        hits = 0
-        for start in range(0, len(rows), batch_size):
-            hits += int(self.correct(params, rows.subset(slice(start, start + batch_size))).sum())
+        hits = sum(int(self.correct(params, batch).sum()) for batch in rows.batches(batch_size))
         return hits / max(len(rows), 1)

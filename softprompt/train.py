@@ -77,9 +77,9 @@ def score(module, lm, task: PromptTask, data: Examples, batch_size: int) -> dict
     try:
         if data.targets is None:
             return evaluate(task, Encoded(data.rows), lambda rows: module.logits(lm, rows), batch_size)
-        total, correct, count = 0.0, 0, 0
+        total, correct, count, order = 0.0, 0, 0, data.rows.by_length()
         for start in range(0, len(data), batch_size):
-            part = data.subset(torch.arange(start, min(start + batch_size, len(data))))
+            part = data.subset(order[start:start + batch_size])
             loss, c, n = lm_scores(module.logits(lm, part.rows), part.targets)
             total, correct, count = total + loss, correct + c, count + n
         return {"token_accuracy": correct / max(count, 1), "lm_loss": total / max(count, 1), "n_scored": len(data)}
