@@ -52,7 +52,8 @@ def _results(searcher: Searcher, task: PromptTask, state: State, status: str, de
         "trigger_text": task.lm.tokenizer.decode(best.tolist()), "filled_template": filled_template(task, best),
         "dev": dev_metrics, "history": state.history,
         "state": {"iteration": state.iteration, "best_dev": state.best_dev, "current_dev": state.current_dev,
-                  "stale": state.stale},
+                  "stale": state.stale, "best_dev_loglik": state.best_dev_loglik,
+                  "current_dev_loglik": state.current_dev_loglik},
         "seconds_per_iteration": (sum(h["seconds"] for h in state.history) / len(state.history)) if state.history else None,
     }
 
@@ -72,7 +73,8 @@ def load_state(path) -> tuple[TaskConfig, SearchConfig, int, State, dict]:
     s = art.results["state"]
     state = State(s["iteration"], art.tensors["beam"].long(), art.tensors["beam_scores"].double(),
                   art.tensors["trigger_ids"].long(), s["best_dev"], s["current_dev"], s["stale"],
-                  art.results.get("history", []))
+                  art.results.get("history", []), s.get("best_dev_loglik", float("-inf")),
+                  s.get("current_dev_loglik", float("-inf")))
     return task_cfg, cfg, art.meta["seed"], state, {"artifact": art}
 
 

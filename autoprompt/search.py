@@ -3,7 +3,8 @@
 Each iteration: average the one-hot gradient of the label loss over `accumulation_steps` batches,
 take the top-k HotFlip candidates for one random slot (or every slot), score every candidate
 trigger (times every beam member) on a fresh batch in packed forward passes, keep the best, and
-evaluate the dev set after each accepted change, keeping the best trigger by dev score.
+evaluate the dev set after each accepted change, keeping the best trigger by dev score (ties, such
+as P@1 = 0 on a hard fact relation, go to the higher mean dev label log-likelihood).
 
 The randomness of iteration i comes from a generator seeded by (seed, i), so a run resumed after
 iteration i continues exactly as an uninterrupted one would.
@@ -54,7 +55,7 @@ class SearchConfig:
         "choices": ["vocab", "classes"]})
     initial_trigger: str = field(default="auto", metadata={
         "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for masked LMs, as the paper; else 'the')"})
-    patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (0 = never)"})
+    patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (score, or log-likelihood at equal score; 0 = never)"})
     no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers"})
     ascii_only: bool = field(default=False, metadata={"help": "never use tokens with non-ASCII characters as triggers"})
     packing: str = field(default="auto", metadata={
@@ -82,6 +83,8 @@ class State:
     current_dev: float
     stale: int = 0  # iterations since the last dev improvement
     history: list[dict] = field(default_factory=list)
+    best_dev_loglik: float = float("-inf")  # mean dev label log-likelihood of `best` (breaks ties in best_dev)
+    current_dev_loglik: float = float("-inf")
 
 
 def initial_trigger(task: PromptTask, spec: str) -> torch.Tensor:
@@ -131,13 +134,17 @@ class Searcher:
         return sorted(set(self.train.labels.tolist()))
 
     # ------------------------------------------------------------------ scoring
-    def dev_score(self, trigger: torch.Tensor) -> float:
-        _, correct = score_triggers(self.task, self.dev, trigger[None], self.packed, self.budget)
-        return int(correct[0]) / max(len(self.dev), 1)
+    def dev_score(self, trigger: torch.Tensor) -> tuple[float, float]:
+        """(metric, mean label log-likelihood) of a trigger on the dev rows; the log-likelihood ranks
+        triggers with the same metric (on hard fact relations many triggers score P@1 = 0)."""
+        loglik, correct = score_triggers(self.task, self.dev, trigger[None], self.packed, self.budget, self.cfg.loss)
+        n = max(len(self.dev), 1)
+        return int(correct[0]) / n, float(loglik[0]) / n
 
     def start(self, trigger: torch.Tensor) -> State:
-        dev = self.dev_score(trigger)
-        return State(0, trigger[None].clone(), torch.zeros(1, dtype=torch.float64), trigger.clone(), dev, dev)
+        dev, dev_ll = self.dev_score(trigger)
+        return State(0, trigger[None].clone(), torch.zeros(1, dtype=torch.float64), trigger.clone(), dev, dev,
+                     best_dev_loglik=dev_ll, current_dev_loglik=dev_ll)
 
     def _batches(self, it: int) -> tuple[torch.Generator, list[torch.Tensor], torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
@@ -195,20 +202,21 @@ class Searcher:
         beam, top = pool[order], int(order[0])
         t2 = time.perf_counter()
         accepted = not torch.equal(beam[0], state.beam[0])
-        dev = self.dev_score(beam[0]) if accepted else state.current_dev
-        better = dev > state.best_dev
-        best, best_dev = (beam[0].clone(), dev) if better else (state.best, state.best_dev)
+        dev, dev_ll = self.dev_score(beam[0]) if accepted else (state.current_dev, state.current_dev_loglik)
+        better = (dev, dev_ll) > (state.best_dev, state.best_dev_loglik)
+        best, best_dev, best_ll = (beam[0].clone(), dev, dev_ll) if better else (
+            state.best, state.best_dev, state.best_dev_loglik)
         t3 = time.perf_counter()
         record = {
             "iteration": it, "slot": slot, "loss": loss, "n_candidates": int(cands.shape[0]),
             "train_loglik": float(loglik[top]) / len(eval_rows), "train_accuracy": int(correct[top]) / len(eval_rows),
             "current_train_accuracy": int(correct[0]) / len(eval_rows),
             "accepted": accepted, "trigger_ids": beam[0].tolist(),
-            "trigger": self.decode(beam[0]), "dev": dev, "best_dev": best_dev,
+            "trigger": self.decode(beam[0]), "dev": dev, "dev_loglik": dev_ll, "best_dev": best_dev,
             "seconds": t3 - t0, "gradient_s": t1 - t0, "scoring_s": t2 - t1, "dev_s": t3 - t2,
         }
         stale = 0 if better else state.stale + 1
-        return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record])
+        return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record], best_ll, dev_ll)
 
     def decode(self, trigger: torch.Tensor) -> list[str]:
         return [self.task.lm.tokenizer.decode([int(t)]) for t in trigger]

@@ -22,13 +22,15 @@ from frozen_lm.task import TaskConfig
 
 SST2 = SHARED / "sst2"
 LABELS = '{"0": "terrible", "1": "great"}'
-# LAMA's manual templates for five T-REx relations; [Y] is last so causal LMs can use them.
+# LAMA's manual templates for five T-REx relations (a causal LM reads up to [Y]; the rest is unused).
+# Not P36/P1376: in this copy 85-89% of their facts have object == subject (a municipality that is
+# its own capital) and 98% of the objects are several SmolLM2 tokens, so they measure copying.
 TREX = {
     "P17": "[X] is located in [Y] .",
-    "P36": "The capital of [X] is [Y] .",
-    "P37": "The official language of [X] is [Y] .",
     "P30": "[X] is located in [Y] .",
-    "P1376": "[X] is the capital of [Y] .",
+    "P37": "The official language of [X] is [Y] .",
+    "P407": "[X] was written in [Y] .",
+    "P1303": "[X] plays [Y] .",
 }
 
 

@@ -144,6 +144,26 @@ def test_search_finds_the_planted_trigger():
     assert state.best_dev == 1.0
 
 
+def test_equal_dev_scores_keep_the_trigger_with_the_best_dev_loglik():
+    """On a fact task where P@1 stays 0, the best trigger is still the most likely one on dev, not the
+    initial one (the T-REx P30 failure: loss fell from 12 to 5 and the search kept 'the the the')."""
+    lm = tiny_lm("llama", seed=1)
+    task = PromptTask(lm, "{sub_label} [T] [T] [P]", None, label_field="obj_label")
+    encoded = task.encode(data_mod.load("demo:capitals"))
+    searcher = Searcher(task, SearchConfig(iters=4, num_cand=8, slots="all", eval_size=16, batch_size=16),
+                        encoded, encoded, seed=0)
+    start = searcher.start(torch.tensor([5, 6]))
+    state = start
+    while not searcher.finished(state):
+        state = searcher.step(state)
+    seen = [(start.best_dev, start.best_dev_loglik, start.best.tolist())]
+    seen += [(h["dev"], h["dev_loglik"], h["trigger_ids"]) for h in state.history if h["accepted"]]
+    top = max(seen, key=lambda t: (t[0], t[1]))
+    assert state.best.tolist() == top[2] and (state.best_dev, state.best_dev_loglik) == top[:2]
+    assert any(h["accepted"] for h in state.history)
+    assert state.best_dev_loglik > start.best_dev_loglik  # an accepted change was more likely on dev
+
+
 # ---------------------------------------------------------------- CLI: artifact, determinism, resume
 def test_search_cli_writes_artifact_and_evaluates(gpt2_dir, tmp_path):
     out = tmp_path / "run"
