@@ -46,9 +46,11 @@ class SearchConfig:
         "help": "which slots get candidates each iteration: one random slot (paper) or all slots",
         "choices": ["random", "all"]})
     beam_size: int = field(default=1, metadata={"help": "trigger sequences kept per iteration (1 = greedy, as the paper)"})
-    score: str = field(default="loglik", metadata={
-        "help": "candidate score on the scoring batch: label log-likelihood (paper) or accuracy (ties by log-likelihood)",
-        "choices": ["loglik", "accuracy"]})
+    score: str = field(default="auto", metadata={
+        "help": "candidate score on the scoring batch: label log-likelihood (paper), accuracy (ties by "
+                "log-likelihood), or auto = accuracy for facts (P@1: the answer must beat every other token), "
+                "log-likelihood for label words",
+        "choices": ["auto", "loglik", "accuracy"]})
     loss: str = field(default="classes", metadata={
         "help": "loss for gradients and log-likelihood scores: cross-entropy over the classes' label words "
                 "(default) or -log p(label words) over the vocabulary (the paper's; facts always use the vocabulary)",
@@ -183,7 +185,8 @@ class Searcher:
 
     def _rank(self, loglik: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
         """Scores to maximize: log-likelihood, or accuracy with log-likelihood breaking ties."""
-        if self.cfg.score == "loglik":
+        score = self.cfg.score
+        if score == "loglik" or (score == "auto" and not self.task.is_facts):
             return loglik
         return correct.double() * 1e6 + loglik
 

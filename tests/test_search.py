@@ -164,6 +164,18 @@ def test_equal_dev_scores_keep_the_trigger_with_the_best_dev_loglik():
     assert state.best_dev_loglik > start.best_dev_loglik  # an accepted change was more likely on dev
 
 
+@pytest.mark.parametrize("facts, score, by_accuracy", [
+    (True, "auto", True), (False, "auto", False), (True, "loglik", False), (False, "accuracy", True)])
+def test_candidate_rank_auto_uses_accuracy_for_facts_only(facts, score, by_accuracy):
+    lm = tiny_lm("llama", seed=1)
+    task = (PromptTask(lm, "{sub_label} [T] [P]", None, label_field="obj_label") if facts
+            else PromptTask(lm, "{sentence} [T] [P]", LABELS))
+    encoded = task.encode(data_mod.load("demo:capitals" if facts else "demo:sentiment"))
+    searcher = Searcher(task, SearchConfig(score=score), encoded, encoded, seed=0)
+    loglik, correct = torch.tensor([-1.0, -9.0], dtype=torch.float64), torch.tensor([0, 3])
+    assert int(searcher._rank(loglik, correct).argmax()) == (1 if by_accuracy else 0)
+
+
 # ---------------------------------------------------------------- CLI: artifact, determinism, resume
 def test_search_cli_writes_artifact_and_evaluates(gpt2_dir, tmp_path):
     out = tmp_path / "run"
