@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 
@@ -81,21 +82,32 @@ def can_pack(lm, rows: Rows) -> bool:
 
 
 @torch.no_grad()
+class Scores(NamedTuple):
+    """Per-candidate sums over the examples, on the CPU."""
+
+    loglik: torch.Tensor  # (N,) float64: label log-likelihood
+    correct: torch.Tensor  # (N,) int64: examples whose top prediction is the label
+    margin: torch.Tensor  # (N,) float64: min(0, label log-prob - best other log-prob), 0 where correct
+
+    def tail(self, start: int) -> Scores:
+        return Scores(self.loglik[start:], self.correct[start:], self.margin[start:])
+
+
 def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None = None,
-                   budget: Budget | None = None, kind: str = "vocab") -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over the examples of the label log-likelihood, and the number correct, per candidate.
+                   budget: Budget | None = None, kind: str = "vocab") -> Scores:
+    """Sum over the examples of the label log-likelihood, the number correct and the clipped margin
+    (how far the label is below the top prediction), per candidate.
 
     rows: B encoded examples (their slot tokens are ignored); triggers (N, S); kind: the label
     log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes").
-    Returns (loglik (N,), correct (N,)) as float64 / int64 on the CPU.
     """
     budget = budget or Budget.for_device(task.lm.device)
     if packed is None:  # one candidate has nothing to share: a plain pass is cheaper
         packed = can_pack(task.lm, rows) and triggers.shape[0] > 1
     rows = rows.to(task.lm.device)
     triggers = triggers.to(task.lm.device)
-    loglik = torch.zeros(triggers.shape[0], dtype=torch.float64)
-    correct = torch.zeros(triggers.shape[0], dtype=torch.long)
+    n = triggers.shape[0]
+    out = Scores(torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.float64))
     scorer = _score_packed if packed else _score_full
     task = _ClassNormalized(task) if kind == "classes" and not task.is_facts else task
     groups = [rows] if packed else length_groups(rows, triggers.shape[0], budget.full_tokens)
@@ -103,9 +115,9 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
         cand = 0
         while cand < triggers.shape[0]:
             n_done = with_backoff(
-                lambda b, c=cand, g=group: scorer(task, g, triggers[c:], b, loglik[c:], correct[c:]), budget)
+                lambda b, c=cand, g=group: scorer(task, g, triggers[c:], b, out.tail(c)), budget)
             cand += n_done
-    return loglik, correct
+    return out
 
 
 def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
@@ -131,53 +143,55 @@ def _rows_per_pass(budget: Budget, tokens_per_row: int, logits_per_row: int) -> 
     return min(budget.full_tokens // max(tokens_per_row, 1), budget.logits // max(logits_per_row, 1))
 
 
-def _split_examples(scorer, task, rows, triggers, budget, loglik, correct, tokens_per_row) -> int:
+def _split_examples(scorer, task, rows, triggers, budget, acc: Scores, tokens_per_row) -> int:
     """One candidate, examples in groups small enough for the budget; returns 1."""
     per_row = rows.k * max(tokens_per_row, 1)
     size = max(1, _rows_per_pass(budget, per_row, rows.k * rows.predict_pos.shape[1] * task.lm.vocab_size))
     for start in range(0, rows.n_examples, size):
-        scorer(task, rows.subset(slice(start, start + size)), triggers[:1], budget, loglik, correct, split=False)
+        scorer(task, rows.subset(slice(start, start + size)), triggers[:1], budget, acc, split=False)
     return 1
 
 
-def _accumulate(task, logits, rows, n, loglik, correct) -> None:
-    """logits (n*R, M, V) for n candidates (candidate-major) -> add per-candidate sums."""
+def _accumulate(task, logits, rows, n, acc: Scores) -> None:
+    """logits (n*R, M, V) for n candidates (candidate-major) -> add per-candidate sums to acc."""
     stacked = stack_rows(rows, n)
     lp = task.log_probs(logits, stacked)
-    target = lp.gather(1, stacked.labels[:, None]).squeeze(1).view(n, -1)
-    hits = (lp.argmax(-1) == stacked.labels).view(n, -1)
-    loglik[:n] += target.double().sum(1).cpu()
-    correct[:n] += hits.long().sum(1).cpu()
+    target = lp.gather(1, stacked.labels[:, None]).squeeze(1)
+    hits = lp.argmax(-1) == stacked.labels
+    other = lp.scatter(1, stacked.labels[:, None], float("-inf")).amax(-1)
+    acc.loglik[:n] += target.view(n, -1).double().sum(1).cpu()
+    acc.correct[:n] += hits.view(n, -1).long().sum(1).cpu()
+    acc.margin[:n] += (target - other).clamp(max=0).view(n, -1).double().sum(1).cpu()
 
 
-def _score_full(task, rows, triggers, budget, loglik, correct, split=True) -> int:
+def _score_full(task, rows, triggers, budget, acc: Scores, split=True) -> int:
     """Candidates scored as whole sequences; returns how many candidates were done."""
     n_rows, length = rows.input_ids.shape
     m = rows.predict_pos.shape[1]
     per_pass = _rows_per_pass(budget, length * n_rows, n_rows * m * task.lm.vocab_size)
     if per_pass < 1 and split:
-        return _split_examples(_score_full, task, rows, triggers, budget, loglik, correct, length)
+        return _split_examples(_score_full, task, rows, triggers, budget, acc, length)
     n = max(1, min(per_pass, triggers.shape[0]))
     ids = rows.with_triggers(triggers[:n]).reshape(n * n_rows, length)
     stacked = stack_rows(rows, n)
     logits = task.lm.logits_at(stacked.predict_pos, input_ids=ids, attention_mask=stacked.attention_mask)
-    _accumulate(task, logits, rows, n, loglik, correct)
+    _accumulate(task, logits, rows, n, acc)
     return n
 
 
-def _score_packed(task, rows, triggers, budget, loglik, correct, split=True) -> int:
+def _score_packed(task, rows, triggers, budget, acc: Scores, split=True) -> int:
     """Candidates scored as tails packed behind each example's shared prefix."""
     start = rows.trigger_pos[:, 0]
     p_max, t_max = int(start.max()), int((rows.attention_mask.sum(1) - start).max())
     n_rows, m = rows.input_ids.shape[0], rows.predict_pos.shape[1]
     per_pass = min((budget.tokens // n_rows - p_max) // t_max, budget.logits // (n_rows * m * task.lm.vocab_size))
     if per_pass < 1 and split:
-        return _split_examples(_score_packed, task, rows, triggers, budget, loglik, correct, p_max + t_max)
+        return _split_examples(_score_packed, task, rows, triggers, budget, acc, p_max + t_max)
     n = max(1, min(per_pass, triggers.shape[0]))
     ids, mask, pos, read = pack(rows, triggers[:n], p_max, t_max)
     logits = task.lm.logits_at(read, input_ids=ids, attention_mask=mask, position_ids=pos)
     logits = logits.view(n_rows, n, m, -1).transpose(0, 1).reshape(n * n_rows, m, -1)
-    _accumulate(task, logits, rows, n, loglik, correct)
+    _accumulate(task, logits, rows, n, acc)
     return n
 
 

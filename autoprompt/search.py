@@ -25,7 +25,7 @@ from autoprompt.candidates import (
     hotflip_candidates,
     one_slot_variants,
 )
-from autoprompt.scoring import Budget, can_pack, score_triggers
+from autoprompt.scoring import Budget, Scores, can_pack, score_triggers
 from frozen_lm.errors import UserError
 from frozen_lm.task import Encoded, PromptTask, ids_logits_fn
 
@@ -47,10 +47,10 @@ class SearchConfig:
         "choices": ["random", "all"]})
     beam_size: int = field(default=1, metadata={"help": "trigger sequences kept per iteration (1 = greedy, as the paper)"})
     score: str = field(default="auto", metadata={
-        "help": "candidate score on the scoring batch: label log-likelihood (paper), accuracy (ties by "
-                "log-likelihood), or auto = accuracy for facts (P@1: the answer must beat every other token), "
-                "log-likelihood for label words",
-        "choices": ["auto", "loglik", "accuracy"]})
+        "help": "candidate score on the scoring batch: label log-likelihood (paper); accuracy, ties by "
+                "log-likelihood; margin = accuracy, ties by how far the wrong answers are below the top token; "
+                "auto = margin for facts (P@1: the answer must beat every other token), log-likelihood for label words",
+        "choices": ["auto", "loglik", "accuracy", "margin"]})
     loss: str = field(default="classes", metadata={
         "help": "loss for gradients and log-likelihood scores: cross-entropy over the classes' label words "
                 "(default) or -log p(label words) over the vocabulary (the paper's; facts always use the vocabulary)",
@@ -139,9 +139,9 @@ class Searcher:
     def dev_score(self, trigger: torch.Tensor) -> tuple[float, float]:
         """(metric, mean label log-likelihood) of a trigger on the dev rows; the log-likelihood ranks
         triggers with the same metric (on hard fact relations many triggers score P@1 = 0)."""
-        loglik, correct = score_triggers(self.task, self.dev, trigger[None], self.packed, self.budget, self.cfg.loss)
+        scores = score_triggers(self.task, self.dev, trigger[None], self.packed, self.budget, self.cfg.loss)
         n = max(len(self.dev), 1)
-        return int(correct[0]) / n, float(loglik[0]) / n
+        return int(scores.correct[0]) / n, float(scores.loglik[0]) / n
 
     def start(self, trigger: torch.Tensor) -> State:
         dev, dev_ll = self.dev_score(trigger)
@@ -183,12 +183,14 @@ class Searcher:
             out.append(all_slot_variants(trigger, cands) if slot is None else one_slot_variants(trigger, slot, cands[slot]))
         return dedupe(torch.cat(out), keep_first=state.beam), slot, losses[0]
 
-    def _rank(self, loglik: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        """Scores to maximize: log-likelihood, or accuracy with log-likelihood breaking ties."""
+    def _rank(self, scores: Scores) -> torch.Tensor:
+        """(N,) values to maximize: log-likelihood, or accuracy with log-likelihood or margin breaking ties."""
         score = self.cfg.score
-        if score == "loglik" or (score == "auto" and not self.task.is_facts):
-            return loglik
-        return correct.double() * 1e6 + loglik
+        if score == "auto":
+            score = "margin" if self.task.is_facts else "loglik"
+        if score == "loglik":
+            return scores.loglik
+        return scores.correct.double() * 1e6 + (scores.margin if score == "margin" else scores.loglik)
 
     # ------------------------------------------------------------------ one iteration
     def step(self, state: State) -> State:
@@ -199,8 +201,9 @@ class Searcher:
         t1 = time.perf_counter()
         eval_rows = self.train.subset(eval_idx)
         pool = torch.cat([state.beam, cands])
-        loglik, correct = score_triggers(self.task, eval_rows, pool, self.packed, self.budget, self.cfg.loss)
-        rank = self._rank(loglik, correct)
+        scores = score_triggers(self.task, eval_rows, pool, self.packed, self.budget, self.cfg.loss)
+        loglik, correct = scores.loglik, scores.correct
+        rank = self._rank(scores)
         order = torch.sort(rank, descending=True, stable=True).indices[: self.cfg.beam_size]
         beam, top = pool[order], int(order[0])
         t2 = time.perf_counter()

@@ -16,7 +16,7 @@ from autoprompt.candidates import (
     one_slot_variants,
 )
 from autoprompt.cli import main
-from autoprompt.scoring import Budget, length_groups, score_triggers
+from autoprompt.scoring import Budget, Scores, length_groups, score_triggers
 from autoprompt.search import SearchConfig, Searcher
 from frozen_lm import data as data_mod
 from frozen_lm.task import PromptTask
@@ -72,6 +72,8 @@ def test_packed_scoring_equals_full_passes(kind, labels):
     small = score_triggers(task, rows, triggers, packed=kind != "bert", budget=Budget(tokens=300, full_tokens=300))
     torch.testing.assert_close(full[0], small[0], atol=1e-4, rtol=1e-5)
     assert torch.equal(full[1], small[1])
+    torch.testing.assert_close(full.margin, small.margin, atol=1e-4, rtol=1e-5)
+    assert bool((full.margin <= 0).all())
     # against the plain evaluator, one candidate at a time
     for n in (0, 3):
         lp = task.target_log_prob(lm.logits_at(rows.predict_pos, input_ids=rows.with_triggers(triggers[n]),
@@ -164,16 +166,18 @@ def test_equal_dev_scores_keep_the_trigger_with_the_best_dev_loglik():
     assert state.best_dev_loglik > start.best_dev_loglik  # an accepted change was more likely on dev
 
 
-@pytest.mark.parametrize("facts, score, by_accuracy", [
-    (True, "auto", True), (False, "auto", False), (True, "loglik", False), (False, "accuracy", True)])
-def test_candidate_rank_auto_uses_accuracy_for_facts_only(facts, score, by_accuracy):
+@pytest.mark.parametrize("facts, score, best", [
+    (True, "auto", 2), (False, "auto", 0), (True, "loglik", 0), (False, "accuracy", 1), (False, "margin", 2)])
+def test_candidate_rank(facts, score, best):
+    """auto ranks facts by accuracy then margin, label words by log-likelihood."""
     lm = tiny_lm("llama", seed=1)
     task = (PromptTask(lm, "{sub_label} [T] [P]", None, label_field="obj_label") if facts
             else PromptTask(lm, "{sentence} [T] [P]", LABELS))
     encoded = task.encode(data_mod.load("demo:capitals" if facts else "demo:sentiment"))
     searcher = Searcher(task, SearchConfig(score=score), encoded, encoded, seed=0)
-    loglik, correct = torch.tensor([-1.0, -9.0], dtype=torch.float64), torch.tensor([0, 3])
-    assert int(searcher._rank(loglik, correct).argmax()) == (1 if by_accuracy else 0)
+    scores = Scores(torch.tensor([-1.0, -8.0, -9.0], dtype=torch.float64), torch.tensor([0, 3, 3]),
+                    torch.tensor([-5.0, -4.0, -2.0], dtype=torch.float64))
+    assert int(searcher._rank(scores).argmax()) == best
 
 
 # ---------------------------------------------------------------- CLI: artifact, determinism, resume
