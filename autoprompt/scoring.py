@@ -81,7 +81,6 @@ def can_pack(lm, rows: Rows) -> bool:
     return not lm.is_masked and rows.trigger_pos.shape[1] > 0 and bool((rows.trigger_pos[:, 0] > 0).all())
 
 
-@torch.no_grad()
 class Scores(NamedTuple):
     """Per-candidate sums over the examples, on the CPU."""
 
@@ -93,6 +92,7 @@ class Scores(NamedTuple):
         return Scores(self.loglik[start:], self.correct[start:], self.margin[start:])
 
 
+@torch.no_grad()
 def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None = None,
                    budget: Budget | None = None, kind: str = "vocab") -> Scores:
     """Sum over the examples of the label log-likelihood, the number correct and the clipped margin
