@@ -158,7 +158,8 @@ def _accumulate(task, logits, rows, n, acc: Scores) -> None:
     lp = task.log_probs(logits, stacked)
     target = lp.gather(1, stacked.labels[:, None]).squeeze(1)
     hits = lp.argmax(-1) == stacked.labels
-    other = lp.scatter(1, stacked.labels[:, None], float("-inf")).amax(-1)
+    top = lp.topk(min(2, lp.shape[-1]), dim=-1).values  # the best other token: the top one, or the second
+    other = torch.where(target < top[:, 0], top[:, 0], top[:, -1])  # when the label is (tied) first
     acc.loglik[:n] += target.view(n, -1).double().sum(1).cpu()
     acc.correct[:n] += hits.view(n, -1).long().sum(1).cpu()
     acc.margin[:n] += (target - other).clamp(max=0).view(n, -1).double().sum(1).cpu()
