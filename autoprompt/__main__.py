@@ -1,6 +1,6 @@
 """`python -m autoprompt` runs the `autoprompt` command."""
 
-from autoprompt.cli import main
+from autoprompt_cli import main
 
 if __name__ == "__main__":
     main(prog_name="autoprompt")

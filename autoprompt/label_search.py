@@ -7,16 +7,97 @@ tokens per class are the proposed label words.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from autoprompt.candidates import allowed_tokens
+from frozen_lm import data as data_mod
 from frozen_lm.encode import encode_rows
 from frozen_lm.errors import UserError
+from frozen_lm.evaluate import DiscretePrompt
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelSearchConfig:
+    """Options of `autoprompt label-search`."""
+
+    k: int = field(default=10, metadata={"help": "label words to show per class", "flag": "--k"})
+    limit: int = field(default=2000, metadata={"help": "at most this many training examples (0 = all)"})
+    no_capitalized: bool = field(default=False, metadata={"help": "skip tokens with capital letters", "flag": "--no-capitalized"})
+    ascii_only: bool = field(default=False, metadata={"help": "skip tokens with non-ASCII characters", "flag": "--ascii-only"})
+    reg: float = field(default=1.0, metadata={"help": "inverse L2 strength of the logistic classifier"})
+    seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise UserError("--k must be at least 1")
+        if self.limit < 0:
+            raise UserError("--limit must be 0 (all) or more")
+        if not self.reg > 0:
+            raise UserError(f"--reg must be positive, got {self.reg}")
+
+
+@dataclass
+class LabelWords:
+    """classes: the label values; words: the top-k words per class with their scores;
+    train_accuracy: the classifier's accuracy on the examples it was fit on."""
+
+    classes: list[str]
+    words: dict[str, list[tuple[str, float]]]
+    train_accuracy: float
+    n_examples: int
+    template: str
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The best word per class, ready for PromptTask(label_map=...) or --label-map."""
+        return {c: ws[0][0] for c, ws in self.words.items()}
+
+    def to_dict(self) -> dict:
+        return {"classes": self.classes, "words": {c: [w for w, _ in ws] for c, ws in self.words.items()},
+                "classifier_train_accuracy": self.train_accuracy, "n_examples": self.n_examples,
+                "template": self.template}
+
+    def save(self, path) -> Path:
+        """Write the best word per class as a label-map JSON file (`--label-map FILE` reads it)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.label_map, indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def label_search(task, train, config: LabelSearchConfig | None = None, trigger=None) -> LabelWords:
+    """Find label words per class (AutoPrompt section 2.2) for a task whose template has a [P].
+
+    The labels are read from the task's label field; its label map, if any, is ignored. trigger:
+    text, ids or a DiscretePrompt for the template's [T] slots (default: 'the' in every slot, or
+    the mask token on a masked LM).
+    """
+    from autoprompt.search import initial_trigger
+
+    config = config or LabelSearchConfig()
+    task = task.derive(label_map=None, label_field=task.label_field) if not task.is_facts else task
+    data = data_mod.load(train).sample(config.limit or None, config.seed)
+    data_mod.check_rows(data, [task.encoder.column(f) for f in task.template.fields] + [task.label_field])
+    ids = None
+    if task.template.n_triggers:
+        if trigger is None:
+            ids = initial_trigger(task, "mask" if task.lm.is_masked else "the")
+        elif isinstance(trigger, str):
+            ids = torch.tensor(DiscretePrompt.from_text(task, trigger).trigger_ids)
+        else:
+            ids = torch.as_tensor(getattr(trigger, "trigger_ids", trigger), dtype=torch.long)
+    feats, labels = predict_features(task, data, ids)
+    classes, scores, train_acc = class_token_scores(feats, labels, task.lm.output_embedding_matrix, config.seed,
+                                                    config.reg)
+    words = top_words(task, scores, classes, config.k, config.no_capitalized, config.ascii_only)
+    return LabelWords(classes, words, train_acc, len(data), task.spec.template)
 
 
 @torch.no_grad()
@@ -50,7 +131,7 @@ def class_token_scores(features: np.ndarray, labels: list[str], out_emb: torch.T
     if len(classes) == 2:  # sklearn keeps one row for the positive class
         coef = np.stack([-coef[0], coef[0]])
     scores = torch.as_tensor(coef, dtype=torch.float32) @ out_emb.detach().float().cpu().T
-    return list(clf.classes_), scores, float(clf.score(scaler.transform(features), labels))
+    return [str(c) for c in clf.classes_], scores, float(clf.score(scaler.transform(features), labels))
 
 
 def top_words(task, scores: torch.Tensor, classes: list[str], k: int, no_capitalized: bool = False,

@@ -120,13 +120,20 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     return out
 
 
+def length_batch(rows: Rows, n_cand: int, tokens: int) -> int:
+    """Examples per group so that a group with n_cand candidates each fills about `tokens`."""
+    if rows.n_examples == 0:
+        return 1  # (the mean length of no rows is NaN)
+    mean = int(rows.attention_mask.sum(1).float().mean())
+    return max(1, tokens // max(1, n_cand * rows.k * mean))
+
+
 def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
     """The examples sorted by length (stable), in groups that fill about one pass of `tokens` with
     n_cand candidates each, every group's padding trimmed to its longest row."""
     if rows.n_examples == 0:
-        return []  # (the mean length of no rows is NaN)
-    mean = int(rows.attention_mask.sum(1).float().mean())
-    return list(rows.batches(max(1, tokens // max(1, n_cand * rows.k * mean))))
+        return []
+    return list(rows.batches(length_batch(rows, n_cand, tokens)))
 
 
 class _ClassNormalized:

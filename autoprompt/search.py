@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -25,52 +25,13 @@ from autoprompt.candidates import (
     hotflip_candidates,
     one_slot_variants,
 )
-from autoprompt.scoring import Budget, Scores, can_pack, score_triggers
+from autoprompt.config import SearchConfig
+from autoprompt.scoring import Budget, Scores, can_pack, length_batch, score_triggers
 from frozen_lm.errors import UserError
-from frozen_lm.task import Encoded, PromptTask, ids_logits_fn
+from frozen_lm.evaluate import TriggerBound, score
+from frozen_lm.task import Encoded, PromptTask
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchConfig:
-    """Options of `autoprompt search` (the paper's behaviour is the default unless noted)."""
-
-    iters: int = field(default=20, metadata={"help": "search iterations"})
-    num_cand: int = field(default=10, metadata={"help": "HotFlip candidates per slot (top-k of -grad . E)"})
-    batch_size: int = field(default=32, metadata={"help": "training examples per gradient batch"})
-    accumulation_steps: int = field(default=1, metadata={"help": "gradient batches averaged per iteration"})
-    eval_size: int = field(default=32, metadata={"help": "training examples every candidate is scored on per iteration"})
-    dev_size: int = field(default=0, metadata={"help": "dev examples used to pick the best trigger (0 = all)"})
-    slots: str = field(default="random", metadata={
-        "help": "which slots get candidates each iteration: one random slot (paper) or all slots",
-        "choices": ["random", "all"]})
-    beam_size: int = field(default=1, metadata={"help": "trigger sequences kept per iteration (1 = greedy, as the paper)"})
-    score: str = field(default="auto", metadata={
-        "help": "candidate score on the scoring batch: label log-likelihood (paper); accuracy, ties by "
-                "log-likelihood; margin = accuracy, ties by how far the wrong answers are below the top token; "
-                "auto = margin for facts (P@1: the answer must beat every other token), log-likelihood for label words",
-        "choices": ["auto", "loglik", "accuracy", "margin"]})
-    loss: str = field(default="classes", metadata={
-        "help": "loss for gradients and log-likelihood scores: cross-entropy over the classes' label words "
-                "(default) or -log p(label words) over the vocabulary (the paper's; facts always use the vocabulary)",
-        "choices": ["vocab", "classes"]})
-    initial_trigger: str = field(default="auto", metadata={
-        "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for masked LMs, as the paper; else 'the')"})
-    patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (score, or log-likelihood at equal score; 0 = never)"})
-    no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers"})
-    ascii_only: bool = field(default=False, metadata={"help": "never use tokens with non-ASCII characters as triggers"})
-    packing: str = field(default="auto", metadata={
-        "help": "score causal-LM candidates packed behind one shared prefix per example (auto = when possible)",
-        "choices": ["auto", "on", "off"]})
-
-    def __post_init__(self):
-        for name in ("iters", "num_cand", "batch_size", "accumulation_steps", "eval_size", "beam_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        for name in ("dev_size", "patience"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(self, name)})")
 
 
 @dataclass
@@ -109,12 +70,12 @@ def initial_trigger(task: PromptTask, spec: str) -> torch.Tensor:
 class Searcher:
     """One search run: encoded splits, the allowed-token mask and the per-iteration step."""
 
-    def __init__(self, task: PromptTask, cfg: SearchConfig, train: Encoded, dev: Encoded, seed: int):
+    def __init__(self, task: PromptTask, cfg: SearchConfig, train: Encoded, dev: Encoded):
         if task.template.n_triggers == 0:
             raise UserError(f"template {task.template.text!r} has no [T] slots to search; add some, e.g. '{{sentence}} [T] [T] [P]'")
         if len(train.rows) == 0:
             raise UserError("the training set is empty after encoding; nothing to search on")
-        self.task, self.cfg, self.seed = task, cfg, seed
+        self.task, self.cfg, self.seed = task, cfg, cfg.seed
         self.train, self.dev = train.rows, dev.rows
         if cfg.dev_size and len(self.dev) > cfg.dev_size:
             self.dev = self.dev.subset(slice(0, cfg.dev_size))
@@ -137,11 +98,11 @@ class Searcher:
 
     # ------------------------------------------------------------------ scoring
     def dev_score(self, trigger: torch.Tensor) -> tuple[float, float]:
-        """(metric, mean label log-likelihood) of a trigger on the dev rows; the log-likelihood ranks
-        triggers with the same metric (on hard fact relations many triggers score P@1 = 0)."""
-        scores = score_triggers(self.task, self.dev, trigger[None], self.packed, self.budget, self.cfg.loss)
-        n = max(len(self.dev), 1)
-        return int(scores.correct[0]) / n, float(scores.loglik[0]) / n
+        """(metric, mean label log-likelihood) of a trigger on the dev rows, from the shared evaluator;
+        the log-likelihood ranks triggers with the same metric (on hard fact relations many triggers
+        score P@1 = 0). Batches fill one whole-sequence pass of the scoring budget."""
+        s = score(TriggerBound(self.task, trigger), self.dev, length_batch(self.dev, 1, self.budget.full_tokens))
+        return s.correct / max(s.n, 1), s.mean(self.cfg.loss)
 
     def start(self, trigger: torch.Tensor) -> State:
         dev, dev_ll = self.dev_score(trigger)
@@ -231,15 +192,9 @@ class Searcher:
         return state.iteration >= self.cfg.iters or bool(self.cfg.patience and state.stale >= self.cfg.patience)
 
 
-def filled_template(task: PromptTask, trigger: torch.Tensor) -> str:
-    """The template with the trigger tokens written in (each token's text, trimmed)."""
-    pieces = [task.lm.tokenizer.decode([int(t)]).strip() or task.lm.tokenizer.convert_ids_to_tokens(int(t))
-              for t in trigger]
-    return task.template.with_triggers(pieces)
-
-
-def artifact_logits_fn(artifact, lm, task):
-    """Logits at [P] with a saved trigger written into the rows (for `autoprompt evaluate ARTIFACT`)."""
-    trigger = artifact.tensors["trigger_ids"].long().to(lm.device)
-    plain = ids_logits_fn(lm)
-    return lambda rows: plain(rows.set_triggers(trigger))
+def state_dict(state: State) -> dict:
+    """The JSON part of a state (the tensors are saved separately)."""
+    d = asdict(state)
+    for key in ("beam", "beam_scores", "best", "history"):
+        d.pop(key)
+    return d

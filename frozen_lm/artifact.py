@@ -1,9 +1,11 @@
-"""Artifacts: a directory with config.json, weights.safetensors and results.json.
+"""Artifact files: a directory with config.json, weights.safetensors and results.json.
 
-config.json holds everything needed to rerun: the method, its config dataclass, the task options,
-the seed, the model and the package versions. Random projections are regenerated from their seed,
-never saved. Files are written to a temporary name and renamed, so an interrupted write never
-leaves a half-written artifact behind.
+config.json holds everything needed to rerun: the method and the package that made it, its config
+dataclass (seed included), the task spec, the model, where the data came from, and the versions.
+weights.safetensors holds the learned tensors (random projections are regenerated from their seed,
+never saved). results.json holds metrics, history, timings and the run's status. Files are written
+to a temporary name and renamed, so an interrupted write never leaves a half-written file behind.
+This module only reads and writes; `frozen_lm.results.Result` gives artifacts their meaning.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from frozen_lm.errors import UserError
 
 CONFIG, WEIGHTS, RESULTS = "config.json", "weights.safetensors", "results.json"
+FORMAT = 2  # 1: the layout of package version 0.1 (task options and data paths in "task")
 
 
 @dataclass
@@ -33,22 +35,14 @@ class Artifact:
     def method(self) -> str:
         return self.meta["method"]
 
-    @property
-    def config(self) -> dict:
-        return self.meta["config"]
-
-    @property
-    def task(self) -> dict:
-        return self.meta["task"]
-
 
 def model_info(lm) -> dict:
-    n_layers, kv_heads, head_dim = lm.kv_layout()
-    return {"name": lm.name, "architecture": type(lm.model).__name__, "kind": lm.kind,
+    n_layers, _, _ = lm.kv_layout()
+    return {"name": lm.name, "architecture": type(lm.model).__name__, "kind": lm.kind, "dtype": str(lm.dtype).split(".")[-1],
             "vocab_size": lm.vocab_size, "hidden_size": lm.hidden_size, "n_layers": n_layers}
 
 
-def _versions() -> dict:
+def versions() -> dict:
     import transformers
 
     from frozen_lm import __version__
@@ -57,58 +51,88 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def _as_dict(obj) -> dict:
-    return asdict(obj) if is_dataclass(obj) else dict(obj)
-
-
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
 
 
-def save_artifact(out_dir, method: str, config, task, lm, seed: int, tensors: dict[str, torch.Tensor],
-                  results: dict) -> Path:
-    """Write (or overwrite) an artifact directory; returns its path."""
+def write_artifact(out_dir, meta: dict, tensors: dict[str, torch.Tensor], results: dict) -> Path:
+    """Write (or update) an artifact directory; returns its path. The weights file carries no
+    metadata, so the same tensors give the same bytes."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"method": method, "config": _as_dict(config), "task": _as_dict(task), "seed": seed,
-            "model": model_info(lm), "versions": _versions(),
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     tmp = out / (WEIGHTS + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"method": method, "model": lm.name})
+    save_file({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}, str(tmp))
     os.replace(tmp, out / WEIGHTS)
     _write_json(out / RESULTS, results)
-    _write_json(out / CONFIG, meta)
+    _write_json(out / CONFIG, {"format": FORMAT, **meta})
     return out
 
 
-def load_artifact(path) -> Artifact:
-    """Read an artifact directory; UserError if it is missing or incomplete."""
+def _read_json(path: Path, required: bool) -> dict:
+    if not path.exists():
+        if required:
+            raise UserError(f"{path.parent} is not an artifact directory (no {path.name}); give the --out folder of a run")
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is damaged: not valid JSON ({e}); rerun or restore it") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is damaged: it holds a {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        return {}
     from safetensors.torch import load_file
 
-    p = Path(path)
-    if not (p / CONFIG).exists():
-        raise UserError(f"{p} is not an artifact directory (no {CONFIG}); give the --out folder of a run")
     try:
-        meta = json.loads((p / CONFIG).read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p / CONFIG} is not valid JSON ({e.msg})") from e
-    tensors = load_file(str(p / WEIGHTS)) if (p / WEIGHTS).exists() else {}
-    results = json.loads((p / RESULTS).read_text()) if (p / RESULTS).exists() else {}
-    return Artifact(p, meta, tensors, results)
+        return load_file(str(path))
+    except Exception as e:  # SafetensorError, truncated or random bytes: all a damaged file
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {e}); rerun or restore it") from None
 
 
-def check_model(artifact: Artifact, lm) -> None:
-    """UserError if the artifact was made on a different model than `lm`."""
-    saved = artifact.meta.get("model", {})
+def read_artifact(path) -> Artifact:
+    """Read an artifact directory (format 1 or 2); UserError if it is missing, incomplete or damaged."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{p} is not an artifact directory; give the --out folder of a run")
+    meta = _read_json(p / CONFIG, required=True)
+    if not isinstance(meta.get("method"), str):
+        raise UserError(f"{p / CONFIG} is damaged: it names no method")
+    meta = _upgrade(meta)
+    for key, kind in (("config", dict), ("task", dict), ("model", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise UserError(f"{p / CONFIG} is damaged: '{key}' is missing or not an object")
+    return Artifact(p, meta, _read_weights(p / WEIGHTS), _read_json(p / RESULTS, required=False))
+
+
+def _upgrade(meta: dict) -> dict:
+    """Format 1 (package 0.1) -> format 2: data sources and model name move out of "task"."""
+    if meta.get("format", 1) >= 2:
+        return meta
+    task = dict(meta.get("task") or {})
+    data = {k: {"source": task.pop(k)} for k in ("train", "dev") if task.get(k)}
+    model = dict(meta.get("model") or {})
+    model.setdefault("name", task.get("model"))
+    if task.get("dtype") not in (None, "auto"):
+        model["dtype"] = task["dtype"]
+    for key in ("model", "device", "dtype"):
+        task.pop(key, None)
+    return {**meta, "format": 2, "task": task, "data": data, "model": model, "module": meta.get("module", "")}
+
+
+def check_model(saved: dict, lm, where) -> None:
+    """UserError if an artifact (its saved model info) was made on a different model than `lm`."""
     now = model_info(lm)
     for key in ("vocab_size", "hidden_size", "n_layers", "architecture"):
         if key in saved and saved[key] != now[key]:
             raise UserError(
-                f"{artifact.path} was made with model {saved.get('name')!r} ({key} {saved[key]}), "
+                f"{where} was made with model {saved.get('name')!r} ({key} {saved[key]}), "
                 f"not {lm.name!r} ({key} {now[key]}); load it with --model {saved.get('name')}"
             )

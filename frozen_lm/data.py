@@ -1,15 +1,19 @@
-"""Data: JSONL/JSON, TSV and CSV files (with header), Hugging Face datasets, and built-in demo tasks.
+"""Data: JSONL/JSON, TSV and CSV files (with header), Hugging Face datasets, in-memory rows and
+built-in demo tasks.
 
-A source is a file path, `hf:NAME[/CONFIG]:SPLIT` (needs the `datasets` extra), or
-`demo:TASK[:train|dev]`. Every example keeps where it came from (file and line), so an error about a
-bad row names it.
+A source is a file path, `hf:NAME[/CONFIG]:SPLIT` (needs the `datasets` extra), `demo:TASK[:train|dev]`,
+a list of dicts, or a `datasets.Dataset`. Every example keeps where it came from (file and line), so
+an error about a bad row names it. `describe` gives what an artifact records about a split: where
+it came from (an absolute path for files), its size and a hash of its rows.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from importlib import resources
@@ -72,8 +76,18 @@ class Dataset:
         return Dataset(self.name, [self.rows[i] for i in idx], [self.lines[i] for i in idx] if self.lines else [])
 
 
-def load(source: str) -> Dataset:
-    """Load a split from a path, `hf:NAME[/CONFIG]:SPLIT` or `demo:TASK[:SPLIT]`."""
+Source = "str | os.PathLike | list[dict] | Dataset | datasets.Dataset"
+
+
+def load(source) -> Dataset:
+    """Load a split from a path, `hf:NAME[/CONFIG]:SPLIT`, `demo:TASK[:SPLIT]`, a list of dicts, a
+    `datasets.Dataset` (or anything with `column_names` that iterates over dict rows), or a Dataset."""
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        return _load_rows(source)
     if source.startswith("demo:"):
         return _load_demo(source)
     if source.startswith("hf:"):
@@ -91,6 +105,43 @@ def load(source: str) -> Dataset:
     if not data.rows:
         raise UserError(f"data file {source} has no rows")
     return data
+
+
+def _load_rows(source) -> Dataset:
+    """In-memory rows: a list (or tuple) of dicts, or a Hugging Face dataset."""
+    if hasattr(source, "column_names") and not isinstance(source, (list, tuple)):  # datasets.Dataset
+        rows = [dict(r) for r in source]
+        name = f"<{type(source).__name__} of {len(rows)} rows>"
+    elif isinstance(source, (list, tuple)):
+        rows = list(source)
+        name = f"<list of {len(rows)} rows>"
+    else:
+        raise UserError(f"data must be a path, hf:NAME:SPLIT, demo:TASK, a list of dicts or a datasets.Dataset; "
+                        f"got {type(source).__name__}")
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise UserError(f"{name}: row {bad + 1} is a {type(rows[bad]).__name__}, not a dict of fields")
+    if not rows:
+        raise UserError(f"{name} is empty")
+    return Dataset(name, rows, list(range(1, len(rows) + 1)))
+
+
+def fingerprint(rows: list[dict]) -> str:
+    """sha256 of the rows as canonical JSON (same rows, same hash, whatever the file format)."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, sort_keys=True, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def describe(source, data: Dataset) -> dict:
+    """What an artifact records about a split: its source (files as absolute paths), rows and hash."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and not source.startswith(("demo:", "hf:"))):
+        name = str(Path(source).resolve())
+    else:
+        name = source if isinstance(source, str) else data.name
+    return {"source": name, "rows": len(data), "sha256": fingerprint(data.rows)}
 
 
 def _load_json(path: Path) -> Dataset:

@@ -6,3 +6,15 @@ The command line turns it into a one-line message and exit code 2; library calle
 
 class UserError(ValueError):
     """A problem with the user's input, with a message that says what is wrong and how to fix it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run. `result` is the best-so-far result (saved first when the run had an
+    `out` folder); the message says where it is and how to continue."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.message, self.result = message, result
+
+    def __str__(self) -> str:
+        return self.message

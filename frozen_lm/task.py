@@ -1,14 +1,16 @@
-"""A prompt task: template + label words (or facts) + data for one model, and how to score it.
+"""A prompt task: template + label words (or facts) for one model, and how to score it.
 
-Every method uses the same `TaskConfig` options and the same `PromptTask` scoring, so a discrete
-prompt, a soft prompt and a subspace-trained model are evaluated by one evaluator.
+Every method uses the same `PromptTask`, so a discrete prompt, a soft prompt and a subspace-trained
+model are encoded and scored the same way. A task is immutable: methods that need a different
+template (prefix tuning drops the [T] slots; prompt tuning may prepend virtual tokens) derive a new
+task with `derive(...)`. `spec` is what artifacts store, and `PromptTask.from_spec` rebuilds it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
@@ -16,70 +18,36 @@ from frozen_lm import data as data_mod
 from frozen_lm.encode import Encoder, Rows, encode_rows
 from frozen_lm.errors import UserError
 from frozen_lm.model import FrozenLM
-from frozen_lm.registry import DEFAULT_MODEL
 from frozen_lm.templates import Template, check_fields
 from frozen_lm.verbalizer import Verbalizer, class_log_probs, parse_label_map, word_log_probs
 
 logger = logging.getLogger(__name__)
+MAX_LENGTH = 512  # longest row, in tokens, before the template's longest field is cut
 
 
-@dataclass
-class TaskConfig:
-    """Options shared by every subcommand: which model, template, label words and data."""
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that defines a task apart from the model and the data (saved in every artifact)."""
 
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model alias (see `autoprompt models`), local path or hub name"})
-    template: str | None = field(default=None, metadata={
-        "help": "template with {field}, [T] slots and one [P], e.g. '{sentence} [T] [T] [P]' (default: the demo task's)"})
-    label_map: str | None = field(default=None, metadata={
-        "help": "label words: JSON '{\"0\": \"terrible\", \"1\": \"great\"}', a .json file, or '0=terrible,1=great'; "
-                "several words per class with a list or '|'; omit for fact retrieval (the label is the answer word)"})
-    label_field: str | None = field(default=None, metadata={"help": "data column holding the label (default: label, obj_label for facts)"})
-    text_fields: str | None = field(default=None, metadata={
-        "help": "map template fields to data columns: 'sentence=text,...', or column names in template order"})
-    train: str | None = field(default=None, metadata={
-        "help": "training data: .jsonl/.tsv/.csv file, hf:NAME[/CONFIG]:SPLIT, or demo:TASK (default: demo:sentiment)"})
-    dev: str | None = field(default=None, metadata={"help": "development data, same forms as --train (default: the demo task's dev split)"})
-    multi_token: str = field(default="skip", metadata={
-        "help": "facts whose answer is several tokens: skip them (counted) or score their first token",
-        "choices": ["skip", "first"]})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N, or auto (CUDA when present)"})
-    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or float16; auto = float32"})
+    template: str
+    label_map: dict[str, list[str]] | None = None  # None: facts (the label is the answer token)
+    label_field: str = "label"
+    text_fields: str | None = None
+    multi_token: str = "skip"
+    reserved_positions: int = 0  # positions kept free for a prefix (prefix tuning)
 
-    def resolved(self, manual: bool = False, data: str | None = None) -> TaskConfig:
-        """Fill template, label map, label field and splits from the demo task when not given
-        (manual=True takes the demo's hand-written template instead of its [T] template; `data`, a
-        split to score, picks the demo task when it is one and --train is not given; any other split
-        takes nothing from the demo tasks)."""
-        out = TaskConfig(**vars(self))
-        demo = demo_of(out.train) or (demo_of(data) if out.train is None else None)
-        own_split = bool(data) and not data.startswith("demo:")  # a user's split takes no demo label words
-        if demo is None and out.train is None and not own_split:
-            demo = data_mod.DEMO_TASKS[data_mod.DEFAULT_TASK]
-        if demo is not None:
-            out.train = out.train or f"demo:{demo.name}:train"
-            if out.train == f"demo:{demo.name}":
-                out.train = f"demo:{demo.name}:train"
-            out.dev = out.dev or f"demo:{demo.name}:dev"
-            out.template = out.template or (demo.manual_template if manual else demo.template)
-            out.label_field = out.label_field or demo.label_field
-            if out.label_map is None and demo.label_map is not None:
-                out.label_map = _dump(demo.label_map)
-        out.label_field = out.label_field or ("label" if out.label_map else "obj_label")
-        if out.template is None:
-            raise UserError("no --template given; write one with {field}, [T] and [P], e.g. '{sentence} [T] [T] [P]'")
-        return out
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-
-def demo_of(source: str | None):
-    if source and source.startswith("demo:"):
-        return data_mod.DEMO_TASKS.get(source.split(":")[1])
-    return None
-
-
-def _dump(label_map: dict) -> str:
-    import json
-
-    return json.dumps(label_map, sort_keys=True)
+    @classmethod
+    def from_dict(cls, d: dict) -> TaskSpec:
+        """From a saved dict; unknown keys are ignored, a label map given as text is parsed."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        if "template" not in values or not isinstance(values["template"], str):
+            raise UserError("the saved task has no template; the artifact's config.json is damaged")
+        values["label_map"] = parse_label_map(values.get("label_map"))
+        return cls(**values)
 
 
 @dataclass
@@ -93,23 +61,59 @@ class Encoded:
 
 
 class PromptTask:
-    """Template + label words for one model; encodes data and scores logits read at [P]."""
+    """Template + label words for one model; encodes data and scores logits read at [P].
 
-    def __init__(self, lm: FrozenLM, template: str, label_map=None, text_fields: str | None = None,
-                 label_field: str = "label", multi_token: str = "skip"):
+    template: `{field}` data fields, `[T]` prompt slots, one `[P]` (LAMA's `[X] ... [Y]` works too).
+    label_map: {label: word or [words]}, a JSON string, a .json file or '0=terrible,1=great'; None
+    for facts (the label column holds the answer word; scored as P@1 over the vocabulary).
+    label_field: the label column (default: 'label', or 'obj_label' for facts).
+    text_fields: 'field=column,...' when template fields and data columns are named differently.
+    multi_token: facts whose answer is several tokens are skipped ('skip') or scored by their first
+    token ('first'). reserved_positions: model positions left free for a prefix.
+    """
+
+    def __init__(self, lm: FrozenLM, template: str, label_map=None, *, label_field: str | None = None,
+                 text_fields: str | None = None, multi_token: str = "skip", reserved_positions: int = 0):
+        labels = parse_label_map(label_map)
+        if multi_token not in ("skip", "first"):
+            raise UserError(f"multi_token must be 'skip' or 'first', got {multi_token!r}")
+        if reserved_positions < 0:
+            raise UserError(f"reserved_positions must be 0 or more, got {reserved_positions}")
+        self.spec = TaskSpec(template, labels, label_field or ("label" if labels else "obj_label"), text_fields,
+                             multi_token, reserved_positions)
         self.lm = lm
         self.template = Template.parse(template)
         self.field_map = data_mod.parse_field_map(text_fields, self.template.fields)
-        self.label_field = label_field
-        self.multi_token = multi_token
-        limit = min(getattr(lm.config, "max_position_embeddings", 512) or 512, 512)
-        self.encoder = Encoder(self.template, lm.tokenizer, lm.is_masked, self.field_map, max_length=limit)
-        label_map = parse_label_map(label_map) if not isinstance(label_map, dict) else parse_label_map(label_map)
-        self.verbalizer = Verbalizer.build(label_map, lm.tokenizer, self.template.predict_space) if label_map else None
+        limit = getattr(lm.config, "max_position_embeddings", None) or MAX_LENGTH
+        max_length = min(limit, MAX_LENGTH)
+        if reserved_positions and max_length + reserved_positions > limit:
+            max_length = limit - reserved_positions
+        if max_length < 1:
+            raise UserError(f"{reserved_positions} reserved prefix positions leave no room for text: the model has "
+                            f"{limit} positions; use a shorter prefix")
+        self.encoder = Encoder(self.template, lm.tokenizer, lm.is_masked, self.field_map, max_length=max_length)
+        self.verbalizer = Verbalizer.build(labels, lm.tokenizer, self.template.predict_space) if labels else None
 
     @classmethod
-    def from_config(cls, lm: FrozenLM, cfg: TaskConfig, template: str | None = None) -> PromptTask:
-        return cls(lm, template or cfg.template, cfg.label_map, cfg.text_fields, cfg.label_field, cfg.multi_token)
+    def from_spec(cls, lm: FrozenLM, spec: TaskSpec) -> PromptTask:
+        return cls(lm, spec.template, spec.label_map, label_field=spec.label_field, text_fields=spec.text_fields,
+                   multi_token=spec.multi_token, reserved_positions=spec.reserved_positions)
+
+    def derive(self, **changes) -> PromptTask:
+        """A new task on the same model with some spec fields changed (this one is left as it is)."""
+        return PromptTask.from_spec(self.lm, replace(self.spec, **changes))
+
+    def __repr__(self) -> str:
+        labels = json.dumps(self.spec.label_map) if self.spec.label_map else "facts"
+        return f"PromptTask({self.lm.name!r}, {self.spec.template!r}, {labels})"
+
+    @property
+    def label_field(self) -> str:
+        return self.spec.label_field
+
+    @property
+    def multi_token(self) -> str:
+        return self.spec.multi_token
 
     @property
     def is_facts(self) -> bool:
@@ -120,8 +124,10 @@ class PromptTask:
         return "p_at_1" if self.is_facts else "accuracy"
 
     # ------------------------------------------------------------ encoding
-    def encode(self, data: data_mod.Dataset, initial_trigger: list[int] | None = None) -> Encoded:
-        """Encode a split; UserError (naming file:line) for missing fields or unknown labels."""
+    def encode(self, data, initial_trigger: list[int] | torch.Tensor | None = None) -> Encoded:
+        """Encode a split (any source `frozen_lm.data.load` takes); UserError (naming file:line) for
+        missing fields or unknown labels."""
+        data = data_mod.load(data)
         columns = [self.encoder.column(f) for f in self.template.fields]
         if not data.rows:
             raise UserError(f"{data.name} is empty")
@@ -150,7 +156,7 @@ class PromptTask:
         rows = encode_rows(self.encoder, [data.rows[i] for i in keep], [], None, targets, pad_id=self.lm.pad_id)
         return Encoded(self._triggers(rows, initial_trigger), skipped, multi, notes)
 
-    def _triggers(self, rows: Rows, trigger: list[int] | None) -> Rows:
+    def _triggers(self, rows: Rows, trigger) -> Rows:
         if trigger is None or self.template.n_triggers == 0:
             return rows
         return rows.set_triggers(torch.as_tensor(trigger, dtype=torch.long))
@@ -171,14 +177,19 @@ class PromptTask:
     def loss(self, logits: torch.Tensor, rows: Rows, kind: str = "vocab") -> torch.Tensor:
         """Mean loss: 'vocab' = -log p(label words) over the vocabulary (AutoPrompt), 'classes' =
         cross-entropy over the classes' scores only (facts: the same as 'vocab')."""
-        lp = self.log_probs(logits, rows)
-        if kind == "classes" and not self.is_facts:
-            lp = torch.log_softmax(lp, dim=-1)
-        return -lp.gather(1, rows.labels[:, None]).mean()
+        return loss_from_log_probs(self.log_probs(logits, rows), rows, kind, self.is_facts)
 
     def correct(self, logits: torch.Tensor, rows: Rows) -> torch.Tensor:
         """(B,) whether the top class (facts: the top vocabulary token) is the label."""
         return self.log_probs(logits, rows).argmax(-1) == rows.labels
+
+
+def loss_from_log_probs(lp: torch.Tensor, rows: Rows, kind: str, is_facts: bool) -> torch.Tensor:
+    """Mean of -log p(label) from (B, C) class or (B, V) vocabulary log-probs; kind 'classes'
+    renormalizes over the classes first (facts: always over the vocabulary)."""
+    if kind == "classes" and not is_facts:
+        lp = torch.log_softmax(lp, dim=-1)
+    return -lp.gather(1, rows.labels[:, None]).mean()
 
 
 def _all_columns(data) -> list[str]:
@@ -186,24 +197,3 @@ def _all_columns(data) -> list[str]:
     for r in data.rows[:50]:
         cols.update(dict.fromkeys(r))
     return list(cols)
-
-
-def ids_logits_fn(lm: FrozenLM) -> Callable[[Rows], torch.Tensor]:
-    """Logits at [P] for rows whose input ids are complete (discrete prompts)."""
-    return lambda rows: lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask)
-
-
-@torch.no_grad()
-def evaluate(task: PromptTask, encoded: Encoded, logits_fn: Callable[[Rows], torch.Tensor] | None = None,
-             batch_size: int = 32) -> dict:
-    """Accuracy (classification) or P@1 (facts) of a prompt on an encoded split.
-
-    Returns {metric: value, 'n_scored', 'n_skipped'} (plus 'n_multi_token' for facts).
-    """
-    logits_fn = logits_fn or ids_logits_fn(task.lm)
-    rows = encoded.rows.to(task.lm.device)
-    hits = sum(int(task.correct(logits_fn(batch), batch).sum()) for batch in rows.batches(batch_size))
-    out = {task.metric: hits / max(len(rows), 1), "n_scored": len(rows), "n_skipped": encoded.n_skipped}
-    if task.is_facts:
-        out["n_multi_token"] = encoded.n_multi_token
-    return out

@@ -1,0 +1,78 @@
+"""SearchResult: a found trigger, how it scored, the per-iteration history and the search state.
+
+`evaluate(task, data, prompt=result)` writes the trigger into the task's [T] slots; `result.prompt`
+is the same trigger as a `DiscretePrompt`; the state lets `search(..., resume=result)` continue
+exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from autoprompt.search import State
+from frozen_lm.evaluate import DiscretePrompt
+from frozen_lm.results import Result
+
+METHOD = "autoprompt"
+
+
+@dataclass
+class SearchResult(Result):
+    """metric: 'accuracy' or 'p_at_1'; best_dev: the best trigger's dev score during the search;
+    metrics['dev']: the shared evaluator's full-dev metrics of the best trigger (after the run);
+    trigger_*: the best trigger as ids, token texts and decoded text; filled_template: the template
+    with the trigger written in; state: the searcher's counters for resuming."""
+
+    module = "autoprompt"
+
+    metric: str = "accuracy"
+    best_dev: float = 0.0
+    trigger_ids: list[int] = field(default_factory=list)
+    trigger_tokens: list[str] = field(default_factory=list)
+    trigger_text: str = ""
+    filled_template: str = ""
+    state: dict = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> DiscretePrompt:
+        """The best trigger as a discrete prompt (`evaluate(task, data, prompt=r.prompt)`)."""
+        return DiscretePrompt(list(self.trigger_ids), list(self.trigger_tokens), self.trigger_text)
+
+    @property
+    def iterations(self) -> int:
+        return int(self.state.get("iteration", len(self.history)))
+
+    def bind(self, task):
+        return self.prompt.bind(task)
+
+    def search_state(self) -> State:
+        """The searcher's state at the end of this run (what a resumed search starts from)."""
+        self.require("trigger_ids", "beam", "beam_scores")
+        s = self.state
+        return State(s["iteration"], self.tensors["beam"].long(), self.tensors["beam_scores"].double(),
+                     self.tensors["trigger_ids"].long(), s["best_dev"], s["current_dev"], s.get("stale", 0),
+                     list(self.history), s.get("best_dev_loglik", float("-inf")),
+                     s.get("current_dev_loglik", float("-inf")))
+
+    @classmethod
+    def from_artifact(cls, art, config):
+        result = super().from_artifact(art, config)
+        old = art.results  # package 0.1 kept the dev metrics and the timing at the top level
+        if "dev" in old and "dev" not in result.metrics:
+            result.metrics = {**result.metrics, "dev": old["dev"]}
+        if "seconds_per_iteration" in old and not result.timings:
+            result.timings = {"seconds_per_iteration": old["seconds_per_iteration"]}
+        ids = result.tensors.get("trigger_ids")
+        if ids is not None and len(ids) != len(result.trigger_ids):
+            from frozen_lm.errors import UserError
+
+            raise UserError(f"{art.path}: weights.safetensors holds {len(ids)} trigger ids but results.json "
+                            f"{len(result.trigger_ids)}; the artifact is damaged")
+        return result
+
+
+def trigger_tensor(result: SearchResult) -> torch.Tensor:
+    result.require("trigger_ids")
+    return result.tensors["trigger_ids"].long()

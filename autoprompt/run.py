@@ -1,0 +1,158 @@
+"""`autoprompt.search`: run (or continue) a trigger search on a task and return a SearchResult.
+
+Nothing is written unless `out` is given; then the artifact is rewritten after every iteration, so
+Ctrl-C or a crash keeps the best-so-far trigger and `resume=out` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, fields
+
+import torch
+from tqdm.auto import tqdm
+
+from autoprompt.config import SearchConfig
+from autoprompt.result import METHOD, SearchResult
+from autoprompt.search import Searcher, State, initial_trigger, state_dict
+from frozen_lm import data as data_mod
+from frozen_lm.errors import Interrupted, UserError
+from frozen_lm.evaluate import DiscretePrompt, evaluate
+from frozen_lm.events import Callback, Event, notify
+from frozen_lm.results import base_fields, load_result
+from frozen_lm.task import PromptTask
+
+logger = logging.getLogger(__name__)
+
+
+def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, out=None, resume=None,
+           callback: Callback | None = None, progress: bool = True) -> SearchResult:
+    """Find trigger tokens for the task's [T] slots (AutoPrompt) and return the best by dev score.
+
+    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset).
+    out: an artifact folder rewritten after every iteration (nothing is written without it).
+    resume: a SearchResult or its folder to continue; task and config must equal the saved run's,
+    except `config.iters` and `config.patience` (RESUMABLE), which may grow.
+    callback(event) gets an 'iteration' Event after each iteration; returning True stops the run.
+    Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the best-so-far result.
+    """
+    config = config or SearchConfig()
+    if task.template.n_triggers == 0:
+        raise UserError(f"template {task.spec.template!r} has no [T] slots to search; add some, e.g. '{{sentence}} [T] [T] [P]'")
+    if dev is None:
+        raise UserError("give a dev split: the split used to pick the best trigger")
+    previous = _previous(resume, task, config)
+    train_ds, dev_ds = data_mod.load(train), data_mod.load(dev)
+    data = {"train": data_mod.describe(train, train_ds), "dev": data_mod.describe(dev, dev_ds)}
+    if previous is not None:
+        _check_data(previous, data)
+    train_enc, dev_enc = task.encode(train_ds), task.encode(dev_ds)
+    for note in train_enc.notes:
+        logger.info("train: %s", note)
+    searcher = Searcher(task, config, train_enc, dev_enc)
+    state = previous.search_state() if previous is not None else searcher.start(initial_trigger(task, config.initial_trigger))
+    logger.info("search: %d train / %d dev examples, %d allowed trigger tokens", len(searcher.train),
+                len(searcher.dev), int(searcher.allowed.sum()))
+    run = _Run(task, config, searcher, data, out, previous)
+    state, status = run.loop(state, callback, progress)
+    final = evaluate(task, dev_enc, DiscretePrompt.from_ids(task.lm.tokenizer, state.best))
+    return run.finish(state, status, final)
+
+
+class _Run:
+    """Builds and (when asked) saves the result after each iteration."""
+
+    def __init__(self, task, config, searcher, data, out, previous):
+        self.task, self.config, self.searcher, self.data, self.out = task, config, searcher, data, out
+        self.started = time.perf_counter()
+        self.before = previous.timings.get("total_seconds", 0.0) if previous is not None else 0.0
+
+    def loop(self, state: State, callback, progress: bool) -> tuple[State, str]:
+        cfg = self.config
+        bar = tqdm(total=cfg.iters, initial=min(state.iteration, cfg.iters), desc="search", disable=not progress,
+                   dynamic_ncols=True)
+        status = "done"
+        try:
+            while not self.searcher.finished(state):
+                state = self.searcher.step(state)
+                self.save(state, "running")
+                bar.update(1)
+                bar.set_postfix(dev=f"{state.best_dev:.3f}", trigger=" ".join(self.searcher.decode(state.beam[0]))[:40])
+                record = state.history[-1]
+                metrics = {k: record[k] for k in ("loss", "dev", "best_dev", "accepted", "train_accuracy")}
+                if notify(callback, Event(METHOD, "iteration", state.iteration, cfg.iters, metrics)):
+                    status = "stopped"
+                    break
+        except KeyboardInterrupt:
+            bar.close()
+            result = self.result(state, "interrupted", {})
+            where = f"; best-so-far saved to {self.out}; continue with: autoprompt search --resume {self.out}" if self.out else ""
+            if self.out:
+                result.save(self.out)
+            raise Interrupted(f"interrupted after iteration {state.iteration}{where}", result) from None
+        bar.close()
+        return state, status
+
+    def result(self, state: State, status: str, dev_metrics: dict) -> SearchResult:
+        task, tok = self.task, self.task.lm.tokenizer
+        best = DiscretePrompt.from_ids(tok, state.best)
+        per_iter = [h["seconds"] for h in state.history]
+        timings = {"seconds_per_iteration": sum(per_iter) / len(per_iter) if per_iter else None,
+                   "total_seconds": self.before + time.perf_counter() - self.started}
+        return SearchResult(
+            **base_fields(METHOD, self.config, task, self.data),
+            tensors={"trigger_ids": state.best, "beam": state.beam, "beam_scores": state.beam_scores},
+            metrics={"dev": dev_metrics} if dev_metrics else {}, history=state.history, timings=timings,
+            status=status, metric=task.metric, best_dev=state.best_dev, trigger_ids=best.trigger_ids,
+            trigger_tokens=best.tokens, trigger_text=best.text, filled_template=best.filled(task),
+            state=state_dict(state))
+
+    def save(self, state: State, status: str, dev_metrics: dict | None = None) -> None:
+        if self.out:
+            self.result(state, status, dev_metrics or {}).save(self.out)
+
+    def finish(self, state: State, status: str, dev_metrics: dict) -> SearchResult:
+        result = self.result(state, status, dev_metrics)
+        if self.out:
+            result.save(self.out)
+        return result
+
+
+def _previous(resume, task: PromptTask, config: SearchConfig) -> SearchResult | None:
+    """The saved search to continue, checked against this task and config."""
+    if resume is None:
+        return None
+    previous = resume if isinstance(resume, SearchResult) else load_result(resume)
+    if not isinstance(previous, SearchResult):
+        raise UserError(f"{resume} holds a {previous.method!r} run, not an autoprompt search; resume needs a search result")
+    previous.check_model(task.lm)
+    diffs = [f"template ({previous.task.template!r} saved, {task.spec.template!r} now)"
+             if previous.task.template != task.spec.template else None]
+    diffs += [f"task {k} ({v!r} saved, {getattr(task.spec, k)!r} now)" for k, v in asdict(previous.task).items()
+              if k != "template" and getattr(task.spec, k) != v]
+    saved, now = asdict(previous.config), asdict(config)
+    diffs += [f"{f.name.replace('_', '-')} ({saved[f.name]!r} saved, {now[f.name]!r} now)" for f in fields(SearchConfig)
+              if f.name not in SearchConfig.RESUMABLE and saved[f.name] != now[f.name]]
+    diffs = [d for d in diffs if d]
+    if diffs:
+        raise UserError("resume: these differ from the saved run, so it would not continue the same search: "
+                        + "; ".join(diffs) + f" (only {', '.join(SearchConfig.RESUMABLE)} may change)")
+    state = previous.state or {}
+    if state.get("iteration", 0) >= config.iters and not (config.patience and state.get("stale", 0) >= config.patience):
+        logger.info("the saved search already ran %d of %d iterations; raise iters to continue it",
+                    state.get("iteration", 0), config.iters)
+    return previous
+
+
+def _check_data(previous: SearchResult, data: dict) -> None:
+    for split, now in data.items():
+        saved = previous.data.get(split, {})
+        if saved.get("sha256") and saved["sha256"] != now["sha256"]:
+            logger.warning("resume: the %s split differs from the saved run's (%s, %s rows, then %s, %s rows); "
+                           "the search continues on the data given now", split, now["source"], now["rows"],
+                           saved.get("source"), saved.get("rows"))
+
+
+def trigger_of(result) -> torch.Tensor:
+    return torch.tensor(result.trigger_ids, dtype=torch.long)

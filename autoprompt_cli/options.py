@@ -1,0 +1,143 @@
+"""Command-line options made from dataclasses, the task options every command shares, and how the
+built-in demo task fills in what the user leaves out."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+
+import click
+
+from frozen_lm import data as data_mod
+from frozen_lm.errors import UserError
+from frozen_lm.registry import DEFAULT_MODEL
+
+
+@dataclass
+class TaskOptions:
+    """Options shared by every command: which model, template, label words and data."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "model alias (see `autoprompt models`), local path or hub name"})
+    template: str | None = field(default=None, metadata={
+        "help": "template with {field}, [T] slots and one [P], e.g. '{sentence} [T] [T] [P]' (default: the demo task's)"})
+    label_map: str | None = field(default=None, metadata={
+        "help": "label words: JSON '{\"0\": \"terrible\", \"1\": \"great\"}', a .json file, or '0=terrible,1=great'; "
+                "several words per class with a list or '|'; omit for fact retrieval (the label is the answer word)"})
+    label_field: str | None = field(default=None, metadata={"help": "data column holding the label (default: label, obj_label for facts)"})
+    text_fields: str | None = field(default=None, metadata={
+        "help": "map template fields to data columns: 'sentence=text,...', or column names in template order"})
+    train: str | None = field(default=None, metadata={
+        "help": "training data: .jsonl/.tsv/.csv file, hf:NAME[/CONFIG]:SPLIT, or demo:TASK (default: demo:sentiment)"})
+    dev: str | None = field(default=None, metadata={"help": "development data, same forms as --train (default: the demo task's dev split)"})
+    multi_token: str = field(default="skip", metadata={
+        "help": "facts whose answer is several tokens: skip them (counted) or score their first token",
+        "choices": ["skip", "first"]})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N, or auto (CUDA when present)"})
+    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or float16; auto = float32"})
+
+
+TASK_FIELDS = ("template", "label_map", "label_field", "text_fields", "multi_token")
+
+
+def with_demo_defaults(opts: TaskOptions, manual: bool, data: str | None = None) -> TaskOptions:
+    """Fill what the user left out from a built-in demo task, when the data is the demo's.
+
+    The demo task is the one --train names (demo:TASK); without --train, the one --data names, or
+    demo:sentiment when no data is given at all. It lends its splits, label words, label column and
+    template (its hand-written one when `manual`, else its [T] template). A user's own --train or
+    --data takes nothing from the demo tasks.
+    """
+    values = {f.name: getattr(opts, f.name) for f in fields(opts)}
+    demo = _demo_of(opts.train) if opts.train else (_demo_of(data) if data else data_mod.DEMO_TASKS[data_mod.DEFAULT_TASK])
+    if demo is not None:
+        if values["train"] in (None, f"demo:{demo.name}"):
+            values["train"] = f"demo:{demo.name}:train"
+        values["dev"] = values["dev"] or f"demo:{demo.name}:dev"
+        values["template"] = values["template"] or (demo.manual_template if manual else demo.template)
+        values["label_field"] = values["label_field"] or demo.label_field
+        if values["label_map"] is None and demo.label_map is not None:
+            values["label_map"] = demo.label_map
+    if values["template"] is None:
+        raise UserError("no --template given; write one with {field}, [T] and [P], e.g. '{sentence} [T] [T] [P]'")
+    return TaskOptions(**values)
+
+
+def _demo_of(source: str | None):
+    if source and source.startswith("demo:"):
+        return data_mod.DEMO_TASKS.get(source.split(":")[1])
+    return None
+
+
+def make_task(opts: TaskOptions, lm):
+    from frozen_lm.task import PromptTask
+
+    return PromptTask(lm, opts.template, opts.label_map, label_field=opts.label_field, text_fields=opts.text_fields,
+                      multi_token=opts.multi_token)
+
+
+# ---------------------------------------------------------------- options from dataclasses
+class IntList(click.ParamType):
+    """'10,30,100' -> [10, 30, 100]."""
+
+    name = "INTS"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, list):
+            return value
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        try:
+            return [int(p) for p in parts]
+        except ValueError:
+            self.fail(f"{value!r}: give whole numbers separated by commas, e.g. 10,30,100", param, ctx)
+
+
+def _click_type(f, hint: str):
+    choices = f.metadata.get("choices")
+    if choices:
+        return click.Choice(choices)
+    if hint.startswith("list[int]"):
+        return IntList()
+    for name, typ in (("bool", bool), ("int", int), ("float", float)):
+        if hint.startswith(name):
+            return typ
+    return str
+
+
+def options_from(cls, skip: tuple[str, ...] = ()):
+    """Click options for every field of a config dataclass: --field-name (or metadata 'flag'), its
+    type, default and help. Booleans become --x/--no-x switches (a 'flag' makes a plain flag)."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(fn):
+        for f in reversed(fields(cls)):
+            if f.name in skip or not f.init or f.metadata.get("cli") is False:
+                continue
+            hint = hints.get(f.name, f.type)
+            hint = hint.__name__ if isinstance(hint, type) else str(hint)
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            default = None if f.default is MISSING else f.default
+            typ, help_ = _click_type(f, hint), f.metadata.get("help", "")
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            if typ is bool and "flag" in f.metadata:
+                fn = click.option(flag, f.name, is_flag=True, default=default, help=help_)(fn)
+            elif typ is bool:
+                fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_)(fn)
+            else:
+                fn = click.option(flag, f.name, type=typ, default=shown, show_default=default is not None, help=help_)(fn)
+        return fn
+
+    return decorate
+
+
+def config_from(cls, kwargs: dict, **overrides):
+    """Build a config dataclass from click kwargs (taking only its own fields)."""
+    names = {f.name for f in fields(cls) if f.init}
+    values = {k: v for k, v in kwargs.items() if k in names}
+    values.update(overrides)
+    return cls(**values)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the user typed this option (rather than taking its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")

@@ -1,0 +1,173 @@
+"""The one evaluator: accuracy (classification) or P@1 (facts) of any prompt on any split.
+
+A prompt is anything with `bind(task) -> Bound`: every result (a found trigger, a soft prompt, a
+prefix, a subspace-trained model) and `DiscretePrompt`. `Bound` is the prompt applied to a task:
+the task it is scored with (a prefix, say, drops the template's [T] slots) and the logits at [P].
+`evaluate` is the public entry point; `score` is its loop, which search, tuning and the d90 sweep
+call on already-encoded splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from frozen_lm.encode import Rows
+from frozen_lm.errors import UserError
+from frozen_lm.task import Encoded, PromptTask
+
+logger = logging.getLogger(__name__)
+
+
+class Bound:
+    """A prompt applied to a task: `logits(rows)` at [P] (R, M, V), `log_probs(rows)` (B, C) or (B, V).
+
+    Subclasses override `logits`, and `log_probs` when their scores are not read from logits (a
+    classification head). The base class is the bare template (all [T] slots already filled).
+    """
+
+    def __init__(self, task: PromptTask):
+        self.task = task
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        return self.task.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask)
+
+    def log_probs(self, rows: Rows) -> torch.Tensor:
+        return self.task.log_probs(self.logits(rows), rows)
+
+
+class TriggerBound(Bound):
+    """Trigger token ids written into the [T] slots of every row."""
+
+    def __init__(self, task: PromptTask, trigger_ids: torch.Tensor):
+        super().__init__(task)
+        self.trigger_ids = trigger_ids.long().to(task.lm.device)
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        return super().logits(rows.set_triggers(self.trigger_ids))
+
+
+class FunctionBound(Bound):
+    """Logits from a function rows -> (R, M, V) (for code that has one at hand)."""
+
+    def __init__(self, task: PromptTask, fn: Callable[[Rows], torch.Tensor]):
+        super().__init__(task)
+        self.fn = fn
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        return self.fn(rows)
+
+
+@dataclass
+class DiscretePrompt:
+    """Token ids for the [T] slots of a template: what search finds and a soft prompt's discrete reading.
+
+    `evaluate(task, data, prompt=p)` writes them into the task's slots; `text` is their decoded text.
+    """
+
+    trigger_ids: list[int]
+    tokens: list[str]
+    text: str
+
+    @classmethod
+    def from_ids(cls, tokenizer, ids) -> DiscretePrompt:
+        ids = [int(i) for i in ids]
+        return cls(ids, [tokenizer.decode([i]) for i in ids], tokenizer.decode(ids))
+
+    @classmethod
+    def from_text(cls, task: PromptTask, text: str) -> DiscretePrompt:
+        """Tokens of `text` for the task's [T] slots; UserError unless it is one token per slot."""
+        n = task.template.n_triggers
+        if n == 0:
+            raise UserError("a trigger was given, but the template has no [T] slots")
+        ids = task.lm.tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) != n:
+            pieces = task.lm.tokenizer.convert_ids_to_tokens(ids)
+            raise UserError(f"trigger {text!r} is {len(ids)} tokens {pieces}, but the template has {n} [T] slots")
+        return cls.from_ids(task.lm.tokenizer, ids)
+
+    def bind(self, task: PromptTask) -> Bound:
+        n = task.template.n_triggers
+        if n != len(self.trigger_ids):
+            raise UserError(f"the prompt has {len(self.trigger_ids)} trigger tokens, but template "
+                            f"{task.spec.template!r} has {n} [T] slots")
+        return TriggerBound(task, torch.tensor(self.trigger_ids, dtype=torch.long))
+
+    def filled(self, task: PromptTask) -> str:
+        """The task's template with the trigger tokens written in (each token's text, trimmed)."""
+        tok = task.lm.tokenizer
+        return task.template.with_triggers([tok.decode([i]).strip() or tok.convert_ids_to_tokens(i)
+                                            for i in self.trigger_ids])
+
+
+def bind(task: PromptTask, prompt=None) -> Bound:
+    """The Bound for a prompt: None (the template as written), trigger text, a function
+    rows -> logits, or any object with `bind(task)` (results, DiscretePrompt)."""
+    if prompt is None:
+        n = task.template.n_triggers
+        if n:
+            raise UserError(f"template {task.spec.template!r} has {n} [T] slots; give a prompt to fill them "
+                            "(a result, a DiscretePrompt or trigger text with one token per slot)")
+        return Bound(task)
+    if isinstance(prompt, str):
+        return DiscretePrompt.from_text(task, prompt).bind(task)
+    if hasattr(prompt, "bind"):
+        return prompt.bind(task)
+    if callable(prompt):
+        return FunctionBound(task, prompt)
+    raise UserError(f"prompt must be a result, a DiscretePrompt, trigger text or a function; got {type(prompt).__name__}")
+
+
+@dataclass
+class Scores:
+    """Sums over the scored examples (float64 log-likelihoods)."""
+
+    n: int = 0
+    correct: int = 0
+    loglik: float = 0.0  # label log-prob, normalized over the vocabulary
+    class_loglik: float = 0.0  # label log-prob, normalized over the classes (facts: = loglik)
+
+    def mean(self, kind: str = "vocab") -> float:
+        """Mean label log-likelihood ('vocab' or 'classes' normalization)."""
+        return (self.class_loglik if kind == "classes" else self.loglik) / max(self.n, 1)
+
+
+@torch.no_grad()
+def score(bound: Bound, rows: Rows, batch_size: int = 32) -> Scores:
+    """Correct predictions and label log-likelihoods of a bound prompt over encoded rows, in
+    length-sorted batches with their padding trimmed."""
+    task = bound.task
+    out = Scores(n=len(rows))
+    for batch in rows.to(task.lm.device).batches(batch_size):
+        lp = bound.log_probs(batch)
+        target = lp.gather(1, batch.labels[:, None]).squeeze(1).double()
+        out.correct += int((lp.argmax(-1) == batch.labels).sum())
+        out.loglik += float(target.sum())
+        if task.is_facts:
+            out.class_loglik += float(target.sum())
+        else:
+            out.class_loglik += float(torch.log_softmax(lp, -1).gather(1, batch.labels[:, None]).double().sum())
+    return out
+
+
+def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> dict:
+    """Score a prompt on a split: {metric: value, 'n_scored', 'n_skipped'} (+ 'n_multi_token' for facts).
+
+    data: a path, `demo:...`/`hf:...` source, a list of dicts, a datasets.Dataset, or an `Encoded`
+    split. prompt: None scores the template as written (it must have no [T] slots); else any result,
+    a `DiscretePrompt`, trigger text, or a function rows -> logits at [P].
+    """
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
+    bound = bind(task, prompt)
+    encoded = data if isinstance(data, Encoded) else bound.task.encode(data)
+    for note in encoded.notes:
+        logger.info("%s", note)
+    s = score(bound, encoded.rows, batch_size)
+    out = {task.metric: s.correct / max(s.n, 1), "n_scored": s.n, "n_skipped": encoded.n_skipped}
+    if task.is_facts:
+        out["n_multi_token"] = encoded.n_multi_token
+    return out

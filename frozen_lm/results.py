@@ -1,0 +1,141 @@
+"""Results: what every method returns, saves and loads, and what `evaluate(prompt=...)` scores.
+
+`Result` holds what makes a run reproducible (the method's config with its seed, the task spec, the
+model, where the data came from, the versions) and what it produced (tensors, metrics, history,
+timings, status). A method subclasses it with its own fields and `bind(task)`. `save(dir)` writes
+the artifact; `load_result(dir)` reads any method's artifact back as its result class.
+
+Fields of a subclass go to results.json; `tensors` to weights.safetensors; the rest to config.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from frozen_lm.artifact import Artifact, check_model, model_info, read_artifact, versions, write_artifact
+from frozen_lm.errors import UserError
+from frozen_lm.task import PromptTask, TaskSpec
+
+logger = logging.getLogger(__name__)
+_META_FIELDS = ("method", "config", "task", "model", "data", "versions", "tensors", "lm")
+
+
+@dataclass
+class Result:
+    """Base class of every method's result.
+
+    method: the artifact method name; config: the method's config dataclass (with its seed); task:
+    the task spec the run was given; model: name and shape of the model; data: the splits' sources,
+    sizes and hashes; tensors: what weights.safetensors holds; metrics/history/timings: what the
+    run measured; status: 'done', 'stopped' (by a callback), 'interrupted' or 'running'. lm: the
+    model the run used, kept in memory for follow-up calls (None after `load_result`).
+    """
+
+    module: ClassVar[str] = ""  # the package that registers this method (imported by load_result)
+
+    method: str
+    config: Any
+    task: TaskSpec
+    model: dict
+    data: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    metrics: dict = field(default_factory=dict)
+    history: list = field(default_factory=list, repr=False)
+    timings: dict = field(default_factory=dict)
+    status: str = "done"
+    lm: Any = field(default=None, repr=False, compare=False)  # the FrozenLM of the run (not saved)
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def task_for(self, lm, **changes) -> PromptTask:
+        """The task this result was made with, on `lm` (checked against the saved model); `changes`
+        override spec fields such as multi_token."""
+        self.check_model(lm)
+        spec = TaskSpec(**{**asdict(self.task), **changes})
+        return PromptTask.from_spec(lm, spec)
+
+    def check_model(self, lm) -> None:
+        check_model(self.model, lm, f"this {self.method} result")
+
+    def bind(self, task: PromptTask):
+        """The prompt applied to `task` (a frozen_lm.evaluate.Bound); every method implements it."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- files
+    def save(self, out) -> Path:
+        """Write the artifact directory `out` (created if needed); returns its path."""
+        meta = {"method": self.method, "module": self.module, "config": _config_dict(self.config),
+                "seed": self.seed, "task": self.task.to_dict(), "model": self.model, "data": self.data,
+                "versions": self.versions or versions()}
+        extra = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _META_FIELDS}
+        results = {**extra, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return write_artifact(out, meta, self.tensors, results)
+
+    @classmethod
+    def from_artifact(cls, art: Artifact, config) -> Result:
+        """Build this class from a read artifact (subclasses add what older formats lack)."""
+        names = {f.name for f in fields(cls) if f.init and f.name not in _META_FIELDS}
+        extra = {k: v for k, v in art.results.items() if k in names}
+        return cls(method=art.method, config=config, task=TaskSpec.from_dict(art.meta["task"]), model=art.meta["model"],
+                   data=art.meta.get("data", {}), versions=art.meta.get("versions", {}), tensors=art.tensors, **extra)
+
+    @classmethod
+    def load(cls, path) -> Result:
+        """Read an artifact directory written by `save` (any method when called on Result)."""
+        return load_result(path)
+
+    def require(self, *names: str) -> None:
+        """UserError naming the first tensor this result needs that its artifact lacks."""
+        for name in names:
+            if name not in self.tensors:
+                raise UserError(f"this {self.method} result has no '{name}' tensor; its weights.safetensors "
+                                "is incomplete (rerun, or restore the file)")
+
+
+def _config_dict(config) -> dict:
+    return asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+
+
+def config_from_dict(cls, values: dict, where: str = ""):
+    """A config dataclass from saved values (unknown keys ignored; bad values a UserError)."""
+    names = {f.name for f in fields(cls) if f.init}
+    try:
+        return cls(**{k: v for k, v in values.items() if k in names})
+    except UserError as e:
+        raise UserError(f"{where}: the saved config is not valid ({e})") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: the saved config is damaged ({e})") from None
+
+
+def load_result(path) -> Result:
+    """Read any method's artifact directory as that method's result class."""
+    from frozen_lm.methods import for_artifact
+
+    art = read_artifact(path)
+    method = for_artifact(art.method, art.meta.get("module") or None, str(art.path))
+    config = config_from_dict(method.config, {**art.meta["config"], "seed": art.meta.get("seed", 0)}, str(art.path))
+    try:
+        result = method.result.from_artifact(art, config)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"{art.path}: the artifact is damaged ({type(e).__name__}: {e})") from None
+    if result.status in ("running", "interrupted"):
+        logger.info("%s: the run was %s; this is its best-so-far state", path, result.status)
+    return result
+
+
+def base_fields(method: str, config, task: PromptTask, data: dict | None = None) -> dict:
+    """The Result fields every run fills the same way."""
+    return {"method": method, "config": config, "task": task.spec, "model": model_info(task.lm),
+            "data": data or {}, "versions": versions(), "lm": task.lm}

@@ -1,0 +1,238 @@
+"""The one training loop, shared by prompt tuning, prefix tuning and subspace training (minGPT's
+Trainer is the model).
+
+It optimizes a few named leaf tensors against `loss_fn(example_index) -> loss`: seeded shuffling,
+gradient accumulation, clipping, AdamW / Adam / Adafactor / SGD with per-tensor learning rates,
+linear warmup then linear / cosine / constant decay, dev evaluation every N steps with early
+stopping and best-checkpoint restore, a stop on a non-finite loss (the best checkpoint is kept and
+the result says so), progress events to a callback that may stop the run, and a progress bar. The
+model's own weights never appear here: callers pass only what trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from frozen_lm.events import Callback, Event, notify
+
+logger = logging.getLogger(__name__)
+OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainSettings:
+    """How to train (each method builds these from its own config).
+
+    eval_every: evaluate every N steps (0: only after the last step). keep_best: restore the best
+    evaluated state at the end (False: keep the last state, and make no copies). eval_first: also
+    evaluate the initial state (recorded as step 0). lrs: learning rates of single tensors by name
+    (the others use lr).
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    grad_accum: int = 1
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 0.0
+    eval_every: int = 0
+    patience: int = 0
+    keep_best: bool = True
+    eval_first: bool = False
+    lrs: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+
+@dataclass
+class TrainResult:
+    best_step: int
+    best_score: float | None
+    steps_done: int
+    stopped: str  # "steps", "early_stopping", "nan" or "callback"
+    history: list[dict] = field(default_factory=list)
+    step_seconds: float = 0.0  # mean wall time of an optimizer step (forward + backward + update)
+    step_cpu_seconds: float = 0.0  # mean CPU time of a step, all threads (less sensitive to a busy machine)
+    note: str | None = None
+    last_metrics: dict | None = None  # the dev metrics of the kept state, when it was evaluated
+
+
+def make_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
+    if s.optimizer == "adafactor":
+        return torch.optim.Adafactor(groups, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def lr_factor(step: int, s: TrainSettings) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warmup, then decay."""
+    if step < s.warmup_steps:
+        return (step + 1) / (s.warmup_steps + 1)
+    if s.schedule == "constant":
+        return 1.0
+    progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    if s.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return max(0.0, 1 - progress)
+
+
+def batches(n: int, size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless example-index batches, reshuffled every epoch by a CPU generator seeded with `seed`."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    while True:
+        order = torch.randperm(n, generator=g)
+        for start in range(0, n, size):
+            yield order[start: start + size]
+
+
+def metric_of(metrics: dict) -> float:
+    """The number that ranks dev evaluations: accuracy, P@1 or token accuracy."""
+    for key in ("accuracy", "p_at_1", "token_accuracy", "score"):
+        if key in metrics:
+            return float(metrics[key])
+    raise KeyError(f"no score in {metrics}")
+
+
+class Trainer:
+    """Train `params` (leaf tensors by name) in place; `run()` returns a TrainResult.
+
+    loss_fn(index) -> scalar loss on the examples `index` (a CPU long tensor); evaluate() -> dev
+    metrics of the current state (None: no dev split). method / stage label events and the bar.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                 n_examples: int, settings: TrainSettings, evaluate: Callable[[], dict] | None = None, *,
+                 callback: Callback | None = None, method: str = "train", stage: str = "", progress: bool = False,
+                 autocast: contextlib.AbstractContextManager | None = None):
+        self.params, self.loss_fn, self.n, self.s = params, loss_fn, n_examples, settings
+        self.evaluate, self.callback, self.method, self.stage = evaluate, callback, method, stage
+        self.progress, self.autocast = progress, autocast
+        self.best_score: float | None = None
+        self.best_step, self.bad, self.best_state, self.best_metrics = 0, 0, None, None
+
+    # ------------------------------------------------------------ checkpoints
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.params.items()}
+
+    def _restore(self) -> None:
+        if self.best_state is not None:
+            with torch.no_grad():
+                for k, v in self.params.items():
+                    v.copy_(self.best_state[k])
+
+    def _record_eval(self, step: int, metrics: dict | None, last: bool) -> bool:
+        """Track the best state; True when early stopping says stop."""
+        if metrics is None:  # no dev split: the latest step is the best
+            self.best_step, self.best_state = step, (None if last or not self.s.keep_best else self._snapshot())
+            return False
+        value = metric_of(metrics)
+        if self.best_score is None or value > self.best_score or not self.s.keep_best:
+            self.best_score, self.best_step, self.bad, self.best_metrics = value, step, 0, metrics
+            self.best_state = None if last or not self.s.keep_best else self._snapshot()
+            return False
+        self.bad += 1
+        return self.s.patience > 0 and self.bad >= self.s.patience
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        s, params = self.s, list(self.params.values())
+        for p in params:
+            p.requires_grad_(True)
+        groups = [{"params": [v], "lr": s.lrs.get(k, s.lr)} for k, v in self.params.items()]
+        opt = make_optimizer(groups, s)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, s))
+        stream = batches(self.n, s.batch_size, s.seed)
+        if s.keep_best:
+            self.best_state = self._snapshot()  # the initialization, kept if nothing better is ever seen
+        history: list[dict] = []
+        if self.evaluate is not None and s.eval_first:
+            history.append({"step": 0, "dev": self.evaluate()})  # for reference
+        stopped, note, seconds, cpu, step = "steps", None, 0.0, 0.0, 0
+        bar = tqdm(total=s.steps, disable=not self.progress, leave=False, desc=self.stage or self.method)
+        try:
+            for step in range(1, s.steps + 1):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                loss = self._step(opt, stream, params)
+                sched.step()
+                seconds, cpu = seconds + time.perf_counter() - start, cpu + time.process_time() - start_cpu
+                bar.update(1)
+                entry = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"]}
+                history.append(entry)
+                if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
+                    stopped, note = "nan", self._nan_note(loss, step)
+                    logger.warning(note)
+                    break
+                last = step == s.steps
+                stop = False
+                if (s.eval_every and step % s.eval_every == 0) or last:
+                    entry["dev"] = self.evaluate() if self.evaluate is not None else None
+                    stop = self._record_eval(step, entry["dev"], last)
+                    if stop:
+                        stopped = "early_stopping"
+                        logger.info("early stopping at step %d (best dev at step %d)", step, self.best_step)
+                bar.set_postfix(loss=f"{loss:.4f}", **({"dev": f"{metric_of(entry['dev']):.4f}"} if entry.get("dev") else {}))
+                asked = notify(self.callback, Event(self.method, "step", step, s.steps, {k: v for k, v in entry.items() if k != "step"}, self.stage))
+                if stop:
+                    break
+                if asked:
+                    stopped = "callback"
+                    self._record_eval(step, entry.get("dev") if "dev" in entry else self._eval_now(entry), True)
+                    break
+        finally:
+            bar.close()
+            for p in params:
+                p.requires_grad_(False)
+        self._restore()
+        if stopped == "nan" and self.evaluate is not None and self.best_metrics is None:
+            self.best_metrics = self.evaluate()  # the kept state was never scored
+            self.best_score = metric_of(self.best_metrics) if self.best_metrics else None
+        done = step - (stopped == "nan")
+        return TrainResult(self.best_step, self.best_score, done, stopped, history, seconds / max(step, 1),
+                           cpu / max(step, 1), note, self.best_metrics)
+
+    def _eval_now(self, entry: dict) -> dict | None:
+        entry["dev"] = self.evaluate() if self.evaluate is not None else None
+        return entry["dev"]
+
+    def _nan_note(self, loss: float, step: int) -> str:
+        what = f"loss became {loss}" if not math.isfinite(loss) else "the trained tensors became non-finite"
+        best = f"step {self.best_step}" + (f", dev {self.best_score:.4f}" if self.best_score is not None else "")
+        kept = f"kept the best checkpoint ({best})" if self.s.keep_best else "kept the last state"
+        return f"{what} at step {step}; stopped and {kept}"
+
+    def _step(self, opt, stream, params) -> float:
+        """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(self.s.grad_accum):
+            with self.autocast or contextlib.nullcontext():
+                loss = self.loss_fn(next(stream)) / self.s.grad_accum
+            if not torch.isfinite(loss):
+                return loss.item()
+            loss.backward()
+            total += loss.item()
+        if self.s.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
+        opt.step()
+        return total
