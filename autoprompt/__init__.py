@@ -27,10 +27,18 @@ def _summary(r: SearchResult) -> dict:
             "s_per_iter": round(r.timings.get("seconds_per_iteration") or 0.0, 3)}
 
 
+def _headline(r: SearchResult) -> str:
+    line = f"prompt: {r.filled_template}"
+    if not r.trigger_round_trips:
+        line += ("\nnote: the trigger text does not tokenize back to the same tokens; the ids are in results.json "
+                 "(trigger_ids), and `autoprompt evaluate ARTIFACT` scores them")
+    return line
+
+
 register_method(Method(
     name=METHOD, config=SearchConfig, run=search, result=SearchResult, module=__name__,
     command=Command(
-        name="search", summary=_summary, headline=lambda r: f"prompt: {r.filled_template}", compare_manual=True,
+        name="search", summary=_summary, headline=_headline, compare_manual=True,
         resumable=True,
         help="""Find trigger tokens for the [T] slots of a template (AutoPrompt, gradient-guided search).
 

@@ -134,15 +134,26 @@ def class_token_scores(features: np.ndarray, labels: list[str], out_emb: torch.T
     return [str(c) for c in clf.classes_], scores, float(clf.score(scaler.transform(features), labels))
 
 
+def word_start_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
+    """(V,) bool: alphabetic tokens that are exactly what a word after a space becomes (BPE 'Ġgreat',
+    SentencePiece '▁great', a word-level 'great'), so that they can be read at a [P] after a space."""
+    texts = [t.strip() for t in tokenizer.batch_decode([[i] for i in range(vocab_size)])]
+    again = tokenizer([" " + t for t in texts], add_special_tokens=False).input_ids
+    return torch.tensor([t.isalpha() and list(ids) == [i] for i, (t, ids) in enumerate(zip(texts, again))])
+
+
 def top_words(task, scores: torch.Tensor, classes: list[str], k: int, no_capitalized: bool = False,
               ascii_only: bool = False) -> dict[str, list[tuple[str, float]]]:
     """Top-k allowed tokens per class, as (word, score)."""
     tok = task.lm.tokenizer
     allowed = allowed_tokens(tok, scores.shape[1], (), no_capitalized, ascii_only)
     if not task.lm.is_masked and task.template.predict_space:  # the word must start a new word at [P]
-        texts = tok.batch_decode([[i] for i in range(scores.shape[1])])
-        allowed &= torch.tensor([t.startswith(" ") and t.strip().isalpha() for t in texts])
+        allowed &= word_start_tokens(tok, scores.shape[1])
+    n = int(allowed.sum())
+    if n == 0:
+        raise UserError("no vocabulary token can be a label word here (after the filters); drop --no-capitalized "
+                        "or --ascii-only")
     masked = scores.masked_fill(~allowed[None], float("-inf"))
-    best = masked.topk(k, dim=1)
+    best = masked.topk(min(k, n), dim=1)
     return {c: [(tok.decode([int(i)]).strip(), float(v)) for v, i in zip(best.values[n], best.indices[n])]
             for n, c in enumerate(classes)}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from autoprompt.search import State
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.results import Result
@@ -33,12 +31,16 @@ class SearchResult(Result):
     trigger_tokens: list[str] = field(default_factory=list)
     trigger_text: str = ""
     filled_template: str = ""
+    trigger_round_trips: bool = True  # whether trigger_text tokenizes back to trigger_ids
     state: dict = field(default_factory=dict)
 
     @property
     def prompt(self) -> DiscretePrompt:
-        """The best trigger as a discrete prompt (`evaluate(task, data, prompt=r.prompt)`)."""
-        return DiscretePrompt(list(self.trigger_ids), list(self.trigger_tokens), self.trigger_text)
+        """The best trigger as a discrete prompt (`evaluate(task, data, prompt=r.prompt)`); the ids come
+        from the tensors (weights.safetensors), the texts from results.json."""
+        self.require("trigger_ids")
+        ids = [int(i) for i in self.tensors["trigger_ids"]]
+        return DiscretePrompt(ids, list(self.trigger_tokens), self.trigger_text)
 
     @property
     def iterations(self) -> int:
@@ -71,8 +73,3 @@ class SearchResult(Result):
             raise UserError(f"{art.path}: weights.safetensors holds {len(ids)} trigger ids but results.json "
                             f"{len(result.trigger_ids)}; the artifact is damaged")
         return result
-
-
-def trigger_tensor(result: SearchResult) -> torch.Tensor:
-    result.require("trigger_ids")
-    return result.tensors["trigger_ids"].long()

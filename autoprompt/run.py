@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, fields
+from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from autoprompt.config import SearchConfig
 from autoprompt.result import METHOD, SearchResult
 from autoprompt.search import Searcher, State, initial_trigger, state_dict
 from frozen_lm import data as data_mod
+from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
 from frozen_lm.events import Callback, Event, notify
@@ -27,11 +28,12 @@ logger = logging.getLogger(__name__)
 
 
 def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, out=None, resume=None,
-           callback: Callback | None = None, progress: bool = True) -> SearchResult:
+           overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> SearchResult:
     """Find trigger tokens for the task's [T] slots (AutoPrompt) and return the best by dev score.
 
     train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset).
-    out: an artifact folder rewritten after every iteration (nothing is written without it).
+    out: an artifact folder rewritten after every iteration (nothing is written without it); a
+    folder holding another run is refused unless overwrite=True (or it is the run being resumed).
     resume: a SearchResult or its folder to continue; task and config must equal the saved run's,
     except `config.iters` and `config.patience` (RESUMABLE), which may grow.
     callback(event) gets an 'iteration' Event after each iteration; returning True stops the run.
@@ -43,6 +45,9 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
     if dev is None:
         raise UserError("give a dev split: the split used to pick the best trigger")
     previous = _previous(resume, task, config)
+    if out is not None:
+        same = resume is not None and not isinstance(resume, SearchResult) and Path(resume).resolve() == Path(out).resolve()
+        claim_out(out, overwrite, resume=same)
     train_ds, dev_ds = data_mod.load(train), data_mod.load(dev)
     data = {"train": data_mod.describe(train, train_ds), "dev": data_mod.describe(dev, dev_ds)}
     if previous is not None:
@@ -106,6 +111,7 @@ class _Run:
             metrics={"dev": dev_metrics} if dev_metrics else {}, history=state.history, timings=timings,
             status=status, metric=task.metric, best_dev=state.best_dev, trigger_ids=best.trigger_ids,
             trigger_tokens=best.tokens, trigger_text=best.text, filled_template=best.filled(task),
+            trigger_round_trips=list(tok(best.text, add_special_tokens=False).input_ids) == best.trigger_ids,
             state=state_dict(state))
 
     def save(self, state: State, status: str, dev_metrics: dict | None = None) -> None:
@@ -152,7 +158,3 @@ def _check_data(previous: SearchResult, data: dict) -> None:
             logger.warning("resume: the %s split differs from the saved run's (%s, %s rows, then %s, %s rows); "
                            "the search continues on the data given now", split, now["source"], now["rows"],
                            saved.get("source"), saved.get("rows"))
-
-
-def trigger_of(result) -> torch.Tensor:
-    return torch.tensor(result.trigger_ids, dtype=torch.long)

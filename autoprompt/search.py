@@ -81,6 +81,12 @@ class Searcher:
             self.dev = self.dev.subset(slice(0, cfg.dev_size))
         self.allowed = allowed_tokens(task.lm.tokenizer, task.lm.vocab_size, self._label_tokens(),
                                       cfg.no_capitalized, cfg.ascii_only)
+        n_allowed = int(self.allowed.sum())
+        if n_allowed == 0:
+            raise UserError("no vocabulary token may be a trigger after the filters; drop --no-capitalized or --ascii-only")
+        if cfg.num_cand > n_allowed:
+            logger.warning("--num-cand %d is more than the %d tokens a trigger may use; each slot gets all %d",
+                           cfg.num_cand, n_allowed, n_allowed)
         self.packed = {"auto": None, "on": True, "off": False}[cfg.packing]
         if self.packed and not can_pack(task.lm, self.train):
             raise UserError("--packing on needs a causal LM and text before the first [T]; use --packing auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -50,6 +51,10 @@ class Group(click.Group):
             sys.exit(130)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="autoprompt")
 @click.option("-v", "--verbose", count=True, help="more log output (-v info, -vv debug)")
@@ -61,6 +66,7 @@ def main(verbose: int, quiet: bool) -> None:
     Every command runs with no arguments on the built-in demo task and the default offline model.
     """
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars only
+    signal.signal(signal.SIGTERM, _terminate)  # a killed run saves its state as Ctrl-C does
     try:
         from transformers.utils import logging as hf_logging
 

@@ -64,7 +64,10 @@ def with_demo_defaults(opts: TaskOptions, manual: bool, data: str | None = None)
 
 def _demo_of(source: str | None):
     if source and source.startswith("demo:"):
-        return data_mod.DEMO_TASKS.get(source.split(":")[1])
+        name = source.split(":")[1]
+        if name not in data_mod.DEMO_TASKS:
+            raise UserError(f"{source}: unknown demo task; choose one of: {', '.join('demo:' + n for n in data_mod.DEMO_TASKS)}")
+        return data_mod.DEMO_TASKS[name]
     return None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import click
 
@@ -20,6 +21,7 @@ from autoprompt_cli.options import (
     with_demo_defaults,
 )
 from autoprompt_cli.output import default_out, emit, print_table
+from frozen_lm.artifact import claim_out
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Method
 
@@ -28,6 +30,8 @@ logger = logging.getLogger("autoprompt")
 json_option = click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object (for scripts)")
 out_option = click.option("--out", type=click.Path(file_okay=False), default=None,
                           help="artifact directory to write (default: runs/<command>-<time>)")
+overwrite_option = click.option("--overwrite", is_flag=True,
+                                help="replace the run already in --out (default: refuse, so no run is lost)")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="show a progress bar")
 
 
@@ -45,9 +49,11 @@ def build_command(method: Method) -> click.Command:
     spec = method.command
 
     @click.pass_context
-    def body(ctx, out, as_json, progress, resume=None, manual=None, **kwargs):
+    def body(ctx, out, overwrite, as_json, progress, resume=None, manual=None, **kwargs):
         opts = config_from(TaskOptions, kwargs)
         extra = config_from(spec.options, kwargs) if spec.options else None
+        if out is not None:  # before any work: a folder that holds another run, or cannot be written
+            claim_out(out, overwrite, resume=bool(resume) and Path(resume).resolve() == Path(out).resolve())
         if resume:
             task, train, dev, config, out = _resumed(ctx, method, resume, opts, kwargs, out)
         else:
@@ -70,7 +76,7 @@ def build_command(method: Method) -> click.Command:
         body = click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
                             help="continue a saved (or interrupted) run from its --out folder; only --iters (and "
                                  "--patience) may differ from the saved run, e.g. --iters 40 to extend it")(body)
-    for deco in (json_option, progress_option, out_option):
+    for deco in (json_option, progress_option, overwrite_option, out_option):
         body = deco(body)
     if spec.options:
         body = options_from(spec.options)(body)

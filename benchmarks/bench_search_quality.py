@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from autoprompt.evaluation import evaluate_artifact, evaluate_template
-from autoprompt.run_search import run
-from autoprompt.search import SearchConfig
+import autoprompt
+from autoprompt import SearchConfig
 from benchmarks.common import OUT, SHARED, print_table, require, save_json, threads_line
-from frozen_lm.cli import seed_everything
-from frozen_lm.task import TaskConfig
+from frozen_lm import FrozenLM, PromptTask, evaluate, load_result
 
 SST2 = SHARED / "sst2"
 LABELS = '{"0": "terrible", "1": "great"}'
@@ -34,27 +32,24 @@ TREX = {
 }
 
 
-def search_vs_manual(name, model, template, manual, label_map, train, dev, tests, search_cfg, seed=0) -> list[dict]:
-    """Search on train (selecting on dev), then score found and manual prompts on each test split."""
-    task_cfg = TaskConfig(model=model, template=template, label_map=label_map, train=str(train), dev=str(dev))
-    if label_map is None:
-        task_cfg.label_field = "obj_label"
-    task_cfg = task_cfg.resolved()
-    seed_everything(seed)
+def search_vs_manual(name, model, template, manual, label_map, train, dev, tests, search_cfg) -> list[dict]:
+    """Search on train (selecting on dev), then score found and manual prompts on each test split,
+    the found prompt read back from its saved artifact (what `autoprompt evaluate` scores)."""
+    lm = FrozenLM.load(model)
+    task = PromptTask(lm, template, label_map)
     start = time.perf_counter()
-    res = run(task_cfg, search_cfg, seed, OUT / name, progress=False)
+    res = autoprompt.search(task, str(train), str(dev), search_cfg, out=OUT / name, progress=False)
     seconds = time.perf_counter() - start
+    saved = load_result(OUT / name)
     rows = []
     for split_name, split in tests.items():
-        found, _ = evaluate_artifact(str(OUT / name), str(split), {}, 64)
-        man_cfg = TaskConfig(model=model, template=manual, label_map=label_map, label_field=task_cfg.label_field,
-                             train=str(train), dev=str(dev))
-        man, _ = evaluate_template(man_cfg, str(split), None, 64)
-        metric = res["metric"]
+        found = evaluate(task, str(split), prompt=saved, batch_size=64)
+        man = evaluate(task.derive(template=manual), str(split), batch_size=64)
+        metric = res.metric
         rows.append({"run": name, "split": split_name, "metric": metric, "manual": man[metric],
                      "found": found[metric], "n_scored": found["n_scored"], "n_skipped": found["n_skipped"],
-                     "s_per_iter": res["seconds_per_iteration"], "search_s": seconds,
-                     "trigger": " ".join(res["trigger_tokens"]).replace("\n", " ")})
+                     "s_per_iter": res.timings["seconds_per_iteration"], "search_s": seconds,
+                     "trigger": " ".join(res.trigger_tokens).replace("\n", " ")})
     return rows
 
 

@@ -15,7 +15,8 @@ import time
 import torch
 
 from autoprompt.scoring import score_triggers
-from autoprompt.search import SearchConfig, Searcher, initial_trigger
+from autoprompt.config import SearchConfig
+from autoprompt.search import Searcher, initial_trigger
 from benchmarks.common import SHARED, print_table, require, save_json, threads_line
 from frozen_lm import data as data_mod
 from frozen_lm.model import FrozenLM
@@ -62,7 +63,7 @@ def main() -> None:
     t_grad = timed(lambda: lm.token_gradients(rows.input_ids, rows.attention_mask, rows.trigger_pos, rows.predict_pos,
                                               lambda logits: task.loss(logits, rows)))
     searcher = Searcher(task, SearchConfig(iters=args.iters, num_cand=args.num_cand, batch_size=args.batch_size,
-                                           eval_size=args.batch_size, dev_size=args.dev_size), train, dev, seed=0)
+                                           eval_size=args.batch_size, dev_size=args.dev_size, seed=0), train, dev)
     t_dev = timed(lambda: searcher.dev_score(trigger), repeat=1)
     state = searcher.start(trigger)
     while not searcher.finished(state):

@@ -107,6 +107,16 @@ def load(source) -> Dataset:
     return data
 
 
+def read_utf8(path: Path) -> str:
+    """The file's text; UserError naming file:line when it is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start}); save the file as UTF-8") from None
+
+
 def _load_rows(source) -> Dataset:
     """In-memory rows: a list (or tuple) of dicts, or a Hugging Face dataset."""
     if hasattr(source, "column_names") and not isinstance(source, (list, tuple)):  # datasets.Dataset
@@ -145,7 +155,7 @@ def describe(source, data: Dataset) -> dict:
 
 
 def _load_json(path: Path) -> Dataset:
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -170,7 +180,9 @@ def _load_json(path: Path) -> Dataset:
 
 
 def _load_table(path: Path, delimiter: str) -> Dataset:
-    with path.open(encoding="utf-8", newline="") as f:
+    import io
+
+    with io.StringIO(read_utf8(path), newline="") as f:
         reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
         header = next(reader, None)
         if not header:

@@ -22,10 +22,13 @@ def parse_label_map(spec) -> dict[str, list[str]] | None:
 
     Returns {label value as string: [label words]}; None when spec is None or empty.
     """
-    if spec is None or spec == "" or spec == {}:
+    if spec is None or spec == {}:
         return None
     if isinstance(spec, str):
         text = spec.strip()
+        if not text:
+            raise UserError("the label map is empty; give label words ('0=terrible,1=great'), or leave --label-map "
+                            "out for fact retrieval")
         if text.endswith(".json") and not text.startswith("{"):
             path = Path(text)
             if not path.exists():
@@ -33,7 +36,7 @@ def parse_label_map(spec) -> dict[str, list[str]] | None:
             text = path.read_text()
         if text.startswith("{"):
             try:
-                spec = json.loads(text)
+                spec = json.loads(text, object_pairs_hook=_no_duplicates)
             except json.JSONDecodeError as e:
                 raise UserError(f"label map is not valid JSON ({e.msg} at char {e.pos}): {text!r}") from e
         else:
@@ -49,14 +52,25 @@ def parse_label_map(spec) -> dict[str, list[str]] | None:
     return out
 
 
-def _parse_pairs(text: str) -> dict[str, list[str]]:
+def _no_duplicates(pairs: list[tuple]) -> dict:
     out = {}
+    for key, value in pairs:
+        if key in out:
+            raise UserError(f"label map: class {key!r} is given twice; give all its words once, as a list or 'a|b'")
+        out[key] = value
+    return out
+
+
+def _parse_pairs(text: str) -> dict[str, list[str]]:
+    pairs = []
     for pair in text.split(","):
         if "=" not in pair:
             raise UserError(f"label map entry {pair!r} is not LABEL=WORD; use '0=terrible,1=great' or JSON")
         label, words = pair.split("=", 1)
-        out[label.strip()] = words.split("|")
-    return out
+        if not label.strip():
+            raise UserError(f"label map entry {pair.strip()!r} has no label before '='; write LABEL=WORD, e.g. 0=terrible")
+        pairs.append((label.strip(), words.split("|")))
+    return _no_duplicates(pairs)
 
 
 def tokenize_word(tokenizer, word: str, space: bool) -> list[int]:

@@ -52,7 +52,7 @@ def cli():
     """cli(*args) -> click Result of `autoprompt ARGS` (stdout and stderr in result.output)."""
     from transformers.utils import logging as hf_logging
 
-    from autoprompt.cli import main
+    from autoprompt_cli import main
 
     hf_logging.disable_progress_bar()  # the CLI disables them through the environment, too late in-process
     runner = CliRunner()

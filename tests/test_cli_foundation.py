@@ -62,16 +62,44 @@ def test_p_at_1_over_the_vocabulary(cli, tiny, tiny_folder):
     assert first["n_scored"] == len(rows) and first["n_skipped"] == 0
 
 
+def causal_log_prob(lm, prefix: str, continuation: str) -> float:
+    """log p(continuation | prefix) from one plain forward pass of the whole text (no template machinery)."""
+    tok = lm.tokenizer
+    ids = tok(prefix).input_ids
+    if tok.sep_token_id is not None and ids[-1] == tok.sep_token_id:
+        ids = ids[:-1]  # a causal LM reads no end marker before [P]
+    cont = tok(continuation, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        lp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids + cont])).logits[0].float(), -1)
+    return float(sum(lp[len(ids) - 1 + j, t] for j, t in enumerate(cont)))
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_causal_models_and_lama_templates(cli, tiny_folder, kind):
+def test_causal_models_and_lama_templates(cli, tiny, tiny_folder, kind):
+    lm = tiny(kind)  # the same seed-0 weights as the saved folder
     facts = ["--model", tiny_folder(kind), "--template", "[X] has the capital [Y] .", "--data", "demo:capitals"]
     if kind == "gpt2":  # the tiny BPE splits every capital
         assert_user_error(cli("evaluate", *facts), "every answer is several tokens", "--multi-token first")
         facts += ["--multi-token", "first"]
     m = run_json(cli, *facts)
-    assert 0 <= m["p_at_1"] <= 1 and m["n_scored"] + m["n_skipped"] == 103 and m["n_scored"] > 0
+    rows = data_mod.load("demo:capitals").rows
+    hits, scored = 0, 0
+    for r in rows:  # P@1 by hand: the answer's first token is the model's top token after the text
+        answer = lm.tokenizer(" " + r["obj_label"], add_special_tokens=False).input_ids
+        if len(answer) > 1 and kind == "llama":
+            continue  # skipped (--multi-token skip)
+        first, scored = answer[0], scored + 1
+        ids = lm.tokenizer(f"{r['sub_label']} has the capital").input_ids
+        ids = ids[:-1] if lm.tokenizer.sep_token_id is not None and ids[-1] == lm.tokenizer.sep_token_id else ids
+        with torch.no_grad():
+            hits += int(lm.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()) == first
+    assert m["n_scored"] + m["n_skipped"] == 103 and m["n_scored"] == scored > 0
+    assert m["p_at_1"] == pytest.approx(hits / scored)
     m = run_json(cli, "--model", tiny_folder(kind), "--data", "demo:sentiment:dev", "--seed", "3")
-    assert 0 <= m["accuracy"] <= 1 and m["n_scored"] == 32 and m["template"] == MANUAL
+    dev = data_mod.load("demo:sentiment:dev").rows
+    right = [max((0, 1), key=lambda c: causal_log_prob(lm, f"{r['sentence']} It was", [" terrible", " great"][c]))
+             == r["label"] for r in dev]
+    assert m["n_scored"] == 32 and m["template"] == MANUAL and m["accuracy"] == pytest.approx(sum(right) / 32)
     assert run_json(cli, "--model", tiny_folder(kind), "--data", "demo:sentiment:dev", "--seed", "3") == m
 
 
@@ -141,7 +169,7 @@ def test_version(cli):
 
 
 def test_help_of_each_command(cli):
-    from autoprompt.cli import main
+    from autoprompt_cli import main
 
     result = cli("--help")
     assert result.exit_code == 0 and "evaluate" in result.output and "models" in result.output

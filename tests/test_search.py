@@ -15,9 +15,10 @@ from autoprompt.candidates import (
     hotflip_candidates,
     one_slot_variants,
 )
-from autoprompt.cli import main
+from autoprompt.config import SearchConfig
 from autoprompt.scoring import Budget, Scores, length_groups, score_triggers
-from autoprompt.search import SearchConfig, Searcher
+from autoprompt.search import Searcher
+from autoprompt_cli import main
 from frozen_lm import data as data_mod
 from frozen_lm.task import PromptTask
 from frozen_lm.testing import save_tiny, tiny_lm
@@ -138,7 +139,7 @@ def test_search_finds_the_planted_trigger():
         row["label"] = label
     encoded = task.encode(data)
     cfg = SearchConfig(iters=3, num_cand=lm.vocab_size, score="accuracy", eval_size=len(data), batch_size=16)
-    searcher = Searcher(task, cfg, encoded, encoded, seed=0)
+    searcher = Searcher(task, cfg, encoded, encoded)
     state = searcher.start(torch.tensor([the]))
     assert state.best_dev < 1.0
     while not searcher.finished(state):
@@ -153,7 +154,7 @@ def test_equal_dev_scores_keep_the_trigger_with_the_best_dev_loglik():
     task = PromptTask(lm, "{sub_label} [T] [T] [P]", None, label_field="obj_label")
     encoded = task.encode(data_mod.load("demo:capitals"))
     searcher = Searcher(task, SearchConfig(iters=4, num_cand=8, slots="all", eval_size=16, batch_size=16),
-                        encoded, encoded, seed=0)
+                        encoded, encoded)
     start = searcher.start(torch.tensor([5, 6]))
     state = start
     while not searcher.finished(state):
@@ -174,7 +175,7 @@ def test_candidate_rank(facts, score, best):
     task = (PromptTask(lm, "{sub_label} [T] [P]", None, label_field="obj_label") if facts
             else PromptTask(lm, "{sentence} [T] [P]", LABELS))
     encoded = task.encode(data_mod.load("demo:capitals" if facts else "demo:sentiment"))
-    searcher = Searcher(task, SearchConfig(score=score), encoded, encoded, seed=0)
+    searcher = Searcher(task, SearchConfig(score=score), encoded, encoded)
     scores = Scores(torch.tensor([-1.0, -8.0, -9.0], dtype=torch.float64), torch.tensor([0, 3, 3]),
                     torch.tensor([-5.0, -4.0, -2.0], dtype=torch.float64))
     assert int(searcher._rank(scores).argmax()) == best
@@ -232,7 +233,7 @@ def test_ctrl_c_saves_best_so_far_and_resumes(gpt2_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(Searcher, "step", step)
     out = tmp_path / "run"
     res = run_cli("search", "--model", gpt2_dir, "--iters", "5", "--num-cand", "3", "--no-progress", "--out", str(out))
-    assert res.exit_code == 2
+    assert res.exit_code == 130
     assert "interrupted after iteration 2" in res.output and "--resume" in res.output
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "interrupted" and len(results["history"]) == 2
@@ -282,3 +283,133 @@ def test_empty_train_set_is_one_line(gpt2_dir, tmp_path):
     res = run_cli("search", "--model", gpt2_dir, "--train", str(empty), "--dev", "demo:sentiment:dev",
                   "--template", "{sentence} [T] [P]", "--label-map", LABELS, "--no-progress")
     assert res.exit_code == 2 and "empty" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+# ---------------------------------------------------------------- the Python API
+def test_api_search_writes_nothing_without_out_and_reports_events(tmp_path, monkeypatch):
+    import autoprompt
+    from frozen_lm import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    lm = tiny_lm("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
+    events = []
+    r = autoprompt.search(task, "demo:sentiment:train", "demo:sentiment:dev", SearchConfig(iters=3, num_cand=4),
+                          callback=events.append, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert [(e.kind, e.step, e.total) for e in events] == [("iteration", i, 3) for i in (1, 2, 3)]
+    assert r.status == "done" and r.iterations == 3 and len(r.history) == 3 and r.seed == 0
+    assert r.metrics["dev"] == evaluate(task, "demo:sentiment:dev", prompt=r) == evaluate(task, "demo:sentiment:dev",
+                                                                                           prompt=r.prompt)
+    assert r.data["train"]["rows"] == 64 and len(r.data["dev"]["sha256"]) == 64
+    assert r.filled_template.endswith("[P]") and r.filled_template.count("[T]") == 0
+
+
+def test_api_callback_stops_the_run_and_lists_of_dicts_are_data():
+    import autoprompt
+
+    lm = tiny_lm("llama")
+    task = PromptTask(lm, "{sentence} [T] [P]", LABELS)
+    rows = data_mod.load("demo:sentiment:all").rows
+    r = autoprompt.search(task, rows[:60], rows[60:], SearchConfig(iters=5, num_cand=3),
+                          callback=lambda e: e.step == 2, progress=False)
+    assert r.status == "stopped" and r.iterations == 2
+    assert r.data["train"]["source"] == "<list of 60 rows>"
+
+
+def test_api_resume_refuses_a_different_run(tmp_path):
+    import autoprompt
+    from frozen_lm.errors import UserError
+
+    lm = tiny_lm("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
+    args = (task, "demo:sentiment:train", "demo:sentiment:dev")
+    autoprompt.search(*args, SearchConfig(iters=2, num_cand=3), out=tmp_path / "a", progress=False)
+    with pytest.raises(UserError, match=r"num-cand \(3 saved, 4 now\)"):
+        autoprompt.search(*args, SearchConfig(iters=3, num_cand=4), resume=tmp_path / "a", progress=False)
+    other = PromptTask(lm, "{sentence} [T] [T] it was [P]", LABELS)
+    with pytest.raises(UserError, match="template"):
+        autoprompt.search(other, *args[1:], SearchConfig(iters=3, num_cand=3), resume=tmp_path / "a", progress=False)
+    r = autoprompt.search(*args, SearchConfig(iters=3, num_cand=3), resume=tmp_path / "a", progress=False)
+    assert r.iterations == 3
+
+
+def test_cli_resume_refuses_other_options_and_extends_with_iters(gpt2_dir, tmp_path):
+    out = str(tmp_path / "run")
+    assert run_cli("search", "--model", gpt2_dir, "--iters", "2", "--num-cand", "3", "--no-progress", "--out", out).exit_code == 0
+    res = run_cli("search", "--resume", out, "--num-cand", "5", "--beam-size", "2")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--num-cand 5 (saved: 3)" in res.output and "--beam-size 2 (saved: 1)" in res.output
+    assert run_cli("search", "--resume", out, "--iters", "3", "--num-cand", "3", "--no-progress").exit_code == 0
+    assert len(json.loads((tmp_path / "run" / "results.json").read_text())["history"]) == 3
+
+
+def test_demo_search_prints_the_manual_template_beside_the_found_prompt(gpt2_dir, tmp_path):
+    res = run_cli("search", "--model", gpt2_dir, "--iters", "1", "--num-cand", "2", "--no-progress",
+                  "--out", str(tmp_path / "d"))
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    manual = next(i for i, line in enumerate(lines) if line.startswith("manual"))
+    assert lines[0].startswith("prompt: ") and lines[manual + 1].startswith("found")
+    assert "{sentence} It was [P] ." in lines[manual] and lines[manual - 1].startswith("prompt ")
+
+
+# ---------------------------------------------------------------- label search internals (planted)
+def test_class_token_scores_find_the_planted_direction():
+    """Features of class c lie along token w_c's output embedding: w_c must score highest for c."""
+    from autoprompt.label_search import class_token_scores
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(50, 8, generator=g)
+    planted = {"neg": 11, "pos": 29}
+    feats, labels = [], []
+    for label, token in planted.items():
+        for _ in range(40):
+            feats.append(emb[token] * 2 + 0.3 * torch.randn(8, generator=g))
+            labels.append(label)
+    classes, scores, acc = class_token_scores(torch.stack(feats).numpy(), labels, emb, seed=0)
+    assert classes == ["neg", "pos"] and acc == 1.0 and scores.shape == (2, 50)
+    # binary: the two rows are opposite, and the planted tokens are separated along them
+    assert torch.allclose(scores[0], -scores[1])
+    assert scores[1, planted["pos"]] > scores[1, planted["neg"]] and scores[0, planted["neg"]] > scores[0, planted["pos"]]
+
+
+def test_top_words_filters_and_orders(tiny):
+    from autoprompt.label_search import top_words
+
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} It was [P]", None, label_field="label")
+    tok = lm.tokenizer
+    scores = torch.zeros(2, lm.vocab_size)
+    great, awful, movie = (tok.convert_tokens_to_ids(w) for w in ("great", "awful", "movie"))
+    scores[0, awful], scores[0, movie], scores[1, great] = 3.0, 2.0, 5.0
+    scores[:, tok.all_special_ids] = 100.0  # special tokens are never label words
+    words = top_words(task, scores, ["0", "1"], 2)
+    assert [w for w, _ in words["0"]] == ["awful", "movie"] and words["1"][0] == ("great", 5.0)
+
+
+def test_predict_features_are_the_output_layer_input_at_p(tiny):
+    from autoprompt.label_search import predict_features
+
+    lm = tiny("bert")
+    task = PromptTask(lm, "{sentence} [T] [P] .", None, label_field="label")
+    data = data_mod.load("demo:sentiment:dev")
+    trigger = torch.tensor([lm.tokenizer.convert_tokens_to_ids("very")])
+    feats, labels = predict_features(task, data, trigger, batch_size=5)
+    assert feats.shape == (len(data), lm.hidden_size) and labels == [str(r["label"]) for r in data.rows]
+    one = task.encode(data_mod.load([data.rows[3]]), trigger).rows if False else None  # noqa: F841
+    from frozen_lm.encode import encode_rows
+
+    rows = encode_rows(task.encoder, data.rows[3:4], [], None, [[task.encoder.placeholder]], pad_id=lm.pad_id).set_triggers(trigger)
+    hidden = lm.hidden_at(rows.predict_pos[:, :1], input_ids=rows.input_ids, attention_mask=rows.attention_mask)
+    torch.testing.assert_close(torch.as_tensor(feats[3]), lm.head_features(hidden)[0, 0].float(), atol=1e-5, rtol=1e-4)
+
+
+def test_api_label_search_returns_a_usable_label_map(tiny):
+    import autoprompt
+
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} It was [P]", {"0": "terrible", "1": "great"})
+    words = autoprompt.label_search(task, "demo:sentiment:train", autoprompt.LabelSearchConfig(k=3, seed=1))
+    assert words.classes == ["0", "1"] and all(len(ws) == 3 for ws in words.words.values())
+    assert PromptTask(lm, "{sentence} It was [P]", words.label_map).verbalizer.n_classes == 2

@@ -33,12 +33,17 @@ def test_parse_label_map_file(tmp_path):
         parse_label_map(str(tmp_path / "nope.json"))
 
 
-@pytest.mark.parametrize("spec", [None, "", {}])
+@pytest.mark.parametrize("spec", [None, {}])
 def test_no_label_map_means_facts(spec):
     assert parse_label_map(spec) is None
 
 
 @pytest.mark.parametrize("spec, fragment", [
+    ("", "label map is empty"),
+    ("  ", "label map is empty"),
+    ("0=terrible,0=awful,1=great", "class '0' is given twice"),
+    ('{"0": "terrible", "0": "awful", "1": "great"}', "class '0' is given twice"),
+    ("=great", "no label before '='"),
     ("0=terrible,1=", "empty label word"),
     ("0=terrible,1=great|", "empty label word"),
     ({"0": []}, "empty label word"),
