@@ -42,6 +42,14 @@ class SearchConfig:
     packing: str = field(default="auto", metadata={
         "help": "score causal-LM candidates packed behind one shared prefix per example (auto = when possible)",
         "choices": ["auto", "on", "off"]})
+    from_template: str | None = field(default=None, metadata={
+        "help": "start from a hand-written template, e.g. 'The opposite of {sub_label} is [P]': each of its word "
+                "tokens becomes a [T] slot that starts as that token (the task's template is replaced); the "
+                "result is never worse on dev than this start"})
+    keep: str | None = field(default=None, metadata={
+        "help": "with --from-template: words that stay as written and never change, comma-separated, e.g. 'is,of'"})
+    extra_slots: int = field(default=0, metadata={
+        "help": "with --from-template: free [T] slots added before [P] (they start as --initial-trigger's token)"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     # what a resumed run may change (the rest must equal the saved run's, or the run would not be the same)
@@ -51,6 +59,13 @@ class SearchConfig:
         for name in ("iters", "num_cand", "batch_size", "accumulation_steps", "eval_size", "beam_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        for name in ("dev_size", "patience"):
+        if (self.keep or self.extra_slots) and not self.from_template:
+            raise UserError("--keep and --extra-slots shape a --from-template start; give --from-template too")
+        if self.from_template is not None and not self.from_template.strip():
+            raise UserError("--from-template is empty; give a hand-written template with [P], e.g. '{sentence} It was [P] .'")
+        if self.from_template and self.initial_trigger not in ("auto", "the", "mask"):
+            raise UserError("--from-template sets the start trigger itself; leave --initial-trigger out (or give the/mask "
+                            "for the extra slots)")
+        for name in ("dev_size", "patience", "extra_slots"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(self, name)})")

@@ -19,7 +19,8 @@ METHOD = "autoprompt"
 @dataclass
 class SearchResult(Result):
     """metric: 'accuracy' or 'p_at_1'; best_dev: the best trigger's dev score during the search;
-    metrics['dev']: the shared evaluator's full-dev metrics of the best trigger (after the run);
+    metrics['dev'] / ['test']: the shared evaluator's metrics of the best trigger (after the run), and
+    ['start_dev'] / ['start_test'] those of the start (never better on dev than the found trigger);
     trigger_*: the best trigger as ids, token texts and decoded text; filled_template: the template
     with the trigger written in; state: the searcher's counters for resuming."""
 
@@ -32,6 +33,7 @@ class SearchResult(Result):
     trigger_text: str = ""
     filled_template: str = ""
     trigger_round_trips: bool = True  # whether trigger_text tokenizes back to trigger_ids
+    start_ids: list[int] = field(default_factory=list)  # the trigger the search started from
     state: dict = field(default_factory=dict)
 
     @property
@@ -46,7 +48,17 @@ class SearchResult(Result):
     def iterations(self) -> int:
         return int(self.state.get("iteration", len(self.history)))
 
+    @property
+    def start_prompt(self) -> DiscretePrompt:
+        """The trigger the search started from (a --from-template start: the hand-written words)."""
+        return DiscretePrompt(list(self.start_ids), [], "")
+
     def bind(self, task):
+        """The found trigger in the task's [T] slots; a task whose template is the --from-template
+        start (no [T] slots) gets the slot template the search used."""
+        cfg = self.config
+        if task.template.n_triggers == 0 and cfg.from_template and task.spec.template == cfg.from_template:
+            task = task.derive(template=self.task.template)
         return self.prompt.bind(task)
 
     def search_state(self) -> State:

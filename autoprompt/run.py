@@ -11,11 +11,13 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from autoprompt.config import SearchConfig
 from autoprompt.result import METHOD, SearchResult
 from autoprompt.search import Searcher, State, initial_trigger, state_dict
+from autoprompt.start import check_same_encoding, slot_template
 from frozen_lm import data as data_mod
 from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
@@ -27,11 +29,14 @@ from frozen_lm.task import PromptTask
 logger = logging.getLogger(__name__)
 
 
-def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, out=None, resume=None,
+def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, test=None, out=None, resume=None,
            overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> SearchResult:
     """Find trigger tokens for the task's [T] slots (AutoPrompt) and return the best by dev score.
 
-    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset).
+    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset); test: an
+    optional split scored at the end (never used to choose), reported as metrics['test'].
+    config.from_template: start from a hand-written template (its words become the slots; the
+    task's template is replaced by that slot template, and metrics['start_dev'] is its score).
     out: an artifact folder rewritten after every iteration (nothing is written without it); a
     folder holding another run is refused unless overwrite=True (or it is the run being resumed).
     resume: a SearchResult or its folder to continue; task and config must equal the saved run's,
@@ -40,6 +45,8 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
     Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the best-so-far result.
     """
     config = config or SearchConfig()
+    train_ds, dev_ds = data_mod.load(train), data_mod.load(dev) if dev is not None else None
+    task, start = _start(task, config, train_ds)
     if task.template.n_triggers == 0:
         raise UserError(f"template {task.spec.template!r} has no [T] slots to search; add some, e.g. '{{sentence}} [T] [T] [P]'")
     if dev is None:
@@ -48,7 +55,6 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
     if out is not None:
         same = resume is not None and not isinstance(resume, SearchResult) and Path(resume).resolve() == Path(out).resolve()
         claim_out(out, overwrite, resume=same)
-    train_ds, dev_ds = data_mod.load(train), data_mod.load(dev)
     data = {"train": data_mod.describe(train, train_ds), "dev": data_mod.describe(dev, dev_ds)}
     if previous is not None:
         _check_data(previous, data)
@@ -56,13 +62,41 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
     for note in train_enc.notes:
         logger.info("train: %s", note)
     searcher = Searcher(task, config, train_enc, dev_enc)
-    state = previous.search_state() if previous is not None else searcher.start(initial_trigger(task, config.initial_trigger))
+    state = previous.search_state() if previous is not None else searcher.start(start)
     logger.info("search: %d train / %d dev examples, %d allowed trigger tokens", len(searcher.train),
                 len(searcher.dev), int(searcher.allowed.sum()))
     run = _Run(task, config, searcher, data, out, previous)
     state, status = run.loop(state, callback, progress)
-    final = evaluate(task, dev_enc, DiscretePrompt.from_ids(task.lm.tokenizer, state.best))
-    return run.finish(state, status, final)
+    tok = task.lm.tokenizer
+    first = previous.start_ids if previous is not None and previous.start_ids else start.tolist()
+    metrics = {"dev": evaluate(task, dev_enc, DiscretePrompt.from_ids(tok, state.best)),
+               "start_dev": evaluate(task, dev_enc, DiscretePrompt.from_ids(tok, first))}
+    if test is not None:
+        test_ds = data_mod.load(test)
+        run.data["test"] = data_mod.describe(test, test_ds)
+        test_enc = task.encode(test_ds)
+        metrics["test"] = evaluate(task, test_enc, DiscretePrompt.from_ids(tok, state.best))
+        metrics["start_test"] = evaluate(task, test_enc, DiscretePrompt.from_ids(tok, first))
+    return run.finish(state, status, metrics, first)
+
+
+def _start(task: PromptTask, config: SearchConfig, train_ds) -> tuple[PromptTask, torch.Tensor]:
+    """(the task to search, the start trigger): the task as given with config.initial_trigger, or
+    the slot template of config.from_template holding its own words."""
+    if not config.from_template:
+        if task.template.n_triggers == 0:
+            return task, torch.zeros(0, dtype=torch.long)
+        return task, initial_trigger(task, config.initial_trigger)
+    manual = task.derive(template=config.from_template)
+    fill = None
+    if config.extra_slots:
+        fill = int(initial_trigger(task.derive(template="[T] [P]"), config.initial_trigger)[0])
+    keep = {w.strip() for w in (config.keep or "").split(",") if w.strip()}
+    template, ids = slot_template(manual, config.from_template, keep, config.extra_slots, fill)
+    searched = task.derive(template=template)
+    check_same_encoding(manual, searched, ids, train_ds)
+    logger.info("search starts from %r as %r", config.from_template, template)
+    return searched, torch.tensor(ids, dtype=torch.long)
 
 
 class _Run:
@@ -99,7 +133,7 @@ class _Run:
         bar.close()
         return state, status
 
-    def result(self, state: State, status: str, dev_metrics: dict) -> SearchResult:
+    def result(self, state: State, status: str, metrics: dict, start_ids: list[int] | None = None) -> SearchResult:
         task, tok = self.task, self.task.lm.tokenizer
         best = DiscretePrompt.from_ids(tok, state.best)
         per_iter = [h["seconds"] for h in state.history]
@@ -108,18 +142,18 @@ class _Run:
         return SearchResult(
             **base_fields(METHOD, self.config, task, self.data),
             tensors={"trigger_ids": state.best, "beam": state.beam, "beam_scores": state.beam_scores},
-            metrics={"dev": dev_metrics} if dev_metrics else {}, history=state.history, timings=timings,
+            metrics=metrics, history=state.history, timings=timings, start_ids=start_ids or [],
             status=status, metric=task.metric, best_dev=state.best_dev, trigger_ids=best.trigger_ids,
             trigger_tokens=best.tokens, trigger_text=best.text, filled_template=best.filled(task),
             trigger_round_trips=list(tok(best.text, add_special_tokens=False).input_ids) == best.trigger_ids,
             state=state_dict(state))
 
-    def save(self, state: State, status: str, dev_metrics: dict | None = None) -> None:
+    def save(self, state: State, status: str) -> None:
         if self.out:
-            self.result(state, status, dev_metrics or {}).save(self.out)
+            self.result(state, status, {}).save(self.out)
 
-    def finish(self, state: State, status: str, dev_metrics: dict) -> SearchResult:
-        result = self.result(state, status, dev_metrics)
+    def finish(self, state: State, status: str, metrics: dict, start_ids: list[int]) -> SearchResult:
+        result = self.result(state, status, metrics, start_ids)
         if self.out:
             result.save(self.out)
         return result

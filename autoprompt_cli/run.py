@@ -143,7 +143,7 @@ def _saved_split(previous, split: str, given_source: str | None, ctx):
 def _report(spec, result, task, dev, out, manual, as_json, resume) -> None:
     summary = {**spec.summary(result), "out": str(out)}
     rows = [summary]
-    manual = manual or _demo_manual(dev)
+    manual = manual or getattr(result.config, "from_template", None) or _demo_manual(dev)
     if spec.compare_manual and manual and not resume:
         rows = _with_manual(result, task, dev, manual, summary)
     details = spec.details(result) if spec.details else {}
