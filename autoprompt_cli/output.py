@@ -26,7 +26,7 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4f}"
-    return "" if v is None else str(v)
+    return str(v)
 
 
 def emit(metrics: dict, as_json: bool, title: str | None = None) -> None:

@@ -141,16 +141,16 @@ def _saved_split(previous, split: str, given_source: str | None, ctx):
 
 
 def _report(spec, result, task, dev, out, manual, as_json, resume) -> None:
-    summary = {**spec.summary(result), "out": str(out)}
+    summary = {**spec.summary(result), spec.out_key: str(out)}
     rows = [summary]
     manual = manual or getattr(result.config, "from_template", None) or _demo_manual(dev)
     if spec.compare_manual and manual and not resume:
         rows = _with_manual(result, task, dev, manual, summary)
     details = spec.details(result) if spec.details else {}
     if as_json:
-        emit({**summary, **details, **({"manual": rows[0]} if len(rows) > 1 else {})}, True)
+        emit({**summary, **{k: t[1] for k, t in details.items()}, **({"manual": rows[0]} if len(rows) > 1 else {})}, True)
         return
-    for title, table in details.items():
+    for title, table in details.values():
         print_table(table, title)
     if spec.headline:
         click.echo(spec.headline(result))

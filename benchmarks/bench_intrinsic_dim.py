@@ -4,8 +4,9 @@ d90 quality on SST-2 / MRPC few-shot splits.
     flock /tmp/bench.lock python benchmarks/bench_intrinsic_dim.py speed [--model smollm2-135m --d 1000]
     flock /tmp/bench.lock python benchmarks/bench_intrinsic_dim.py quality [--model bert-tiny-mlm]
 
-`speed` runs each mode in its own subprocess (so ru_maxrss is that mode's peak) and prints seconds per
-training step and peak memory. `quality` runs `autoprompt intrinsic-dim` on each task and prints d90.
+`speed` runs each mode in its own subprocess (so ru_maxrss is that mode's peak) through
+`intrinsic_dim.measure` and prints seconds per training step and peak memory. `quality` runs
+`autoprompt intrinsic-dim` on each task and prints d90.
 """
 
 from __future__ import annotations
@@ -39,52 +40,51 @@ def _threads() -> int:
 
 
 def one_mode(mode: str, model: str, d: int, batch: int, steps: int) -> dict:
-    """Time `steps` training steps (after one warm-up step) of `mode` in this process."""
+    """Time training steps of `mode` ('full', or a projection such as 'fastfood') in this process,
+    through `intrinsic_dim.measure`: full fine-tuning is its baseline run (a callback stops the
+    sweep after it); a projection is one subspace run at `d` with the baseline score given.
+
+    Runs steps + 2 steps: the first is a warm-up and the last also scores the dev rows, so
+    s_per_step is the mean time between the step events of the `steps` in between (it includes
+    the Trainer's per-step finiteness check); trainer_s_per_step is the Trainer's own mean of
+    forward + backward + update over all steps (warm-up included).
+    """
     import torch
 
+    import intrinsic_dim
     from frozen_lm import data as data_mod
     from frozen_lm.model import FrozenLM
     from frozen_lm.task import PromptTask
-    from intrinsic_dim.objective import Objective
-    from intrinsic_dim.projections import make_projection
-    from intrinsic_dim.subspace import Subspace
 
     threads = _threads()
     torch.manual_seed(0)
     lm = FrozenLM.load(model, "cpu")
     spec = TASKS["sst2"]
     task = PromptTask(lm, spec["template"], spec["label_map"])
-    rows = task.encode(data_mod.load(str(SHARED / spec["train"]))).rows.subset(list(range(batch)))
-    objective = Objective(task)
-    base = objective.base(list(lm.named_parameters()))
-    D = sum(t.numel() for t in base.values())
-    if mode == "full":
-        values = {k: v.detach().clone().requires_grad_(True) for k, v in base.items()}
+    rows = data_mod.load(str(SHARED / spec["train"])).rows[:batch]
+    full = mode == "full"
+    stage, stamps = ("baseline" if full else f"d={d} seed=0"), []
 
-        def params():
-            return values
-    else:
-        space = Subspace(base, make_projection(mode, D, d, 0))
-        values = {k: v.requires_grad_(True) for k, v in space.init().items()}
+    def callback(event) -> bool:
+        if event.kind == "step" and event.stage == stage:
+            stamps.append(time.perf_counter())
+        return event.kind == "run" and event.stage == "baseline"  # full fine-tuning only: no sweep
 
-        def params():
-            return space.params(**values)
-    opt = torch.optim.Adam(values.values(), lr=1e-4)
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        objective.loss(params(), rows).backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
+    config = intrinsic_dim.IntrinsicDimConfig(
+        projection="fastfood" if full else mode, dims=[d], steps=steps + 2, batch_size=batch, baseline_lr=1e-4,
+        baseline_score=None if full else 1.0, eval_batch_size=batch, plot=False)
+    result = intrinsic_dim.measure(task, rows, rows, config, callback=callback, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    return {"mode": mode, "model": model, "D": D, "d": d if mode != "full" else D, "batch": batch,
-            "tokens": int(rows.attention_mask.sum()), "threads": threads,
-            "s_per_step": sum(times[1:]) / steps, "first_step_s": times[0], "peak_rss_mib": round(peak)}
+    steady = [b - a for a, b in zip(stamps[: steps + 1], stamps[1: steps + 1])]
+    kind = "baseline" if full else "subspace"
+    return {"mode": mode, "model": model, "D": result.D, "d": result.D if full else d, "batch": batch,
+            "tokens": int(task.encode(rows).rows.attention_mask.sum()), "threads": threads,
+            "s_per_step": sum(steady) / len(steady), "trainer_s_per_step": result.timings[f"{kind}_seconds_per_step"],
+            "cpu_s_per_step": result.timings[f"{kind}_cpu_seconds_per_step"], "peak_rss_mib": round(peak)}
 
 
 def speed(args) -> None:
-    from frozen_lm.cli import print_table
+    from autoprompt_cli.output import print_table
 
     print(f"torch threads: {_threads()}")
     rows = []
@@ -100,7 +100,7 @@ def speed(args) -> None:
 
 
 def quality(args) -> None:
-    from frozen_lm.cli import print_table
+    from autoprompt_cli.output import print_table
 
     print(f"torch threads: {_threads()}")
     rows = []
@@ -114,7 +114,7 @@ def quality(args) -> None:
         cmd = [sys.executable, "-m", "autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(train), "--dev", str(dev),
                "--template", spec["template"], "--label-map", spec["label_map"],
                "--projection", args.projection, "--steps", str(args.steps), "--seeds", str(args.seeds),
-               "--out", str(out), "--json", *spec["options"], *args.extra.split()]
+               "--out", str(out), "--overwrite", "--no-progress", "--json", *spec["options"], *args.extra.split()]
         if args.dims:
             cmd += ["--dims", args.dims]
         print("$ autoprompt", " ".join(repr(c) if " " in c else c for c in cmd[3:]), flush=True)

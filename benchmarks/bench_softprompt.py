@@ -6,7 +6,9 @@ steps and loss for ours and PEFT: 20 virtual tokens, text init, AdamW lr 0.03,
 batch 8, 40 steps, constant lr (prefix: 1e-4 through the MLP, 5e-3 direct), no clipping, loss = cross-entropy over the great/terrible logits
 after `{sentence} It was`. No checkpoint selection: the prompt after the last step is scored.
 `prompt_nearest` scores each prompt's discrete reading (every vector replaced by its nearest token).
-Memory: peak resident memory during training minus resident memory before it (Linux clear_refs).
+Ours run through the public API (`softprompt.tune`, `frozen_lm.evaluate`, `softprompt.nearest`);
+PEFT keeps its own loop (it is the reference). s/step is the result's timings["step_seconds"].
+Memory: peak resident memory during `tune` (or PEFT's loop) minus resident memory before it (Linux clear_refs).
 
     python benchmarks/bench_softprompt.py                 # the table in the README
     python benchmarks/bench_softprompt.py --seeds 42 --steps 5 --test-limit 64   # a quick check
@@ -50,90 +52,82 @@ def _status(key: str) -> int:
 
 
 def _setup(args):
+    """(model, the manual task, {train, dev, test} datasets)."""
     import torch
 
     from frozen_lm import data as data_mod
     from frozen_lm.model import FrozenLM
     from frozen_lm.task import PromptTask
-    from softprompt.prefix import reserve_positions
 
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     lm = FrozenLM.load(args.model)
-    template = "[T]" * args.k + MANUAL if args.worker == "prompt" else MANUAL
-    task = PromptTask(lm, template, LABELS)
-    if args.worker != "prompt":  # a prefix (ours or PEFT's virtual tokens) takes k positions
-        reserve_positions(task, args.k)
+    task = PromptTask(lm, MANUAL, LABELS)  # tune prepends the virtual tokens, or reserves the prefix's positions
     root = FULL if args.train_set == "full" else DATA
     split = root if args.train_set == "full" else root / f"16-{args.seed}"
     test = data_mod.load(str(root / "test.jsonl"))
     if args.test_limit:
         test = test.sample(args.test_limit, 0)
-    enc = {name: task.encode(data_mod.load(str(split / f"{name}.jsonl"))) for name in ("train", "dev")}
-    enc["test"] = task.encode(test)
-    return lm, task, enc
+    data = {name: data_mod.load(str(split / f"{name}.jsonl")) for name in ("train", "dev")}
+    data["test"] = test
+    return lm, task, data
 
 
 def _tune_config(args):
-    from softprompt.config import TuneConfig
+    from softprompt import TuneConfig
 
     prefix = args.worker.startswith("prefix")
     lr = {"prefix": args.prefix_lr, "prefix_direct": args.prefix_direct_lr}.get(args.worker, args.lr)
     return TuneConfig(method="prefix" if prefix else "prompt", num_virtual_tokens=args.k, init=f"text:{INIT}",
                       prefix_projection=args.worker == "prefix", lr=lr, steps=args.steps, batch_size=8, schedule="constant",
-                      max_grad_norm=0.0, weight_decay=0.0, eval_every=0, progress=False, loss="classes")
+                      max_grad_norm=0.0, weight_decay=0.0, eval_every=0, loss="classes", seed=args.seed)
 
 
 def worker(args) -> dict:
-    from frozen_lm.task import evaluate
-    from softprompt.targets import Examples
-    from softprompt.train import train
-    from softprompt.tune import build_module
+    import softprompt
+    from frozen_lm import evaluate
 
-    lm, task, enc = _setup(args)
+    lm, task, data = _setup(args)
     out = {"method": args.worker, "seed": args.seed}
-    if args.worker == "manual":
-        fn = None
-    elif args.worker == "peft_prompt":
-        return {**out, **_peft(args, lm, task, enc)}
-    else:
-        cfg = _tune_config(args)
+    if args.worker == "peft_prompt":
+        return {**out, **_peft(args, lm, task, data)}
+    result = None
+    if args.worker != "manual":
         base = _rss_reset()
-        module, _ = build_module(lm, task, cfg, args.k, args.seed)
-        result = train(module, lm, task, Examples(enc["train"].rows), None, cfg, args.seed)
-        out.update(step_s=result.step_seconds, cpu_step_s=result.step_cpu_seconds, peak_mb=(_status("VmHWM") - base) / 1024, final_loss=result.history[-1]["loss"])
-        fn = lambda rows: module.logits(lm, rows)  # noqa: E731
+        result = softprompt.tune(task, data["train"], None, _tune_config(args), progress=False)  # no dev: the last step
+        out.update(step_s=result.timings["step_seconds"], cpu_step_s=result.timings["step_cpu_seconds"],
+                   peak_mb=(_status("VmHWM") - base) / 1024, final_loss=result.history[-1]["loss"])
     for name in ("dev", "test"):
-        out[name] = evaluate(task, enc[name], fn, batch_size=32)["accuracy"]
+        out[name] = evaluate(task, data[name], prompt=result, batch_size=32)["accuracy"]
     if args.worker == "prompt":
-        out.update(_nearest_reading(lm, task, enc, module))
+        out.update(_nearest_reading(task, data, result))
     return out
 
 
-def _nearest_reading(lm, task, enc, module) -> dict:
+def _nearest_reading(task, data, result) -> dict:
     """Scores of the prompt's discrete reading: each vector replaced by its nearest token (cosine)."""
-    import torch
+    import softprompt
+    from frozen_lm import evaluate
 
-    from frozen_lm.task import Encoded, evaluate
-    from softprompt.nearest import describe
-
-    ids = torch.tensor([r["nearest"][0]["id"] for r in describe(lm, module.vectors.detach(), None, 1, "cosine")])
-    out = {"nearest_tokens": lm.tokenizer.decode(ids)}
+    reading = softprompt.nearest(result, k=1, metric="cosine")
+    out = {"nearest_tokens": reading.trigger_text}
     for name in ("dev", "test"):
-        rows = enc[name].rows.set_triggers(ids)
-        out[f"nearest_{name}"] = evaluate(task, Encoded(rows), batch_size=32)["accuracy"]
+        out[f"nearest_{name}"] = evaluate(task, data[name], prompt=reading.prompt, batch_size=32)["accuracy"]
     return out
 
 
-def _peft(args, lm, task, enc) -> dict:
-    """PEFT's prompt tuning on the same model, batches and loss; its init copied from ours (TEXT init)."""
+def _peft(args, lm, task, data) -> dict:
+    """PEFT's prompt tuning on the same model, batches and loss; its init copied from ours (TEXT init).
+    Its own loop on purpose: it is the reference the shared loop is measured against."""
     import torch
     from peft import PromptTuningConfig, get_peft_model
 
-    from frozen_lm.task import evaluate
+    from frozen_lm import evaluate
+    from frozen_lm.train import batches
     from softprompt.init import prompt_init
-    from softprompt.train import batches
 
+    task = task.derive(reserved_positions=args.k)  # PEFT's virtual tokens take k positions
+    enc = {name: task.encode(ds) for name, ds in data.items()}
     base = _rss_reset()
     init, _ = prompt_init(lm, task, args.k, f"text:{INIT}", torch.Generator().manual_seed(args.seed))
     model = get_peft_model(lm.model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.k))
@@ -141,7 +135,7 @@ def _peft(args, lm, task, enc) -> dict:
     with torch.no_grad():
         emb.weight.copy_(init)
     opt = torch.optim.AdamW(emb.parameters(), lr=args.lr, weight_decay=0.0)
-    rows, stream, seconds = enc["train"].rows, batches(len(enc["train"].rows), 8, torch.Generator().manual_seed(args.seed)), 0.0
+    rows, stream, seconds = enc["train"].rows, batches(len(enc["train"].rows), 8, args.seed), 0.0
     cpu = 0.0
     model.train()
     for _ in range(args.steps):
@@ -155,7 +149,7 @@ def _peft(args, lm, task, enc) -> dict:
     out = {"step_s": seconds / args.steps, "cpu_step_s": cpu / args.steps, "peak_mb": (_status("VmHWM") - base) / 1024, "final_loss": float(loss)}
     model.eval()
     for name in ("dev", "test"):
-        out[name] = evaluate(task, enc[name], lambda b: _peft_logits(model, b, args.k), batch_size=32)["accuracy"]
+        out[name] = evaluate(task, enc[name], prompt=lambda b: _peft_logits(model, b, args.k), batch_size=32)["accuracy"]
     return out
 
 

@@ -25,8 +25,9 @@ ENTRY_POINTS = "frozen_lm.methods"
 class Command:
     """How the command line presents a method (the CLI builds the click command from this and the
     config dataclass). help: the --help text (first line: the summary). summary(result) -> dict: the
-    printed row; headline(result) -> str: a line printed above it; details(result) -> {title: rows}:
-    tables printed above the summary (and added to --json under their titles). manual_template: the built-in demo
+    printed row (the CLI adds the artifact folder under `out_key`); headline(result) -> str: a line
+    printed above it; details(result) -> {key: (title, rows)}: tables printed above the summary under
+    their titles (and added to --json under their keys). manual_template: the built-in demo
     task lends its hand-written template rather than its [T] template. compare_manual: also score a
     hand-written template (--manual) on the dev split and print it beside the result. options: a
     dataclass of command-line-only options (not saved in the config); check(task, config, options)
@@ -38,6 +39,7 @@ class Command:
     summary: Callable
     headline: Callable | None = None
     details: Callable | None = None
+    out_key: str = "out"
     manual_template: bool = False
     compare_manual: bool = False
     needs_dev: bool = True

@@ -71,6 +71,7 @@ class TrainResult:
     step_cpu_seconds: float = 0.0  # mean CPU time of a step, all threads (less sensitive to a busy machine)
     note: str | None = None
     last_metrics: dict | None = None  # the dev metrics of the kept state, when it was evaluated
+    step_times: list[float] = field(default_factory=list)  # wall seconds of each optimizer step
 
 
 def make_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
@@ -168,14 +169,15 @@ class Trainer:
         history: list[dict] = []
         if self.evaluate is not None and s.eval_first:
             history.append({"step": 0, "dev": self.evaluate()})  # for reference
-        stopped, note, seconds, cpu, step = "steps", None, 0.0, 0.0, 0
+        stopped, note, seconds, cpu, step, times = "steps", None, 0.0, 0.0, 0, []
         bar = tqdm(total=s.steps, disable=not self.progress, leave=False, desc=self.stage or self.method)
         try:
             for step in range(1, s.steps + 1):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 loss = self._step(opt, stream, params)
                 sched.step()
-                seconds, cpu = seconds + time.perf_counter() - start, cpu + time.process_time() - start_cpu
+                times.append(time.perf_counter() - start)
+                seconds, cpu = seconds + times[-1], cpu + time.process_time() - start_cpu
                 bar.update(1)
                 entry = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"]}
                 history.append(entry)
@@ -209,7 +211,7 @@ class Trainer:
             self.best_score = metric_of(self.best_metrics) if self.best_metrics else None
         done = step - (stopped == "nan")
         return TrainResult(self.best_step, self.best_score, done, stopped, history, seconds / max(step, 1),
-                           cpu / max(step, 1), note, self.best_metrics)
+                           cpu / max(step, 1), note, self.best_metrics, times)
 
     def _eval_now(self, entry: dict) -> dict | None:
         entry["dev"] = self.evaluate() if self.evaluate is not None else None

@@ -1,68 +1,86 @@
-"""Apply a saved intrinsic-dim artifact: regenerate the projection from its seed and score with
-theta_0 + P(theta_d) (`autoprompt evaluate ARTIFACT` goes through `artifact_logits_fn`)."""
+"""Weights theta = theta_0 + P(theta_d) applied to a task, as a `frozen_lm.evaluate.Bound`.
+
+The same Bound scores every run during the sweep (through the shared evaluator) and a saved result
+afterwards (`evaluate(task, data, prompt=load_result(dir))`): the projection is regenerated from
+the saved seed, never loaded. With the linear head, class log-probs come from the head exactly.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import torch
 
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
-from intrinsic_dim.objective import Objective
+from frozen_lm.evaluate import Bound, score
+from frozen_lm.task import PromptTask
+from intrinsic_dim.objective import Objective, model_params
 from intrinsic_dim.params import select_names
 from intrinsic_dim.projections import make_projection
 from intrinsic_dim.subspace import Subspace
 
-NEG = -1e4
+
+class WeightsBound(Bound):
+    """A task scored with weight overrides {name: tensor} (model tensors and the head's), and the
+    trigger ids written into the template's [T] slots when it has any."""
+
+    def __init__(self, task: PromptTask, objective: Objective, params: Mapping[str, torch.Tensor],
+                 trigger_ids=None):
+        super().__init__(task)
+        self.objective, self.params = objective, dict(params)
+        self.trigger_ids = None if trigger_ids is None else torch.as_tensor(trigger_ids, dtype=torch.long,
+                                                                            device=task.lm.device)
+
+    def _rows(self, rows: Rows) -> Rows:
+        return rows if self.trigger_ids is None else rows.set_triggers(self.trigger_ids)
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        """The language model's logits at [P] (R, M, V) under the overrides."""
+        rows = self._rows(rows)
+        return self.task.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask,
+                                      params=model_params(self.params))
+
+    def log_probs(self, rows: Rows) -> torch.Tensor:
+        """(B, C) class log-probs (facts: (B, V)): label words at [P], or the linear head's."""
+        return self.objective.log_probs(self.params, self._rows(rows))
 
 
-def artifact_params(artifact, lm, task) -> tuple[Objective, dict[str, torch.Tensor]]:
-    """(objective, {name: theta_0 + P(theta_d)}) for a saved run, computed once."""
-    cfg = artifact.config
-    objective = Objective(task, cfg["head"], cfg["loss"], cfg["head_seed"])
-    base = objective.base(select_names(list(lm.named_parameters()), cfg["params"]))
+@torch.no_grad()
+def dev_metrics(objective: Objective, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int) -> dict:
+    """{metric: value, 'n_scored', 'loglik'} of the overrides on encoded rows (the shared evaluator)."""
+    s = score(WeightsBound(objective.task, objective, params), rows, batch_size)
+    return {objective.task.metric: s.correct / max(s.n, 1), "n_scored": s.n, "loglik": s.mean("vocab")}
+
+
+def check_slots(task: PromptTask, trigger_ids) -> None:
+    """UserError unless the trigger ids fill the task's [T] slots exactly."""
+    n, have = task.template.n_triggers, 0 if trigger_ids is None else len(trigger_ids)
+    if n and not have:
+        raise UserError(f"template {task.spec.template!r} has {n} [T] slots, but this intrinsic_dim result was "
+                        "trained without a prompt in them; score it with its own template")
+    if have != n:
+        raise UserError(f"this intrinsic_dim result fills {have} [T] slots, but template {task.spec.template!r} "
+                        f"has {n}; score it with the template it was trained with")
+
+
+def saved_params(result, task: PromptTask) -> tuple[Objective, dict[str, torch.Tensor]]:
+    """(objective, {name: theta_0 + P(theta_d)}) of a result's saved run on `task`, computed once."""
+    cfg, run = result.config, result.saved_run or {}
+    if "seed" not in run:
+        raise UserError(f"this {result.method} result has no finished subspace run to apply (status {result.status})")
+    result.require("theta_d", *(("said_scale",) if cfg.said else ()))
+    lm = task.lm
+    objective = Objective(task, cfg.head, cfg.loss, cfg.seed)
+    base = objective.base(select_names(list(lm.named_parameters()), cfg.params))
     D = sum(t.numel() for t in base.values())
-    if D != cfg["D"]:
-        raise UserError(f"{artifact.path}: the saved run moved {cfg['D']:,} numbers, this model's --params "
-                        f"{cfg['params']!r} selects {D:,}; load it with the model it was trained on")
-    theta = artifact.tensors["theta_d"].to(device=lm.device, dtype=torch.float32)
-    scale = artifact.tensors.get("said_scale")
-    proj = make_projection(cfg["projection"], D, theta.numel(), cfg["projection_seed"], lm.device)
+    if result.D and D != result.D:
+        raise UserError(f"the saved run moved {result.D:,} numbers, this model's params {cfg.params!r} select "
+                        f"{D:,}; load it with the model it was trained on")
+    theta = result.tensors["theta_d"].to(device=lm.device, dtype=torch.float32)
+    scale = result.tensors.get("said_scale") if cfg.said else None
+    proj = make_projection(cfg.projection, D, theta.numel(), int(run["seed"]), lm.device)
     with torch.no_grad():
-        params = Subspace(base, proj, scale is not None).params(theta, None if scale is None else scale.to(lm.device))
+        space = Subspace(base, proj, scale is not None)
+        params = space.params(theta, None if scale is None else scale.to(device=lm.device, dtype=torch.float32))
     return objective, params
-
-
-def head_as_logits(scores: torch.Tensor, rows: Rows, verbalizer, vocab_size: int) -> torch.Tensor:
-    """Class scores (B, C) -> [P] logits (R, M, V) that the task's verbalizer scores as those classes.
-
-    Each word w of class c gets log_softmax(scores)_c - log(words in c) at its first token; a spare
-    token takes the rest of each row's probability mass, so class log-probs equal log_softmax(scores)
-    (exact for single-token words and for causal LMs; approximate for a masked LM whose multi-token
-    words share a row).
-    """
-    lp = torch.log_softmax(scores.float(), dim=-1)
-    wc = verbalizer.word_class.to(scores.device)
-    v = lp[:, wc] - torch.log(torch.bincount(wc, minlength=lp.shape[1]).float())[wc]  # (B, W)
-    R, M = rows.input_ids.shape[0], rows.predict_pos.shape[1]
-    out = torch.full((R, M, vocab_size), NEG, device=scores.device)
-    row_of = rows.row_of.to(scores.device)  # (B, W)
-    for w, tokens in enumerate(verbalizer.word_ids):
-        out[row_of[:, w], 0, tokens[0]] = v[:, w]
-        for m, t in enumerate(tokens[1:M], start=1):
-            out[row_of[:, w], m, t] = 0.0
-    first = {t[0] for t in verbalizer.word_ids}
-    spare = next(i for i in range(vocab_size) if i not in first)
-    mass = torch.zeros(R, device=scores.device).index_add(0, row_of.reshape(-1), v.exp().reshape(-1))
-    out[:, 0, spare] = torch.log((1 - mass).clamp(min=math.exp(NEG / 100)))
-    return out
-
-
-def artifact_logits_fn(artifact, lm, task) -> Callable[[Rows], torch.Tensor]:
-    """rows -> logits (R, M, V) at [P] with the artifact's weights theta_0 + P(theta_d)."""
-    objective, params = artifact_params(artifact, lm, task)
-    if objective.head == "none":
-        return lambda rows: objective.scores(params, rows)
-    return lambda rows: head_as_logits(objective.scores(params, rows), rows, task.verbalizer, lm.vocab_size)

@@ -1,4 +1,5 @@
-"""Options of `autoprompt intrinsic-dim` as one dataclass (field help becomes the --help text)."""
+"""IntrinsicDimConfig: every option of `intrinsic_dim.measure` (and `autoprompt intrinsic-dim`, whose
+--help text is the field help), with validation. The seed is part of it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class IntrinsicDimConfig:
     loss: str = field(default="classes", metadata={
         "help": "label-word loss: cross-entropy over the classes' words, or -log p(word) over the vocabulary",
         "choices": ["classes", "vocab"]})
-    dims: str | None = field(default=None, metadata={
+    dims: list[int] | None = field(default=None, metadata={
         "help": "comma-separated subspace sizes, e.g. 10,30,100,300,1000; default: automatic (log grid, then bisection)"})
     seeds: int = field(default=1, metadata={"help": "projection seeds per d (d90 is reported with its spread)"})
     max_dim: int = field(default=100_000, metadata={"help": "largest d the automatic search tries"})
@@ -45,12 +46,14 @@ class IntrinsicDimConfig:
     max_projection_gib: float | None = field(default=None, metadata={
         "help": "memory a projection may take, GiB (default: a quarter of free memory)"})
     plot: bool = field(default=True, metadata={"help": "write d90.png (needs matplotlib)"})
+    seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
             raise UserError(f"unknown projection {self.projection!r}; choose one of: {', '.join(PROJECTIONS)}")
-        if self.head not in ("none", "linear"):
-            raise UserError(f"unknown --head {self.head!r}; choose none or linear")
+        for name, choices in (("head", ("none", "linear")), ("loss", ("classes", "vocab")), ("optimizer", ("adam", "sgd"))):
+            if getattr(self, name) not in choices:
+                raise UserError(f"unknown --{name} {getattr(self, name)!r}; choose {' or '.join(choices)}")
         for name in ("seeds", "max_dim", "steps", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
@@ -64,21 +67,34 @@ class IntrinsicDimConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
-        _ = self.dim_list  # validates --dims
+        self.dims = parse_dims(self.dims)
 
-    @property
-    def dim_list(self) -> list[int] | None:
-        """The --dims sizes, sorted and unique; None for the automatic search."""
-        if self.dims is None:
-            return None
-        parts = [p.strip() for p in str(self.dims).split(",") if p.strip()]
-        if not parts:
-            raise UserError("--dims is empty; give sizes like 10,30,100 or leave it out for the automatic search")
-        try:
-            dims = [int(float(p)) if float(p).is_integer() else int("x") for p in parts]
-        except ValueError:
-            raise UserError(f"--dims {self.dims!r}: every size must be a whole number, e.g. 10,30,100") from None
-        bad = [d for d in dims if d < 1]
-        if bad:
-            raise UserError(f"--dims: d must be at least 1 (got {bad[0]})")
-        return sorted(set(dims))
+
+def parse_dims(dims) -> list[int] | None:
+    """Subspace sizes, sorted and unique, from a list or a comma-separated string ('10,100', as
+    older configs saved them); None for the automatic search."""
+    if dims is None:
+        return None
+    if isinstance(dims, str):
+        parts = [p.strip() for p in dims.split(",") if p.strip()]
+    else:
+        parts = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    if not parts:
+        raise UserError("--dims is empty; give sizes like 10,30,100 or leave it out for the automatic search")
+    try:
+        out = [_whole(p) for p in parts]
+    except (TypeError, ValueError):
+        raise UserError(f"--dims {dims!r}: every size must be a whole number, e.g. 10,30,100") from None
+    bad = [d for d in out if d < 1]
+    if bad:
+        raise UserError(f"--dims: d must be at least 1 (got {bad[0]})")
+    return sorted(set(out))
+
+
+def _whole(value) -> int:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)

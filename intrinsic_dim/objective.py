@@ -1,4 +1,4 @@
-"""What the trained numbers are scored on: the label words at [P] (the same task as the prompt
+"""What the trained numbers are trained and scored on: the label words at [P] (the same task as the prompt
 methods) or a linear classification head on the [P] hidden state.
 
 The head's weights are part of theta: they start from a seeded random init (regenerated from the
@@ -27,6 +27,11 @@ def head_init(n_classes: int, hidden: int, seed: int, dtype=torch.float32, devic
             HEAD_PREFIX + "bias": torch.zeros(n_classes, device=device, dtype=dtype)}
 
 
+def model_params(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The overrides of model weights (the head's tensors left out)."""
+    return {k: v for k, v in params.items() if not k.startswith(HEAD_PREFIX)}
+
+
 def first_rows(rows: Rows) -> torch.Tensor:
     """(B,) index of each example's first row."""
     return torch.arange(rows.n_examples, device=rows.input_ids.device) * rows.k
@@ -52,7 +57,7 @@ class Objective:
 
     def scores(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
         """Head logits (B, C), or the [P] logits (R, M, V) the task scores (label-word objective)."""
-        model = {k: v for k, v in params.items() if not k.startswith(HEAD_PREFIX)}
+        model = model_params(params)
         if self.head == "none":
             return self.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids,
                                      attention_mask=rows.attention_mask, params=model)
@@ -63,21 +68,16 @@ class Objective:
         b = params.get(HEAD_PREFIX + "bias", self.head_params[HEAD_PREFIX + "bias"])
         return hidden @ w.T + b
 
+    def log_probs(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
+        """(B, C) class log-probs (facts: (B, V)): the task's reading of the label words at [P], or
+        log_softmax of the head's logits."""
+        out = self.scores(params, rows)
+        if self.head == "none":
+            return self.task.log_probs(out, rows)
+        return torch.log_softmax(out.float(), dim=-1)
+
     def loss(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
         out = self.scores(params, rows)
         if self.head == "none":
             return self.task.loss(out, rows, self.loss_kind)
         return torch.nn.functional.cross_entropy(out.float(), rows.labels)
-
-    def correct(self, params: Mapping[str, torch.Tensor], rows: Rows) -> torch.Tensor:
-        """(B,) whether each example's top class is its label."""
-        out = self.scores(params, rows)
-        if self.head == "none":
-            return self.task.correct(out, rows)
-        return out.argmax(-1) == rows.labels
-
-    @torch.no_grad()
-    def score(self, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int = 32) -> float:
-        """Accuracy (classification) or P@1 (facts) over all rows."""
-        hits = sum(int(self.correct(params, batch).sum()) for batch in rows.batches(batch_size))
-        return hits / max(len(rows), 1)

@@ -11,7 +11,7 @@ from frozen_lm.errors import UserError
 logger = logging.getLogger(__name__)
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -24,7 +24,7 @@ def _pyplot():
 
 def plot_d90(report: dict, path, title: str = "", metric: str = "accuracy") -> Path:
     """Write the plot of a `Sweep.report()` to `path` (PNG) and return the path."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = report["per_dim"]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     dims = [r["d"] for r in rows]

@@ -1,120 +1,251 @@
-"""One `intrinsic-dim` experiment: load, encode, baseline, sweep; returns everything to save.
+"""`intrinsic_dim.measure`: full fine-tuning (unless its score is given), then subspace runs over d and
+seeds, and d90 (Li et al., 2018; Aghajanyan et al., 2020).
 
-Kept apart from the command line so scripts and benchmarks call the same code.
+Nothing is written unless `out` is given; then the artifact (the saved run's theta_d) and, when
+config.plot, d90.png. A callback gets the Trainer's 'step' events and a 'run' event after each
+finished run; returning True stops the sweep, and the result keeps what is done.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from frozen_lm import data as data_mod
-from frozen_lm.errors import UserError
-from frozen_lm.model import FrozenLM
-from frozen_lm.task import PromptTask, TaskConfig
+from frozen_lm.artifact import claim_out
+from frozen_lm.errors import Interrupted, UserError
+from frozen_lm.evaluate import DiscretePrompt
+from frozen_lm.events import Callback, Event, notify
+from frozen_lm.results import base_fields
+from frozen_lm.task import PromptTask
+from frozen_lm.train import TrainSettings
 from intrinsic_dim.config import IntrinsicDimConfig
 from intrinsic_dim.memory import check_projection, limit_bytes
 from intrinsic_dim.objective import Objective
 from intrinsic_dim.params import select_names
+from intrinsic_dim.result import METHOD, D90Result
 from intrinsic_dim.subspace import projection_dim
-from intrinsic_dim.sweep import Sweep, run_sweep
-from intrinsic_dim.train import Run, Settings, train_full, train_subspace
+from intrinsic_dim.sweep import StopSweep, Sweep, run_sweep
+from intrinsic_dim.train import Run, subspace_lr, train_full, train_subspace
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Experiment:
-    """The loaded pieces: model, task, encoded splits, objective and the moving tensors theta_0."""
+def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = None, *, prompt=None, out=None,
+            overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> D90Result:
+    """Measure the task's intrinsic dimension d90 on the model's weights (see IntrinsicDimConfig).
 
-    lm: FrozenLM
-    task: PromptTask
-    task_cfg: TaskConfig
-    objective: Objective
-    base: dict[str, torch.Tensor]
-    train: object
-    dev: object
+    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset); every run
+    is scored on dev with the shared evaluator. prompt: fills the template's [T] slots (a
+    DiscretePrompt, trigger text or a search result); needed when the template has slots.
+    out: the artifact folder to write (nothing is written without it; a folder holding another run
+    is refused unless overwrite=True, and an unwritable one before any training). callback(event): 'step'
+    events of each run's Trainer and a 'run' event after each finished run (stage 'baseline' or
+    'd=D seed=S'); returning True stops the sweep (status 'stopped'). Ctrl-C raises
+    `frozen_lm.errors.Interrupted` carrying the runs done so far (saved first when `out` is given).
+    """
+    config = config or IntrinsicDimConfig()
+    trigger = prompt_ids(task, prompt)
+    if dev is None:
+        raise UserError("give a dev split: every run is scored on it")
+    if out is not None:
+        claim_out(out, overwrite)
+    if out is not None and config.plot:
+        from intrinsic_dim.plot import pyplot
 
-    @property
-    def D(self) -> int:
-        return sum(t.numel() for t in self.base.values())
-
-
-@dataclass
-class Outcome:
-    experiment: Experiment
-    sweep: Sweep
-    baseline: Run | None
-    runs: list[Run] = field(default_factory=list)
-
-    def chosen(self) -> Run:
-        """The run to save: the best seed at d90, else the best run at the largest d."""
-        d = self.sweep.d90() or max(r.d for r in self.runs)
-        return max((r for r in self.runs if r.d == d), key=lambda r: r.score)
-
-
-def prepare(cfg: IntrinsicDimConfig, task_cfg: TaskConfig, seed: int, lm: FrozenLM | None = None) -> Experiment:
-    """Load the model and data, and pick the tensors that move."""
-    task_cfg = task_cfg.resolved(manual=True)
-    lm = lm or FrozenLM.load(task_cfg.model, task_cfg.device, task_cfg.dtype)
-    task = PromptTask.from_config(lm, task_cfg)
-    if task.template.n_triggers:
-        raise UserError("intrinsic-dim trains weights, not prompt slots: remove [T] from --template")
-    train = task.encode(data_mod.load(task_cfg.train).sample(cfg.max_train, seed)).rows.to(lm.device)
-    dev = task.encode(data_mod.load(task_cfg.dev).sample(cfg.max_dev, seed)).rows.to(lm.device)
-    objective = Objective(task, cfg.head, cfg.loss, seed)
-    base = objective.base(select_names(list(lm.named_parameters()), cfg.params))
-    exp = Experiment(lm, task, task_cfg, objective, base, train, dev)
-    logger.info("%d tensors move (D = %s numbers); %d train / %d dev examples", len(base), f"{exp.D:,}",
-                len(train), len(dev))
-    return exp
+        pyplot()  # no matplotlib: say so before any training
+    started = time.perf_counter()
+    train_rows, dev_rows, data = _splits(task, train, dev, config, trigger)
+    job = _Measure(task, config, train_rows, dev_rows, callback)
+    try:
+        job.run(progress)
+    except KeyboardInterrupt:
+        result = job.result(data, trigger, "interrupted", started)
+        if out is not None:
+            result.save(out)
+        where = f"; the runs done are saved in {out}" if out is not None else ""
+        raise Interrupted(f"interrupted after {len(job.runs)} subspace runs{where}", result) from None
+    result = job.result(data, trigger, "stopped" if job.stopped else "done", started)
+    if out is not None:
+        save(result, out)
+    return result
 
 
-def settings(cfg: IntrinsicDimConfig, seed: int, baseline: bool = False) -> Settings:
-    steps = (cfg.baseline_steps or cfg.steps) if baseline else cfg.steps
-    lr = cfg.baseline_lr if baseline else cfg.lr
-    return Settings(steps, cfg.batch_size, lr, cfg.optimizer, seed, cfg.eval_batch_size)
+def save(result: D90Result, out) -> Path:
+    """Write the artifact and, when the config asks for it and there is a sweep, d90.png."""
+    out = Path(out)
+    if result.config.plot and result.per_dim:
+        out.mkdir(parents=True, exist_ok=True)
+        result.plot_path = str(result.plot(out / "d90.png"))
+    return result.save(out)
 
 
-def subspace_lr(cfg: IntrinsicDimConfig, D: int, d_proj: int) -> float:
-    """--lr, or baseline-lr * sqrt(D / d): Adam moves theta_d by about lr per coordinate, so this
-    gives steps in theta as long as full fine-tuning's."""
-    return cfg.lr if cfg.lr is not None else cfg.baseline_lr * math.sqrt(D / d_proj)
+def prompt_ids(task: PromptTask, prompt) -> list[int] | None:
+    """The trigger ids that fill the template's [T] slots; UserError when slots and prompt disagree."""
+    n = task.template.n_triggers
+    if prompt is None:
+        if n:
+            raise UserError(f"template {task.spec.template!r} has {n} [T] slots and intrinsic-dim trains weights, "
+                            "not prompt slots: give prompt= (a DiscretePrompt, trigger text or a search result) "
+                            "to fill them, or remove [T] from the template")
+        return None
+    if not n:
+        raise UserError(f"a prompt was given, but template {task.spec.template!r} has no [T] slots to fill")
+    if isinstance(prompt, str):
+        prompt = DiscretePrompt.from_text(task, prompt)
+    ids = getattr(prompt, "trigger_ids", None)
+    if ids is None and hasattr(prompt, "bind"):
+        ids = getattr(prompt.bind(task), "trigger_ids", None)
+    if ids is None:
+        raise UserError(f"intrinsic-dim fills [T] slots with trigger tokens only (a DiscretePrompt, trigger text or "
+                        f"a search result); a {type(prompt).__name__} has none")
+    ids = [int(i) for i in ids]
+    if len(ids) != n:
+        raise UserError(f"the prompt has {len(ids)} trigger tokens, but template {task.spec.template!r} has {n} [T] slots")
+    return ids
 
 
-def run_experiment(cfg: IntrinsicDimConfig, exp: Experiment, seed: int,
-                   progress: Callable[[str, Run], None] | None = None) -> Outcome:
-    """Baseline (unless given), then the sweep over d and seeds."""
-    n_tensors, limit = len(exp.base), limit_bytes(cfg.max_projection_gib, exp.lm.device)
-    min_dim = n_tensors + 1 if cfg.said else 1
-    dims = cfg.dim_list
-    if dims:  # refuse before any training
-        check_projection(cfg.projection, exp.D, projection_dim(max(dims), n_tensors, cfg.said), limit)
-    baseline = None
-    if cfg.baseline_score is None:
-        baseline = train_full(exp.objective, exp.base, settings(cfg, seed, baseline=True), exp.train, exp.dev)
-        baseline.tensors = {}  # not saved; frees the trained copy before the sweep
-        logger.info("full fine-tuning: %s %.4f", exp.task.metric, baseline.score)
-        if progress:
-            progress("baseline", baseline)
-    runs: list[Run] = []
+def _splits(task: PromptTask, train, dev, config: IntrinsicDimConfig, trigger):
+    """(train rows, dev rows, data description); at most max_train / max_dev examples (seeded sample)."""
+    datasets = {"train": (train, data_mod.load(train), config.max_train), "dev": (dev, data_mod.load(dev), config.max_dev)}
+    data, rows = {}, {}
+    for split, (source, ds, limit) in datasets.items():
+        data[split] = data_mod.describe(source, ds)
+        encoded = task.encode(ds.sample(limit, config.seed), trigger)
+        for note in encoded.notes:
+            logger.info("%s: %s", split, note)
+        rows[split] = encoded.rows.to(task.lm.device)
+    return rows["train"], rows["dev"], data
 
-    def run_fn(d: int, s: int) -> float:
-        d_proj = projection_dim(d, n_tensors, cfg.said)
-        check_projection(cfg.projection, exp.D, d_proj, limit)
-        st = settings(cfg, seed + s)
-        st.lr = subspace_lr(cfg, exp.D, d_proj)
-        run = train_subspace(exp.objective, exp.base, cfg.projection, d, seed + s, st, exp.train, exp.dev, cfg.said)
-        runs.append(run)
-        if progress:
-            progress(f"d={d}", run)
+
+class _Measure:
+    """The baseline and the sweep on encoded splits; keeps every run for the result."""
+
+    def __init__(self, task: PromptTask, config: IntrinsicDimConfig, train, dev, callback: Callback | None):
+        self.task, self.cfg, self.train, self.dev, self.callback = task, config, train, dev, callback
+        self.objective = Objective(task, config.head, config.loss, config.seed)
+        self.base = self.objective.base(select_names(list(task.lm.named_parameters()), config.params))
+        self.D = sum(t.numel() for t in self.base.values())
+        self.limit = limit_bytes(config.max_projection_gib, task.lm.device)
+        self.baseline: Run | None = None
+        self.base_score = config.baseline_score
+        self.runs: list[Run] = []
+        self.stopped, self.done = False, 0
+        self.planned = None if config.dims is None else len(config.dims) * config.seeds + (self.base_score is None)
+        self.bar = None
+        logger.info("%d tensors move (D = %s numbers); %d train / %d dev examples", len(self.base), f"{self.D:,}",
+                    len(train), len(dev))
+
+    def run(self, progress: bool) -> None:
+        cfg = self.cfg
+        min_dim = len(self.base) + 1 if cfg.said else 1
+        if cfg.dims and max(cfg.dims) > self.D:
+            raise UserError(f"--dims {max(cfg.dims)} is more than the {self.D:,} numbers that move (--params "
+                            f"{cfg.params!r}); use d up to {self.D:,}")
+        if cfg.dims:  # refuse before any training
+            check_projection(cfg.projection, self.D, projection_dim(max(cfg.dims), len(self.base), cfg.said), self.limit)
+        self.bar = tqdm(total=self.planned, desc="intrinsic-dim", unit="run", disable=not progress, dynamic_ncols=True)
+        try:
+            if self.base_score is None:
+                self.base_score = self._baseline()
+            if not self.stopped:
+                sweep = run_sweep(self._run_fn, self.base_score, cfg.dims, cfg.seeds, cfg.threshold,
+                                  max(cfg.max_dim, min_dim), cfg.bisect_steps, min_dim)
+                self.stopped = sweep.stopped
+        finally:
+            self.bar.close()
+
+    def _baseline(self) -> float:
+        cfg = self.cfg
+        settings = TrainSettings(cfg.baseline_steps or cfg.steps, cfg.batch_size, cfg.baseline_lr, seed=cfg.seed,
+                                 optimizer=cfg.optimizer)
+        run = train_full(self.objective, self.base, settings, self.train, self.dev,
+                         eval_batch_size=cfg.eval_batch_size, callback=self.callback)
+        run.tensors = {}  # not saved; frees the trained copy before the sweep
+        self.baseline = run
+        logger.info("full fine-tuning: %s %.4f", self.task.metric, run.score)
+        self._finished(run, "baseline")
         return run.score
 
-    base_score = cfg.baseline_score if baseline is None else baseline.score
-    sweep = run_sweep(run_fn, base_score, dims, cfg.seeds, cfg.threshold, max(cfg.max_dim, min_dim),
-                      cfg.bisect_steps, min_dim)
-    return Outcome(exp, sweep, baseline, runs)
+    def _run_fn(self, d: int, s: int) -> float:
+        cfg = self.cfg
+        seed, d_proj = cfg.seed + s, projection_dim(d, len(self.base), cfg.said)
+        check_projection(cfg.projection, self.D, d_proj, self.limit)
+        settings = TrainSettings(cfg.steps, cfg.batch_size, subspace_lr(cfg.lr, cfg.baseline_lr, self.D, d_proj),
+                                 seed=seed, optimizer=cfg.optimizer)
+        stage = f"d={d} seed={seed}"
+        run = train_subspace(self.objective, self.base, cfg.projection, d, seed, settings, self.train, self.dev,
+                             cfg.said, eval_batch_size=cfg.eval_batch_size, callback=self.callback, stage=stage)
+        self.runs.append(run)
+        self._finished(run, stage)
+        if run.stopped:
+            raise StopSweep()  # cut short: not counted
+        if self.stopped:
+            raise StopSweep(run.score)
+        return run.score
+
+    def _finished(self, run: Run, stage: str) -> None:
+        """Progress bar and the 'run' event; a run cut short by the callback stops the sweep."""
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{stage} score={run.score:.3f}")
+        if run.stopped:
+            self.stopped = True
+            return
+        self.done += 1
+        metrics = {"score": run.score, "train_loss": run.loss, "d": run.d, "seed": run.seed}
+        if notify(self.callback, Event(METHOD, "run", self.done, self.planned, metrics, stage)):
+            self.stopped = True
+
+    # ------------------------------------------------------------ the result
+    def _sweep(self) -> Sweep | None:
+        """The finished runs' scores against the baseline (None before there is a baseline)."""
+        if self.base_score is None:
+            return None
+        sweep = Sweep(self.base_score, self.cfg.threshold)
+        for run in self.runs:
+            if not run.stopped:
+                sweep.add(run.d, run.score)
+        return sweep
+
+    def _chosen(self, sweep: Sweep | None) -> Run | None:
+        """The run to save: the best seed at d90, else the best run at the largest d."""
+        done = [r for r in self.runs if not r.stopped]
+        if not done:
+            return None
+        d = (sweep.d90() if sweep else None) or max(r.d for r in done)
+        return max((r for r in done if r.d == d), key=lambda r: r.score)
+
+    def result(self, data: dict, trigger, status: str, started: float) -> D90Result:
+        sweep = self._sweep()
+        report = sweep.report() if sweep is not None else {"threshold": self.cfg.threshold}
+        chosen = self._chosen(sweep)
+        tensors = dict(chosen.tensors) if chosen else {}
+        if trigger is not None:
+            tensors["trigger_ids"] = torch.tensor(trigger, dtype=torch.long)
+        metric = self.task.metric
+        runs = ([self.baseline] if self.baseline else []) + self.runs
+        history = [{"d": r.d, "seed": r.seed, "baseline": r is self.baseline, "loss": r.losses} for r in runs]
+        return D90Result(
+            **base_fields(METHOD, self.cfg, self.task, data), tensors=tensors,
+            metrics={"dev": {metric: chosen.score, "n_scored": len(self.dev)}} if chosen else {},
+            history=history, timings=self._timings(started), status=status, metric=metric, **report, D=self.D,
+            n_tensors=len(self.base), baseline_run=self.baseline.record() if self.baseline else None,
+            runs=[r.record() for r in self.runs], saved_run=chosen.record() if chosen else None, trigger_ids=trigger)
+
+    def _timings(self, started: float) -> dict:
+        """Total seconds; mean seconds (wall and CPU) per training step of the baseline and of the subspace runs."""
+        steps = sum(r.steps for r in self.runs)
+        b = self.baseline
+
+        def per_step(attr: str) -> float | None:
+            return sum(getattr(r, attr) * r.steps for r in self.runs) / steps if steps else None
+
+        return {"total_seconds": time.perf_counter() - started,
+                "baseline_seconds_per_step": b.step_seconds if b else None,
+                "baseline_cpu_seconds_per_step": b.step_cpu_seconds if b else None,
+                "subspace_seconds_per_step": per_step("step_seconds"),
+                "subspace_cpu_seconds_per_step": per_step("step_cpu_seconds")}

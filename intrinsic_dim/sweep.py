@@ -2,7 +2,8 @@
 
 Model-agnostic: `run_sweep` calls run_fn(d, seed) -> score. Dimensions are given, or found
 automatically: a log grid (10, 30, 100, 300, ...) until the mean score passes, then bisection (on a
-log scale) between the last failing and the first passing d.
+log scale) between the last failing and the first passing d. run_fn ends the sweep early by
+raising `StopSweep` (the sweep keeps what is done and says `stopped`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def log_grid(max_dim: int, start: int = 10, min_dim: int = 1) -> list[int]:
     return [*out, max_dim] if max_dim >= min_dim else out
 
 
+class StopSweep(Exception):
+    """Raised by run_fn to end the sweep; `score`, when given, is recorded first (a finished run)."""
+
+    def __init__(self, score: float | None = None):
+        super().__init__("sweep stopped")
+        self.score = score
+
+
 @dataclass
 class Sweep:
     """Scores per (d, seed) against a baseline; d90 from the mean over seeds, spread from each seed."""
@@ -35,6 +44,7 @@ class Sweep:
     baseline: float
     threshold: float = 0.9
     scores: dict[int, list[float]] = field(default_factory=dict)
+    stopped: bool = False
 
     @property
     def target(self) -> float:
@@ -81,7 +91,13 @@ class Sweep:
 
 def _run_dim(sweep: Sweep, run_fn: Callable[[int, int], float], d: int, seeds: int) -> bool:
     for s in range(seeds):
-        sweep.add(d, float(run_fn(d, s)))
+        try:
+            score = run_fn(d, s)
+        except StopSweep as stop:
+            if stop.score is not None:
+                sweep.add(d, float(stop.score))
+            raise
+        sweep.add(d, float(score))
     logger.info("d=%d: score %.4f (target %.4f)%s", d, sweep.mean(d), sweep.target,
                 " reached" if sweep.passed(d) else "")
     return sweep.passed(d)
@@ -104,15 +120,23 @@ def run_sweep(run_fn: Callable[[int, int], float], baseline: float, dims: list[i
               start: int = 10) -> Sweep:
     """Scores of run_fn(d, seed) for seed in range(seeds), over `dims` or the automatic search."""
     sweep = Sweep(baseline, threshold)
+    try:
+        _search(sweep, run_fn, dims, seeds, max_dim, bisect_steps, min_dim, start)
+    except StopSweep:
+        sweep.stopped = True
+        logger.info("sweep stopped after %d runs", sum(len(s) for s in sweep.scores.values()))
+    return sweep
+
+
+def _search(sweep: Sweep, run_fn, dims, seeds, max_dim, bisect_steps, min_dim, start) -> None:
     if dims:
         for d in dims:
             _run_dim(sweep, run_fn, d, seeds)
-        return sweep
+        return
     lo = min_dim - 1
     for d in log_grid(max_dim, start, min_dim):
         if _run_dim(sweep, run_fn, d, seeds):
             bisect(sweep, run_fn, lo, d, seeds, bisect_steps)
-            return sweep
+            return
         lo = d
-    logger.warning("no d up to %d reached %.0f%% of the baseline; raise --max-dim", max_dim, 100 * threshold)
-    return sweep
+    logger.warning("no d up to %d reached %.0f%% of the baseline; raise --max-dim", max_dim, 100 * sweep.threshold)

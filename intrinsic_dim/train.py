@@ -1,8 +1,9 @@
-"""Training loops: subspace training of theta_d (and SAID scales) and the full fine-tuning baseline.
+"""The two kinds of run, both on the shared `frozen_lm.train.Trainer`: subspace training of theta_d
+(and the SAID scales) and the full fine-tuning baseline of the same tensors.
 
-`optimize` is model-agnostic: it minimizes loss_fn(values, batch_index) over a few named tensors.
-The language-model runs wrap it: the frozen weights are only read (overrides through
-functional_call); full fine-tuning trains one copy of the selected tensors, made once.
+The frozen weights are only read (overrides through functional_call); full fine-tuning trains one
+copy of the selected tensors, made once. Both score their final state on the dev rows with the
+shared evaluator (keep_best is off: no checkpoint copies).
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from frozen_lm.encode import Rows
+from frozen_lm.events import Callback
+from frozen_lm.train import Trainer, TrainResult, TrainSettings, metric_of
+from intrinsic_dim.apply import dev_metrics
 from intrinsic_dim.objective import Objective
-from intrinsic_dim.projections import generator, make_projection
+from intrinsic_dim.projections import make_projection
+from intrinsic_dim.result import METHOD
 from intrinsic_dim.subspace import Subspace, projection_dim
 
 logger = logging.getLogger(__name__)
@@ -25,100 +29,81 @@ SAID_LR = 1e-2  # learning rate of the SAID scales (they start at 1)
 
 
 @dataclass
-class Settings:
-    steps: int = 100
-    batch_size: int = 8
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    seed: int = 0
-    eval_batch_size: int = 32
-
-
-@dataclass
 class Run:
-    """One training run: its dimension, seed, dev score, final train loss, time and trained tensors."""
+    """One training run: its dimension, seed, dev score, final train loss, time and trained tensors.
+    stopped: a callback ended it before its last step (its score is of the state it reached)."""
 
     d: int
     seed: int
     score: float
     loss: float
     seconds: float
+    steps: int = 0
+    step_seconds: float = 0.0
+    step_cpu_seconds: float = 0.0
+    stopped: bool = False
+    losses: list[float] = field(default_factory=list, repr=False)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def record(self) -> dict:
-        return {"d": self.d, "seed": self.seed, "score": self.score, "train_loss": self.loss,
-                "seconds": round(self.seconds, 3)}
+        out = {"d": self.d, "seed": self.seed, "score": self.score, "train_loss": self.loss,
+               "seconds": round(self.seconds, 3), "steps": self.steps, "s_per_step": round(self.step_seconds, 4)}
+        return {**out, "stopped": True} if self.stopped else out
 
 
-def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless batches of example indices, reshuffled each epoch from `seed`."""
-    g = generator(seed)
-    while True:
-        order = torch.randperm(n, generator=g)
-        for start in range(0, n, batch_size):
-            yield order[start: start + batch_size]
+def _run(d: int, seed: int, res: TrainResult, start: float, tensors: dict[str, torch.Tensor]) -> Run:
+    losses = [h["loss"] for h in res.history if "loss" in h]
+    score = metric_of(res.last_metrics) if res.last_metrics else float("nan")
+    return Run(d, seed, score, losses[-1] if losses else float("nan"), time.perf_counter() - start, res.steps_done,
+               res.step_seconds, res.step_cpu_seconds, res.stopped == "callback", losses, tensors)
 
 
-def make_optimizer(groups: list[dict], kind: str) -> torch.optim.Optimizer:
-    if kind == "sgd":
-        return torch.optim.SGD(groups)
-    return torch.optim.Adam(groups)
-
-
-def optimize(values: dict[str, torch.Tensor], loss_fn: Callable[[dict, torch.Tensor], torch.Tensor],
-             n_examples: int, settings: Settings, lrs: dict[str, float] | None = None,
-             progress: Callable[[int, float], None] | None = None) -> list[float]:
-    """Minimize loss_fn(values, batch_index) in place over `values` (leaf tensors); loss history."""
-    for v in values.values():
-        v.requires_grad_(True)
-    lrs = lrs or {}
-    groups = [{"params": [v], "lr": lrs.get(k, settings.lr)} for k, v in values.items()]
-    opt = make_optimizer(groups, settings.optimizer)
-    history = []
-    batches = batch_indices(n_examples, settings.batch_size, settings.seed)
-    for step in range(settings.steps):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(values, next(batches))
-        loss.backward()
-        opt.step()
-        history.append(float(loss.detach()))
-        if not math.isfinite(history[-1]):
-            logger.warning("loss is %s at step %d; lower the learning rate", history[-1], step)
-            break
-        if progress:
-            progress(step, history[-1])
-    for v in values.values():
-        v.requires_grad_(False)
-    return history
+def _settings(settings: TrainSettings, **changes) -> TrainSettings:
+    """The run's settings: the final state is scored once, after the last step."""
+    return replace(settings, keep_best=False, eval_every=0, eval_first=False, **changes)
 
 
 def train_subspace(objective: Objective, base: dict[str, torch.Tensor], kind: str, d: int, seed: int,
-                   settings: Settings, train: Rows, dev: Rows, said: bool = False, **proj_kw) -> Run:
-    """Train theta_d in R^d (d includes the SAID scales) with projection `kind` drawn from `seed`."""
+                   settings: TrainSettings, train: Rows, dev: Rows, said: bool = False, *, eval_batch_size: int = 32,
+                   callback: Callback | None = None, stage: str = "", **proj_kw) -> Run:
+    """Train theta_d in R^d (d includes the SAID scales) with projection `kind` drawn from `seed`
+    (which also orders the batches)."""
     start = time.perf_counter()
-    torch.manual_seed(seed)
+    device = objective.lm.device
     D = sum(t.numel() for t in base.values())
-    proj = make_projection(kind, D, projection_dim(d, len(base), said), seed, objective.lm.device, **proj_kw)
+    proj = make_projection(kind, D, projection_dim(d, len(base), said), seed, device, **proj_kw)
     space = Subspace(base, proj, said)
-    values = space.init(objective.lm.device, torch.float32)
-    lrs = {"said_scale": SAID_LR}
+    values = space.init(device, torch.float32)
 
-    def loss_fn(v, idx):
-        return objective.loss(space.params(**v), train.subset(idx))
+    def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+        return objective.loss(space.params(**values), train.subset(idx))
 
-    hist = optimize(values, loss_fn, len(train), Settings(**{**vars(settings), "seed": seed}), lrs)
-    with torch.no_grad():
-        score = objective.score(space.params(**values), dev, settings.eval_batch_size)
-    return Run(d, seed, score, hist[-1] if hist else float("nan"), time.perf_counter() - start, values)
+    def evaluate() -> dict:
+        with torch.no_grad():
+            return dev_metrics(objective, space.params(**values), dev, eval_batch_size)
+
+    st = _settings(settings, seed=seed, lrs={"said_scale": SAID_LR, **settings.lrs})
+    res = Trainer(values, loss_fn, len(train), st, evaluate, callback=callback, method=METHOD,
+                  stage=stage or f"d={d} seed={seed}").run()
+    return _run(d, seed, res, start, values)
 
 
-def train_full(objective: Objective, base: dict[str, torch.Tensor], settings: Settings,
-               train: Rows, dev: Rows) -> Run:
+def train_full(objective: Objective, base: dict[str, torch.Tensor], settings: TrainSettings, train: Rows, dev: Rows,
+               *, eval_batch_size: int = 32, callback: Callback | None = None, stage: str = "baseline") -> Run:
     """Full fine-tuning of the same tensors with the same objective (one trainable copy, returned)."""
     start = time.perf_counter()
-    torch.manual_seed(settings.seed)
     values = {k: v.detach().clone() for k, v in base.items()}
-    hist = optimize(values, lambda v, idx: objective.loss(v, train.subset(idx)), len(train), settings)
-    score = objective.score(values, dev, settings.eval_batch_size)
+
+    def evaluate() -> dict:
+        return dev_metrics(objective, values, dev, eval_batch_size)
+
+    res = Trainer(values, lambda idx: objective.loss(values, train.subset(idx)), len(train), _settings(settings),
+                  evaluate, callback=callback, method=METHOD, stage=stage).run()
     D = sum(t.numel() for t in base.values())
-    return Run(D, settings.seed, score, hist[-1] if hist else float("nan"), time.perf_counter() - start, values)
+    return _run(D, settings.seed, res, start, values)
+
+
+def subspace_lr(lr: float | None, baseline_lr: float, D: int, d_proj: int) -> float:
+    """lr, or baseline_lr * sqrt(D / d): Adam moves theta_d by about lr per coordinate, so this
+    gives steps in theta as long as full fine-tuning's."""
+    return lr if lr is not None else baseline_lr * math.sqrt(D / d_proj)

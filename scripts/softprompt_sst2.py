@@ -1,10 +1,10 @@
-"""Thin driver: prompt tuning on SST-2 16-shot, then the gap to its nearest-token reading.
+"""Thin driver: prompt (or prefix) tuning on SST-2 16-shot, then the gap to its nearest-token reading.
 
-Runs the two commands a user would type (each under `flock /tmp/bench.lock`, so real-model runs on
-a shared machine take turns):
+The API calls a user would make, holding `/tmp/bench.lock` (real-model runs on a shared machine take
+turns) with 2 torch threads. The same run as the two commands
 
-    autoprompt tune --num-virtual-tokens 20 --template '{sentence} It was [P] .' ... --out runs/sp-sst2-42
-    autoprompt nearest runs/sp-sst2-42 --evaluate --data .../test.jsonl
+    autoprompt tune --num-virtual-tokens 20 --template '{sentence} It was [P] .' ... --eval-every 10 --out runs/sp-sst2-prompt-42
+    autoprompt nearest runs/sp-sst2-prompt-42 --evaluate --data .../test.jsonl
 
 Usage: python scripts/softprompt_sst2.py [--seed 42] [--method prompt|prefix] [--steps 40]
 """
@@ -12,11 +12,36 @@ Usage: python scripts/softprompt_sst2.py [--seed 42] [--method prompt|prefix] [-
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import fcntl
+import json
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "k-shot" / "sst2"
+TEMPLATE, LABELS = "{sentence} It was [P] .", "0=terrible,1=great"
+INIT = "text:Classify the sentiment of this review as great or terrible"
+
+
+def run(args) -> list[dict]:
+    import softprompt
+    from frozen_lm import FrozenLM, PromptTask, evaluate
+
+    lm = FrozenLM.load(args.model)
+    task = PromptTask(lm, TEMPLATE, LABELS)
+    split, test = DATA / f"16-{args.seed}", str(DATA / "test.jsonl")
+    config = softprompt.TuneConfig(method=args.method, num_virtual_tokens=20, init=INIT, steps=args.steps, eval_every=10,
+                                   seed=args.seed)
+    result = softprompt.tune(task, str(split / "train.jsonl"), str(split / "dev.jsonl"), config,
+                             out=f"runs/sp-sst2-{args.method}-{args.seed}")
+    rows = [{"prompt": f"{result.method} (learned)", "dev": result.metrics["dev"]["accuracy"],
+             **evaluate(task, test, prompt=result), "s/step": result.timings["step_seconds"]}]
+    if args.method == "prompt":
+        reading = softprompt.nearest(result, k=5)
+        for slot in reading.table_rows():
+            print(json.dumps(slot))
+        rows.append({"prompt": f"nearest tokens {reading.trigger_text!r}",
+                     **evaluate(task, test, prompt=reading.prompt)})
+        print("evaluate it with:", reading.command(test))
+    return rows
 
 
 def main() -> None:
@@ -26,19 +51,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--model", default="smollm2-135m")
     args = p.parse_args()
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # torch then uses 2 threads
-    split, out = DATA / f"16-{args.seed}", f"runs/sp-sst2-{args.method}-{args.seed}"
-    tune = ["autoprompt", "tune", "--model", args.model, "--method", args.method, "--num-virtual-tokens", "20",
-            "--template", "{sentence} It was [P] .", "--label-map", "0=terrible,1=great",
-            "--init", "text:Classify the sentiment of this review as great or terrible",
-            "--train", str(split / "train.jsonl"), "--dev", str(split / "dev.jsonl"), "--steps", str(args.steps),
-            "--eval-every", "10", "--seed", str(args.seed), "--out", out]
-    subprocess.run(["flock", "/tmp/bench.lock", *tune], check=True, env=env)
-    if args.method == "prompt":
-        nearest = ["autoprompt", "nearest", out, "--k", "5", "--evaluate", "--data", str(DATA / "test.jsonl")]
-        subprocess.run(["flock", "/tmp/bench.lock", *nearest], check=True, env=env)
-    else:
-        subprocess.run(["flock", "/tmp/bench.lock", "autoprompt", "evaluate", out, "--data", str(DATA / "test.jsonl")], check=True, env=env)
+    import torch
+
+    torch.set_num_threads(2)
+    with open("/tmp/bench.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for row in run(args):
+            print(json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""TuneConfig: every option of `autoprompt tune`, with help text, choices and validation.
+"""TuneConfig: every option of `softprompt.tune` (and `autoprompt tune`), with help text, choices
+and validation.
 
-One flat dataclass (as in PEFT's PromptTuningConfig): the command line is generated from its fields
-(`frozen_lm.cli.options_from`), and it is saved verbatim in the artifact's config.json.
+One flat dataclass (as in PEFT's PromptTuningConfig): the command line is generated from its fields,
+and it is saved verbatim, seed included, in the artifact's config.json.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from frozen_lm.errors import UserError
@@ -55,7 +55,7 @@ class TuneConfig:
         "help": "stop after this many dev evaluations without improvement (0: never stop early)"})
     eval_batch_size: int = field(default=32, metadata={"help": "examples per forward pass when scoring"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for the forward pass on CUDA (ignored on CPU)"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar with loss and dev score"})
+    seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -96,8 +96,3 @@ def parse_init(spec: str) -> tuple[str, str | None]:
             raise UserError("--init text: needs some text, e.g. --init 'text:Classify the sentiment'")
         return "text", text
     raise UserError(f"--init {spec!r} is unknown; use random, vocab, labels or text:\"...\"")
-
-
-def strip_triggers(template: str) -> str:
-    """The template without its [T] slots (prefix tuning puts its prompt in the key/values instead)."""
-    return re.sub(r"\[T\]\s*", "", template).strip()

@@ -34,6 +34,17 @@ def check_prepended(template: str, k: int) -> None:
                         "has [T] slots inside the text; train with --num-virtual-tokens K and no [T] in the template")
 
 
+def check_exportable(lm: FrozenLM, method: str, template: str, k: int) -> None:
+    """UserError unless a soft prompt of `method` ('prompt' or 'prefix') trained with the effective
+    `template` (k slots) on `lm` has a PEFT equivalent (run before training, so nothing is wasted)."""
+    if lm.is_masked:
+        if method == "prefix":
+            raise UserError("--export-peft: PEFT prefix tuning here supports causal LMs only")
+        raise UserError("--export-peft: PEFT prompt tuning has no masked-LM task type; export works for causal LMs")
+    if method == "prompt":
+        check_prepended(template, k)
+
+
 def peft_config(lm: FrozenLM, k: int, base_model: str) -> dict:
     """adapter_config.json contents for PEFT's PROMPT_TUNING on a causal LM."""
     c = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
@@ -57,8 +68,7 @@ def export_peft_prefix(out_dir, kv: torch.Tensor, lm: FrozenLM, base_model: str 
     """Write PEFT's prefix-tuning files for folded key/values (L, 2, kv_heads, P, head_dim)."""
     from safetensors.torch import save_file
 
-    if lm.is_masked:
-        raise UserError("--export-peft: PEFT prefix tuning here supports causal LMs only")
+    check_exportable(lm, "prefix", "", kv.shape[3])
     n_layers, _, kv_heads, length, head_dim = kv.shape
     table = kv.detach().float().permute(3, 0, 1, 2, 4).reshape(length, -1)  # PEFT: view(P, L*2, heads, hd)
     out = Path(out_dir)
@@ -78,10 +88,8 @@ def export_peft(out_dir, vectors: torch.Tensor, lm: FrozenLM, template: str, bas
     """Write PEFT's prompt-tuning files for vectors (k, H) trained with `template`; returns the folder."""
     from safetensors.torch import save_file
 
-    if lm.is_masked:
-        raise UserError("--export-peft: PEFT prompt tuning has no masked-LM task type; export works for causal LMs")
     k = vectors.shape[0]
-    check_prepended(template, k)
+    check_exportable(lm, "prompt", template, k)
     before, _ = special_tokens_around(lm.tokenizer)
     if before:
         logger.warning("PEFT puts its virtual tokens before %s, this prompt was trained after it; "

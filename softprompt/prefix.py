@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from frozen_lm.encode import Rows
+from frozen_lm.evaluate import Bound, FunctionBound
 from frozen_lm.model import FrozenLM, Prefix
 
 
@@ -31,11 +32,16 @@ def prefix_logits(lm: FrozenLM, rows: Rows, kv: torch.Tensor) -> torch.Tensor:
                         prefix=as_prefix(kv, lm.dtype))
 
 
-def reserve_positions(task, length: int) -> None:
-    """Shorten the task's rows so that a prefix of `length` positions still fits the model's positions."""
-    limit = getattr(task.lm.config, "max_position_embeddings", None)
-    if limit and task.encoder.max_length + length > limit:
-        task.encoder.max_length = limit - length
+class PrefixBound(Bound):
+    """Prefix key/values (L, 2, kv, P, hd) that every layer attends to before the task's rows (the
+    task keeps P positions free: see softprompt.effective)."""
+
+    def __init__(self, task, kv: torch.Tensor):
+        super().__init__(task)
+        self.kv = kv
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        return prefix_logits(self.task.lm, rows, self.kv)
 
 
 def _uniform_(weight: torch.Tensor, bound: float, generator: torch.Generator) -> None:
@@ -83,6 +89,10 @@ class PrefixParams(nn.Module):
 
     def logits(self, lm: FrozenLM, rows: Rows) -> torch.Tensor:
         return prefix_logits(lm, rows, self())
+
+    def bind(self, task) -> FunctionBound:
+        """The current prefix applied to `task` (recomputed through the MLP at every call)."""
+        return FunctionBound(task, lambda rows: self.logits(task.lm, rows))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"prefix": self.fold(), "prefix_init": self.init.clone()}

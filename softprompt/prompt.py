@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from frozen_lm.encode import Rows
+from frozen_lm.evaluate import Bound
 from frozen_lm.model import FrozenLM
 
 
@@ -27,6 +28,17 @@ def prompt_logits(lm: FrozenLM, rows: Rows, vectors: torch.Tensor) -> torch.Tens
     return lm.logits_at(rows.predict_pos, inputs_embeds=place(lm, rows, vectors), attention_mask=rows.attention_mask)
 
 
+class PromptBound(Bound):
+    """Prompt vectors (S, H) placed at the S [T] slots of the task's rows."""
+
+    def __init__(self, task, vectors: torch.Tensor):
+        super().__init__(task)
+        self.vectors = vectors
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        return prompt_logits(self.task.lm, rows, self.vectors)
+
+
 class SoftPrompt(nn.Module):
     """Trainable (S, H) prompt vectors, kept in float32 whatever the model's dtype."""
 
@@ -39,6 +51,10 @@ class SoftPrompt(nn.Module):
 
     def logits(self, lm: FrozenLM, rows: Rows) -> torch.Tensor:
         return prompt_logits(lm, rows, self.vectors)
+
+    def bind(self, task) -> PromptBound:
+        """The current vectors applied to `task` (they follow the training)."""
+        return PromptBound(task, self.vectors)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """What the artifact saves: the learned vectors and where they started."""

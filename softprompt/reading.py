@@ -2,17 +2,23 @@
 
 Distances are taken in the space the vectors live in, the embedding output space (token rows times
 embed_scale). The discrete reading of a prompt puts each slot's nearest token in the slot and is
-scored by the same evaluator as the soft prompt, so the gap between them is one command.
+scored by the same evaluator as the soft prompt, so the gap between them is one call:
+`evaluate(task, data, prompt=nearest(result).prompt)` beside `evaluate(task, data, prompt=result)`.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import dataclass, field
 
 import torch
 
 from frozen_lm.errors import UserError
+from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.model import FrozenLM
+from frozen_lm.task import TaskSpec
+from softprompt.effective import effective_task
 from softprompt.init import special_ids
 
 METRICS = ("cosine", "l2")
@@ -58,6 +64,8 @@ def describe(lm: FrozenLM, vectors: torch.Tensor, init: torch.Tensor | None, k: 
              keep_special: bool = False) -> list[dict]:
     """One row per slot: nearest tokens with distances, norm against the typical norm, drift."""
     table = token_table(lm)
+    vectors = vectors.detach().float().to(table.device)
+    init = None if init is None else init.detach().float().to(table.device)
     exclude = set() if keep_special else special_ids(lm.tokenizer)
     dist, ids = nearest_tokens(vectors, table, k, metric, exclude)
     typical = float(table.norm(dim=-1).median())
@@ -95,11 +103,102 @@ def discrete_trigger(lm: FrozenLM, described: list[dict]) -> tuple[list[int], st
     return ids, text, again == ids
 
 
-def evaluate_command(task_cfg: dict, trigger_text: str, data: str | None) -> str:
-    """The `autoprompt evaluate` line that scores the discrete reading of a soft prompt."""
-    parts = ["autoprompt", "evaluate", "--model", task_cfg["model"], "--template", task_cfg["template"]]
-    for key in ("label_map", "label_field", "text_fields"):
-        if task_cfg.get(key):
-            parts += ["--" + key.replace("_", "-"), str(task_cfg[key])]
-    parts += ["--trigger", trigger_text, "--data", data or task_cfg.get("dev") or "DATA"]
-    return shlex.join(parts)
+@dataclass
+class ReadingPrompt(DiscretePrompt):
+    """A soft prompt's nearest tokens as a discrete prompt for the task the soft prompt was given:
+    `bind` transforms the task as tuning did (softprompt.effective), then writes the tokens into its
+    [T] slots. template: the effective template; num_virtual_tokens: the prepended slots."""
+
+    template: str = ""
+    num_virtual_tokens: int | None = None
+
+    def bind(self, task):
+        eff, _ = effective_task(task, "prompt", self.num_virtual_tokens, effective=self.template)
+        return DiscretePrompt.bind(self, eff)
+
+
+@dataclass
+class NearestReading:
+    """What `nearest(result)` finds: per slot the nearest tokens, norms and drift (`slots`), and the
+    discrete reading (each slot's nearest token) as ids, text and tokenizer tokens.
+
+    prompt: the reading as a prompt for `evaluate` on the result's task; command(data): the
+    `autoprompt evaluate` line that scores it; to_dict(): the JSON report; table_rows(): a table."""
+
+    method: str
+    slots: list[dict]
+    trigger_ids: list[int]
+    trigger_text: str
+    trigger_tokens: list[str]
+    trigger_round_trips: bool
+    template: str  # the effective template whose [T] slots the tokens fill
+    task: TaskSpec
+    model: str
+    prompt: ReadingPrompt = field(repr=False)
+    dev: str | None = None  # the result's dev split, when it was a file or a named source
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "slots": self.slots, "trigger_ids": self.trigger_ids,
+                "trigger_text": self.trigger_text, "trigger_tokens": self.trigger_tokens,
+                "trigger_round_trips": self.trigger_round_trips, "template": self.template}
+
+    def table_rows(self) -> list[dict]:
+        return table_rows(self.slots)
+
+    def command(self, data: str | None = None) -> str:
+        """The `autoprompt evaluate` line that scores the discrete reading on `data` (default: the dev split)."""
+        spec = self.task
+        parts = ["autoprompt", "evaluate", "--model", self.model, "--template", self.template]
+        if spec.label_map:
+            parts += ["--label-map", label_map_text(spec.label_map)]
+        if spec.label_field != ("label" if spec.label_map else "obj_label"):
+            parts += ["--label-field", spec.label_field]
+        if spec.text_fields:
+            parts += ["--text-fields", spec.text_fields]
+        if spec.multi_token != "skip":
+            parts += ["--multi-token", spec.multi_token]
+        if data is not None and str(data).startswith("<"):
+            data = None  # in-memory rows have no name to type
+        parts += ["--trigger", self.trigger_text, "--data", str(data or self.dev or "DATA")]
+        return shlex.join(parts)
+
+
+def label_map_text(label_map: dict[str, list[str]]) -> str:
+    """'0=terrible,1=great|good' when every label and word allows it, else JSON."""
+    plain = all(not set(x) & set(",=|{}") and x == x.strip() and x
+                for label, words in label_map.items() for x in (label, *words))
+    if plain:
+        return ",".join(f"{label}={'|'.join(words)}" for label, words in label_map.items())
+    return json.dumps(label_map)
+
+
+def nearest(result, k: int = 5, metric: str = "cosine", keep_special: bool = False, lm: FrozenLM | None = None) -> NearestReading:
+    """The nearest vocabulary tokens of each vector of a prompt-tuning result, their norms against the
+    typical token-embedding norm, the drift from the initialization, and the discrete reading.
+
+    lm: the model to read with (default: `result.lm`, else the model the result names, loaded)."""
+    from softprompt.result import TuneResult
+
+    where = f"{result.saved_to}: " if getattr(result, "saved_to", None) else ""
+    if not isinstance(result, TuneResult):
+        raise UserError(f"{where}method {getattr(result, 'method', type(result).__name__)!r} is not a soft prompt "
+                        "(tune results only)")
+    if result.kind == "prefix":
+        raise UserError(f"{where}a prefix_tuning result holds key/values, not vectors in the embedding space; "
+                        "nearest tokens exist for prompt_tuning results")
+    if k < 1:
+        raise UserError(f"--k must be at least 1, got {k}")
+    lm = lm or result.lm or FrozenLM.load(result.model["name"])
+    result.check_model(lm)
+    result.require("prompt_embeddings")
+    vectors = result.tensors["prompt_embeddings"]
+    if vectors.shape[1] != lm.hidden_size:
+        raise UserError(f"prompt vectors have size {vectors.shape[1]}, the model's embeddings {lm.hidden_size}")
+    slots = describe(lm, vectors, result.tensors.get("init_embeddings"), k, metric, keep_special)
+    ids, text, round_trips = discrete_trigger(lm, slots)
+    discrete = DiscretePrompt.from_ids(lm.tokenizer, ids)
+    prompt = ReadingPrompt(discrete.trigger_ids, discrete.tokens, discrete.text, result.template,
+                           result.config.num_virtual_tokens)
+    dev = (result.data.get("dev") or {}).get("source")
+    return NearestReading(result.method, slots, ids, text, lm.tokenizer.convert_ids_to_tokens(ids), round_trips,
+                          result.template, result.task, lm.name, prompt, dev if dev and not dev.startswith("<") else None)

@@ -7,6 +7,7 @@ target token, the same encoding the verbalizer uses for multi-token label words.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -14,14 +15,20 @@ import torch
 from frozen_lm import data as data_mod
 from frozen_lm.encode import Rows, _pad
 from frozen_lm.errors import UserError
+from frozen_lm.task import Encoded
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Examples:
-    """Rows of B examples, with targets (B, M) token ids padded with -1 for the LM loss (else None)."""
+    """Rows of B examples, with targets (B, M) token ids padded with -1 for the LM loss (else None),
+    and what encoding skipped (facts with several-token answers)."""
 
     rows: Rows
     targets: torch.Tensor | None = None
+    n_skipped: int = 0
+    n_multi_token: int = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -31,7 +38,22 @@ class Examples:
         return Examples(self.rows.subset(index), targets)
 
     def to(self, device) -> Examples:
-        return Examples(self.rows.to(device), None if self.targets is None else self.targets.to(device))
+        targets = None if self.targets is None else self.targets.to(device)
+        return Examples(self.rows.to(device), targets, self.n_skipped, self.n_multi_token)
+
+    def encoded(self) -> Encoded:
+        """The rows as the shared evaluator takes them (notes left out: they were logged once)."""
+        return Encoded(self.rows, self.n_skipped, self.n_multi_token)
+
+
+def encode_split(task, data: data_mod.Dataset, target_field: str | None, name: str) -> Examples:
+    """Encode a split for training and scoring: the task's rows, or rows with targets for the LM loss."""
+    if target_field:
+        return encode_targets(task, data, target_field)
+    encoded = task.encode(data)
+    for note in encoded.notes:
+        logger.info("%s: %s", name, note)
+    return Examples(encoded.rows, None, encoded.n_skipped, encoded.n_multi_token)
 
 
 def encode_targets(task, data: data_mod.Dataset, target_field: str) -> Examples:
@@ -69,3 +91,14 @@ def lm_scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, int, 
     loss = torch.nn.functional.cross_entropy(flat[keep], tgt[keep], reduction="sum")
     correct = (flat[keep].argmax(-1) == tgt[keep]).sum()
     return float(loss), int(correct), int(keep.sum())
+
+
+@torch.no_grad()
+def lm_metrics(bound, data: Examples, batch_size: int) -> dict:
+    """Token accuracy and mean loss per target token of a bound prompt under teacher forcing."""
+    total, correct, count, order = 0.0, 0, 0, data.rows.by_length()
+    for start in range(0, len(data), batch_size):
+        part = data.subset(order[start:start + batch_size])
+        loss, c, n = lm_scores(bound.logits(part.rows), part.targets)
+        total, correct, count = total + loss, correct + c, count + n
+    return {"token_accuracy": correct / max(count, 1), "lm_loss": total / max(count, 1), "n_scored": len(data)}

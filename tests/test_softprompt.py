@@ -1,4 +1,4 @@
-"""Prompt tuning and prefix tuning on tiny random models: maths, inits, artifacts, PEFT, CLI errors."""
+"""Prompt tuning and prefix tuning on tiny random models: maths, inits, the API, artifacts, PEFT, CLI."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ import warnings
 import pytest
 import torch
 
-from frozen_lm.artifact import load_artifact, save_artifact
+import softprompt
+from frozen_lm import data as data_mod
+from frozen_lm.artifact import read_artifact
 from frozen_lm.data import Dataset
 from frozen_lm.errors import UserError
-from frozen_lm.task import PromptTask, TaskConfig
-from softprompt.apply import artifact_logits_fn
-from softprompt.config import TuneConfig, parse_init
+from frozen_lm.evaluate import Bound, DiscretePrompt, evaluate, score
+from frozen_lm.model import FrozenLM
+from frozen_lm.results import load_result
+from frozen_lm.task import PromptTask
+from frozen_lm.train import lr_factor
+from softprompt import TuneConfig, TuneResult
+from softprompt.config import parse_init
+from softprompt.effective import effective_task
 from softprompt.init import (
     fit_ids,
     frequency_order,
@@ -23,14 +30,15 @@ from softprompt.init import (
     token_kv,
     typical_norm,
 )
-from softprompt.nearest import describe, nearest_tokens, token_table
-from softprompt.prefix import PrefixParams, as_prefix, prefix_logits, reserve_positions
+from softprompt.prefix import PrefixParams, as_prefix, prefix_logits
 from softprompt.prompt import place
-from softprompt.train import lr_factor
-from softprompt.tune import run_tune
+from softprompt.reading import describe, nearest_tokens, token_table
+from softprompt.train import train_settings
 from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
-FAST = dict(steps=4, eval_every=2, progress=False, batch_size=4)
+FAST = dict(steps=4, eval_every=2, batch_size=4)
+LABELS = {"0": "terrible", "1": "great"}
+TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
 
 
 def _gen(seed=0):
@@ -38,7 +46,15 @@ def _gen(seed=0):
 
 
 def _task(lm, template="{sentence} [T] [T] [P]"):
-    return PromptTask(lm, template, {"0": "terrible", "1": "great"})
+    return PromptTask(lm, template, LABELS)
+
+
+def _demo():
+    return data_mod.load(DEV)
+
+
+def _tune(lm, template="{sentence} [T] [T] [T] [P]", train=TRAIN, dev=DEV, **cfg) -> TuneResult:
+    return softprompt.tune(_task(lm, template), train, dev, TuneConfig(**{**FAST, **cfg}), progress=False)
 
 
 # ------------------------------------------------------------------ training keeps the model frozen
@@ -47,44 +63,62 @@ def _task(lm, template="{sentence} [T] [T] [P]"):
 def test_frozen_weights_bit_identical_prompt_changes(tiny, kind, method):
     lm = tiny(kind)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    out = run_tune(TaskConfig(model="tiny"), TuneConfig(method=method, lr=0.05, **FAST), seed=0, lm=lm)
+    r = _tune(lm, method=method, lr=0.05)
     for k, v in lm.model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    t = out.module.tensors()
+    t = r.tensors
     learned, init = (t["prompt_embeddings"], t["init_embeddings"]) if method == "prompt" else (t["prefix"], t["prefix_init"])
     assert not torch.allclose(learned, init)
     assert all(not p.requires_grad for p in lm.model.parameters())
+    assert r.lm is lm and r.status == "done" and r.config.seed == 0
+    assert set(r.timings) == {"total_seconds", "step_seconds", "step_cpu_seconds"}
 
 
 def test_same_seed_same_result(tiny):
     lm = tiny("llama")
-    runs = [run_tune(TaskConfig(model="tiny"), TuneConfig(**FAST), seed=3, lm=lm) for _ in range(2)]
-    assert torch.equal(runs[0].module.vectors, runs[1].module.vectors)
-    assert runs[0].result.history == runs[1].result.history
+    runs = [_tune(lm, seed=3) for _ in range(2)]
+    assert torch.equal(runs[0].tensors["prompt_embeddings"], runs[1].tensors["prompt_embeddings"])
+    assert runs[0].history == runs[1].history and runs[0].metrics == runs[1].metrics
+    other = _tune(lm, seed=4)
+    assert not torch.equal(other.tensors["prompt_embeddings"], runs[0].tensors["prompt_embeddings"])
 
 
 def test_early_stopping_and_facts(tiny):
-    cfg = TuneConfig(steps=10, eval_every=1, patience=2, lr=1e-12, progress=False, batch_size=8)
-    out = run_tune(TaskConfig(model="tiny", train="demo:capitals"), cfg, seed=0, lm=tiny("llama"))
-    assert out.result.stopped == "early_stopping" and out.result.steps_done == 3 and out.result.best_step == 1
-    assert "p_at_1" in out.metrics["dev"]
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sub_label} [T] [T] [T] [P]")
+    cfg = TuneConfig(steps=10, eval_every=1, patience=2, lr=1e-12, batch_size=8)
+    r = softprompt.tune(task, "demo:capitals:train", "demo:capitals:dev", cfg, progress=False)
+    assert r.stopped == "early_stopping" and r.steps_done == 3 and r.best_step == 1
+    assert "p_at_1" in r.metrics["dev"] and r.metric == "p_at_1"
+    assert r.history[0]["step"] == 0 and "dev" in r.history[0]  # the initial prompt, for reference
 
 
 def test_adafactor_accumulation_and_schedule(tiny):
-    cfg = TuneConfig(optimizer="adafactor", grad_accum=2, warmup_steps=2, schedule="cosine", **FAST)
-    out = run_tune(TaskConfig(model="tiny"), cfg, seed=0, lm=tiny("gpt2"))
-    assert out.result.steps_done == 4 and all("loss" in h for h in out.result.history[1:])
-    lin = TuneConfig(steps=10, warmup_steps=2)
+    r = _tune(tiny("gpt2"), optimizer="adafactor", grad_accum=2, warmup_steps=2, schedule="cosine")
+    assert r.steps_done == 4 and all("loss" in h for h in r.history[1:])
+    lin = train_settings(TuneConfig(steps=10, warmup_steps=2))
     assert [round(lr_factor(s, lin), 3) for s in (0, 1, 2, 6, 10)] == [0.333, 0.667, 1.0, 0.5, 0.0]
 
 
-def test_lm_loss_on_target_field(tiny, tmp_path):
-    rows = [{**r, "target": "great" if r["label"] else "terrible"} for r in SENTIMENT_ROWS]
+def test_lm_loss_learns_a_planted_target(tiny, tmp_path):
+    """Every row's target is 'great': training on it lowers the LM loss and raises token accuracy, and
+    the reported loss is the hand-computed cross-entropy of the learned prompt."""
+    rows = [{**r, "target": "great"} for r in SENTIMENT_ROWS]
     data = str(write_jsonl(tmp_path / "t.jsonl", rows))
-    task_cfg = TaskConfig(model="tiny", template="{sentence} [T] [T] it was [P]", train=data, dev=data,
-                          label_map="0=terrible,1=great")
-    out = run_tune(task_cfg, TuneConfig(loss="lm", target_field="target", lr=0.1, **FAST), seed=0, lm=tiny("llama"))
-    assert 0 <= out.metrics["dev"]["token_accuracy"] <= 1 and out.metrics["dev"]["lm_loss"] > 0
+    lm = tiny("llama")
+    template = "{sentence} it was [T] [T] [P]"
+    r = _tune(lm, template, data, data, loss="lm", target_field="target", lr=0.3, steps=12, eval_every=4)
+    start, end = r.history[0]["dev"], r.metrics["dev"]
+    assert end["lm_loss"] < start["lm_loss"] - 0.3, (start, end)
+    assert start["token_accuracy"] == 0.0 and end["token_accuracy"] == 1.0 and r.metric == "token_accuracy"
+    task = _task(lm, template)
+    bound = r.bind(task)
+    great = lm.tokenizer.convert_tokens_to_ids("great")
+    encoded = bound.task.encode(data)
+    with torch.no_grad():
+        logits = bound.logits(encoded.rows)[:, 0].float()
+    by_hand = float(-torch.log_softmax(logits, -1)[:, great].mean())
+    assert end["lm_loss"] == pytest.approx(by_hand, rel=1e-5)
 
 
 # ------------------------------------------------------------------ inits
@@ -118,7 +152,7 @@ def test_init_text_repeats_or_cuts_and_labels_come_first(tiny):
     assert parse_init('text:"a b"') == ("text", "a b")
 
 
-# ------------------------------------------------------------------ prefixes
+# ------------------------------------------------------------------ prefixes and the effective task
 @pytest.mark.parametrize("kind,layout", [("gpt2", (2, 2, 2, 3, 16)), ("llama", (2, 2, 1, 3, 8)), ("bert", (2, 2, 2, 3, 16))])
 def test_prefix_shapes_follow_kv_layout(tiny, kind, layout):
     lm = tiny(kind)
@@ -144,11 +178,22 @@ def test_token_prefix_equals_prepended_text(tiny, kind):
 
 def test_long_rows_leave_room_for_the_prefix(tiny):
     lm = tiny("gpt2")  # 128 positions
-    task = _task(lm, "{sentence} [P]")
-    reserve_positions(task, 20)
+    task, k = effective_task(_task(lm, "{sentence} [T] [P]"), "prefix", 20)
+    assert k == 20 and task.spec.template == "{sentence} [P]" and task.spec.reserved_positions == 20
     rows = task.encode(Dataset("long", [{"sentence": "great movie " * 200, "label": 1}])).rows
     assert rows.input_ids.shape[1] <= 108
     assert torch.isfinite(prefix_logits(lm, rows, prefix_init(lm, task, 20, "random", _gen())[0])).all()
+
+
+def test_effective_task_prepends_slots_and_keeps_an_effective_task(tiny):
+    lm = tiny("llama")
+    task = _task(lm, "{sentence} it was [P]")
+    eff, k = effective_task(task, "prompt", 3)
+    assert (eff.spec.template, k) == ("[T][T][T]{sentence} it was [P]", 3) and task.spec.template == "{sentence} it was [P]"
+    same, k = effective_task(eff, "prompt", 3, effective=eff.spec.template)
+    assert same is eff and k == 3
+    with pytest.raises(UserError, match="has no \\[T\\] slots"):
+        effective_task(task, "prompt")
 
 
 def test_prefix_mlp_starts_at_init_and_folds(tiny):
@@ -173,14 +218,118 @@ def test_prompt_vectors_sit_at_the_slots(tiny):
     assert torch.equal(embeds[0, 0], lm.embed(rows.input_ids[0, :1])[0])
 
 
-def _demo():
-    from frozen_lm import data as data_mod
+# ------------------------------------------------------------------ the API
+def test_tune_writes_nothing_without_out(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = _tune(tiny("llama"))
+    assert list(tmp_path.iterdir()) == [] and r.saved_to is None
 
-    return data_mod.load("demo:sentiment:dev")
+
+@pytest.mark.parametrize("method", ["prompt", "prefix"])
+def test_out_writes_an_artifact_that_evaluates_the_same(tiny, tmp_path, method):
+    lm = tiny("llama")
+    task = _task(lm, "{sentence} it was [P]")
+    cfg = TuneConfig(method=method, num_virtual_tokens=3, **FAST)
+    r = softprompt.tune(task, TRAIN, DEV, cfg, out=tmp_path / "run", progress=False)
+    loaded = load_result(tmp_path / "run")
+    assert isinstance(loaded, TuneResult) and loaded.method == f"{method}_tuning" and loaded.lm is None
+    assert loaded.template == r.template and loaded.config == r.config and loaded.task == task.spec
+    assert loaded.metrics == json.loads(json.dumps(r.metrics)) and loaded.init_ids == r.init_ids
+    for name, t in r.tensors.items():
+        assert torch.equal(loaded.tensors[name], t.cpu()), name
+    in_memory = evaluate(task, _demo(), prompt=r)
+    assert evaluate(task, _demo(), prompt=loaded) == in_memory
+    assert in_memory["accuracy"] == r.metrics["dev"]["accuracy"]
+    assert r.data["train"]["source"] == TRAIN and r.data["dev"]["rows"] == 32
+
+
+def test_callback_sees_steps_and_can_stop(tiny):
+    events = []
+
+    def stop_at_two(event):
+        events.append(event)
+        return event.step == 2
+
+    r = softprompt.tune(_task(tiny("llama")), TRAIN, DEV, TuneConfig(steps=6, eval_every=0, batch_size=4),
+                        callback=stop_at_two, progress=False)
+    assert r.status == "stopped" and r.stopped == "callback" and r.steps_done == 2
+    assert [(e.kind, e.step, e.total, e.method) for e in events] == [("step", 1, 6, "prompt_tuning"), ("step", 2, 6, "prompt_tuning")]
+    assert "loss" in events[0].metrics and r.best_step == 2
+
+
+def test_prefix_result_evaluates_on_the_task_it_was_given(tiny):
+    lm = tiny("gpt2")
+    task = _task(lm, "{sentence} [T] [T] it was [P]")  # the [T] slots give the prefix length
+    r = softprompt.tune(task, TRAIN, None, TuneConfig(method="prefix", **FAST), progress=False)
+    assert r.template == "{sentence} it was [P]" and r.n_slots == 2 and "dev" not in r.metrics
+    eff = task.derive(template=r.template, reserved_positions=2)
+    on_given, on_effective = evaluate(task, DEV, prompt=r), evaluate(eff, DEV, prompt=r)
+    assert on_given == on_effective
+    bound = r.bind(task)
+    assert bound.task.spec.template == r.template and bound.task.spec.reserved_positions == 2
+    rows = eff.encode(_demo()).rows.subset([0, 1])
+    assert not torch.allclose(bound.logits(rows), lm.logits_at(rows.predict_pos, input_ids=rows.input_ids,
+                                                                attention_mask=rows.attention_mask))
+
+
+def test_bind_checks_slot_counts(tiny):
+    lm = tiny("llama")
+    r = _tune(lm, steps=1)
+    with pytest.raises(UserError, match="3 prompt vectors, but template"):
+        r.bind(_task(lm, "{sentence} [T] [P]"))
+
+
+def test_nearest_reading_evaluates_like_the_discrete_prompt(tiny):
+    lm = tiny("llama")
+    task = _task(lm, "{sentence} it was [P]")
+    r = softprompt.tune(task, TRAIN, DEV, TuneConfig(num_virtual_tokens=3, init="text:it was great", **FAST),
+                        progress=False)
+    reading = softprompt.nearest(r, k=2)
+    assert set(reading.to_dict()) == {"method", "slots", "trigger_ids", "trigger_text", "trigger_tokens",
+                                      "trigger_round_trips", "template"}
+    assert reading.template == "[T][T][T]{sentence} it was [P]" and len(reading.trigger_ids) == 3
+    eff = task.derive(template=reading.template)
+    filled = score(Bound(eff), eff.encode(_demo(), reading.trigger_ids).rows)  # the ids written into the rows
+    new_way = evaluate(task, DEV, prompt=reading.prompt)
+    assert new_way["accuracy"] == filled.correct / filled.n and new_way["n_scored"] == filled.n == 32
+    assert evaluate(eff, DEV, prompt=DiscretePrompt.from_ids(lm.tokenizer, reading.trigger_ids)) == new_way
+    line = reading.command()
+    assert line.startswith("autoprompt evaluate --model tiny-llama") and "--trigger" in line and DEV in line
+    assert "0=terrible,1=great" in line and len(reading.table_rows()) == 3
+
+
+def test_nearest_refuses_a_prefix(tiny):
+    r = _tune(tiny("llama"), method="prefix", steps=1)
+    with pytest.raises(UserError, match="holds key/values"):
+        softprompt.nearest(r)
+
+
+def test_format_1_artifacts_still_load(tiny, tmp_path):
+    """Package 0.1 saved the effective template as the task's, and the data sources and model in "task"."""
+    lm = tiny("llama")
+    task = _task(lm, "{sentence} it was [P]")
+    for method in ("prompt", "prefix"):
+        r = softprompt.tune(task, TRAIN, DEV, TuneConfig(method=method, num_virtual_tokens=2, steps=1),
+                            out=tmp_path / method, progress=False)
+        meta = json.loads((tmp_path / method / "config.json").read_text())
+        old_task = {**meta["task"], "template": r.template, "model": "tiny", "train": TRAIN, "dev": DEV, "device": "auto",
+                    "dtype": "auto", "label_map": "0=terrible,1=great"}
+        old_task.pop("reserved_positions")
+        old = {"method": meta["method"], "config": {**meta["config"], "progress": False}, "task": old_task,
+               "seed": 0, "model": meta["model"], "versions": meta["versions"]}
+        (tmp_path / method / "config.json").write_text(json.dumps(old))
+        results = json.loads((tmp_path / method / "results.json").read_text())
+        results.pop("template")
+        (tmp_path / method / "results.json").write_text(json.dumps(results))
+        loaded = load_result(tmp_path / method)
+        assert loaded.template == r.template and loaded.data["dev"]["source"] == DEV
+        expected = evaluate(task, DEV, prompt=r)
+        assert evaluate(loaded.task_for(lm), DEV, prompt=loaded) == expected
+        assert evaluate(task, DEV, prompt=loaded) == expected
 
 
 # ------------------------------------------------------------------ artifacts and CLI
-def _tune(cli, folder, out, *extra):
+def _cli_tune(cli, folder, out, *extra):
     result = cli("tune", "--model", folder, "--steps", 3, "--eval-every", 0, "--no-progress", "--out", out, "--json", *extra)
     assert result.exit_code == 0, result.output
     return json.loads(result.output.strip().splitlines()[-1])
@@ -189,60 +338,98 @@ def _tune(cli, folder, out, *extra):
 @pytest.mark.parametrize("method", ["prompt", "prefix"])
 def test_save_load_round_trip(cli, tiny_folder, tmp_path, method):
     folder = tiny_folder("llama")
-    summary = _tune(cli, folder, tmp_path / "run", "--method", method)
-    art = load_artifact(tmp_path / "run")
-    assert art.method == f"{method}_tuning" and art.config["method"] == method
+    summary = _cli_tune(cli, folder, tmp_path / "run", "--method", method)
+    assert set(summary) == {"method", "slots", "steps", "best_step", "train_accuracy", "dev_accuracy", "s/step",
+                            "stopped", "out"}
+    assert summary["method"] == f"{method}_tuning" and summary["slots"] == 3 and summary["steps"] == 3
+    art = read_artifact(tmp_path / "run")
+    assert art.method == f"{method}_tuning" and art.meta["config"]["method"] == method
     assert set(art.tensors) == ({"prompt_embeddings", "init_embeddings"} if method == "prompt" else {"prefix", "prefix_init"})
     again = cli("evaluate", tmp_path / "run", "--model", folder, "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.output.strip().splitlines()[-1])["accuracy"] == summary["dev_accuracy"]
 
 
-def test_peft_export_round_trip(cli, tiny_folder, tmp_path):
-    peft = pytest.importorskip("peft")
+def test_cli_prints_the_summary_table(cli, tiny_folder, tmp_path):
+    folder = tiny_folder("llama")
+    result = cli("tune", "--model", folder, "--steps", 2, "--no-progress", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-3] == f"prompt_tuning on {folder}, artifact {tmp_path / 'run'}"
+    assert lines[-2].split() == ["method", "slots", "steps", "best_step", "train_accuracy", "dev_accuracy", "s/step",
+                                 "stopped", "out"]
+    help_text = cli("tune", "--help").output
+    assert "prefix tuning (trainable key/values at every layer)" in help_text and "--export-peft" in help_text
+    assert "--seed" in help_text and "autoprompt tune --method prefix --num-virtual-tokens 10" in help_text
+
+
+def test_cli_virtual_tokens_take_the_demo_manual_template(cli, tiny_folder, tmp_path):
+    _cli_tune(cli, tiny_folder("llama"), tmp_path / "run", "--num-virtual-tokens", 2, "--seed", 5)
+    result = load_result(tmp_path / "run")
+    assert result.task.template == "{sentence} It was [P] ." and result.template == "[T][T]{sentence} It was [P] ."
+    assert result.config.seed == 5 and result.data["train"]["source"] == TRAIN
+    assert_user_error(cli("nearest", tmp_path / "run", "--k", 0), "--k must be at least 1")
+
+
+def test_cli_nearest_refuses_a_prefix(cli, tiny_folder, tmp_path):
+    _cli_tune(cli, tiny_folder("llama"), tmp_path / "run", "--method", "prefix")
+    assert_user_error(cli("nearest", tmp_path / "run"), "holds key/values")
+
+
+def _peft_logits(peft, folder, peft_dir, input_ids, attention_mask):
     from transformers import AutoModelForCausalLM
 
-    folder = tiny_folder("gpt2")
-    _tune(cli, folder, tmp_path / "run", "--num-virtual-tokens", 3, "--template", "{sentence} it was [P]",
-          "--export-peft", tmp_path / "peft")
-    art = load_artifact(tmp_path / "run")
-    assert art.task["template"].startswith("[T][T][T]{sentence}")
-    from frozen_lm.model import FrozenLM
-
-    lm = FrozenLM.load(folder)
-    task = PromptTask.from_config(lm, TaskConfig(**art.task))
-    rows = task.encode(_demo()).rows.subset([0, 1, 2])
-    ours = artifact_logits_fn(art, lm, task)(rows)
-    plain = rows.input_ids[:, 3:]  # PEFT prepends its 3 virtual tokens to the text without slots
     with warnings.catch_warnings(), torch.no_grad():  # PEFT calls transformers' deprecated aliases
         warnings.simplefilter("ignore", FutureWarning)
-        model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(tmp_path / "peft")).eval()
-        logits = model(input_ids=plain, attention_mask=rows.attention_mask[:, 3:]).logits
+        model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(peft_dir)).eval()
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def test_peft_export_round_trip(cli, tiny_folder, tmp_path):
+    peft = pytest.importorskip("peft")
+    folder = tiny_folder("gpt2")
+    _cli_tune(cli, folder, tmp_path / "run", "--num-virtual-tokens", 3, "--template", "{sentence} it was [P]",
+              "--export-peft", tmp_path / "peft")
+    result, lm = load_result(tmp_path / "run"), FrozenLM.load(folder)
+    assert result.template.startswith("[T][T][T]{sentence}") and result.task.template == "{sentence} it was [P]"
+    bound = result.bind(result.task_for(lm))
+    rows = bound.task.encode(_demo()).rows.subset([0, 1, 2])
+    ours = bound.logits(rows)
+    plain = rows.input_ids[:, 3:]  # PEFT prepends its 3 virtual tokens to the text without slots
+    logits = _peft_logits(peft, folder, tmp_path / "peft", plain, rows.attention_mask[:, 3:])
     theirs = logits.gather(1, rows.predict_pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     assert torch.allclose(ours, theirs, atol=1e-4)
+    result.export_peft(tmp_path / "again", lm=lm)  # the API writes the same files
+    assert (tmp_path / "again" / "adapter_model.safetensors").read_bytes() == \
+        (tmp_path / "peft" / "adapter_model.safetensors").read_bytes()
 
 
 def test_peft_prefix_export_round_trip(cli, tiny_folder, tmp_path):
     peft = pytest.importorskip("peft")
-    from transformers import AutoModelForCausalLM
-
-    from frozen_lm.model import FrozenLM
-
     folder = tiny_folder("llama")  # one key/value head: PEFT's grouped-query layout
-    _tune(cli, folder, tmp_path / "run", "--method", "prefix", "--num-virtual-tokens", 2, "--template", "{sentence} it was [P]",
-          "--export-peft", tmp_path / "peft")
-    art, lm = load_artifact(tmp_path / "run"), FrozenLM.load(folder)
-    task = PromptTask.from_config(lm, TaskConfig(**art.task))
-    rows = task.encode(_demo()).rows.subset([0, 1, 2])
-    ours = artifact_logits_fn(art, lm, task)(rows)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(tmp_path / "peft")).eval()
-        logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
+    _cli_tune(cli, folder, tmp_path / "run", "--method", "prefix", "--num-virtual-tokens", 2, "--template",
+              "{sentence} it was [P]", "--export-peft", tmp_path / "peft")
+    result, lm = load_result(tmp_path / "run"), FrozenLM.load(folder)
+    bound = result.bind(result.task_for(lm))
+    rows = bound.task.encode(_demo()).rows.subset([0, 1, 2])
+    ours = bound.logits(rows)
+    logits = _peft_logits(peft, folder, tmp_path / "peft", rows.input_ids, rows.attention_mask)
     theirs = logits.gather(1, rows.predict_pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     assert torch.allclose(ours, theirs, atol=1e-4)
     plain = lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask)
     assert not torch.allclose(plain, theirs, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind,args,fragment", [
+    ("bert", ("--method", "prefix", "--num-virtual-tokens", 2), "PEFT prefix tuning here supports causal LMs only"),
+    ("bert", ("--num-virtual-tokens", 2), "PEFT prompt tuning has no masked-LM task type"),
+    ("llama", ("--template", "{sentence} [T] [T] [P]"), "has [T] slots inside the text"),
+])
+def test_export_peft_that_cannot_work_is_refused_before_training(cli, tiny_folder, tmp_path, kind, args, fragment):
+    result = cli("tune", "--model", tiny_folder(kind), "--steps", 2, "--no-progress", "--out", tmp_path / "r",
+                 "--export-peft", tmp_path / "peft", *args)
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "r" / "config.json").exists() and not (tmp_path / "peft").exists()
 
 
 def test_nearest_finds_a_planted_token(cli, tiny, tiny_folder, tmp_path):
@@ -255,10 +442,10 @@ def test_nearest_finds_a_planted_token(cli, tiny, tiny_folder, tmp_path):
     assert rows[0]["nearest"][0]["token"] == "great" and rows[0]["drift_l2"] == 0
 
     folder = tiny_folder("llama")
-    _tune(cli, folder, tmp_path / "run")
-    art = load_artifact(tmp_path / "run")
-    tensors = {"prompt_embeddings": token_table(lm)[[great, great, great + 1]], "init_embeddings": art.tensors["init_embeddings"]}
-    save_artifact(tmp_path / "run", art.method, art.config, art.task, lm, 0, tensors, art.results)
+    _cli_tune(cli, folder, tmp_path / "run")
+    saved = load_result(tmp_path / "run")
+    saved.tensors["prompt_embeddings"] = token_table(lm)[[great, great, great + 1]]
+    saved.save(tmp_path / "run")
     result = cli("nearest", tmp_path / "run", "--k", 2, "--metric", "l2", "--json", "--evaluate")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
@@ -283,12 +470,12 @@ def test_nan_loss_stops_and_keeps_best(cli, tiny_folder, tmp_path):
     result = cli("tune", "--model", tiny_folder("llama"), "--steps", 6, "--eval-every", 1, "--lr", "inf",
                  "--max-grad-norm", 0, "--no-progress", "--out", tmp_path / "r", "--json")
     assert_user_error(result, "kept the best checkpoint", str(tmp_path / "r"))
-    art = load_artifact(tmp_path / "r")
+    art = read_artifact(tmp_path / "r")
     assert art.results["stopped"] == "nan" and torch.isfinite(art.tensors["prompt_embeddings"]).all()
 
 
 def test_artifact_on_another_model_is_refused(cli, tiny_folder, tmp_path):
-    _tune(cli, tiny_folder("llama"), tmp_path / "run")
+    _cli_tune(cli, tiny_folder("llama"), tmp_path / "run")
     assert_user_error(cli("nearest", tmp_path / "run", "--model", tiny_folder("gpt2")), "was made with model")
     assert_user_error(cli("evaluate", tmp_path / "run", "--model", tiny_folder("gpt2")), "was made with model")
     assert (tmp_path / "run" / "weights.safetensors").exists()

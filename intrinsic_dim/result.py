@@ -1,0 +1,80 @@
+"""D90Result: the d90 sweep's numbers, every run's record, and the saved run's theta_d.
+
+`evaluate(task, data, prompt=result)` scores theta_0 + P(theta_d) of the saved run (the best seed
+at d90, else the best run at the largest d): the projection is regenerated from its seed.
+`result.plot(path)` draws score against d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from frozen_lm.results import Result
+
+METHOD = "intrinsic_dim"
+
+
+@dataclass
+class D90Result(Result):
+    """metric: 'accuracy' or 'p_at_1'. d90: the smallest d whose mean score over seeds reaches
+    threshold * baseline (None if none did); d90_per_seed and its min/max: the same per seed.
+    baseline: the full fine-tuning score (or the one given); target = threshold * baseline.
+    per_dim: one row per d (mean, std, min, max, n_seeds, reached). D: numbers in the moving
+    tensors; n_tensors: how many tensors. baseline_run, runs: each run's record (d, seed, score,
+    train_loss, seconds, steps, s_per_step). saved_run: the record of the run whose theta_d
+    (+ said_scale) the tensors hold. plot_path: the plot written with the artifact (None if none).
+    trigger_ids: the prompt tokens that filled the template's [T] slots (None without slots)."""
+
+    module = "intrinsic_dim"
+
+    metric: str = "accuracy"
+    d90: int | None = None
+    d90_per_seed: list = field(default_factory=list)
+    d90_min: int | None = None
+    d90_max: int | None = None
+    baseline: float | None = None
+    threshold: float = 0.9
+    target: float | None = None
+    per_dim: list[dict] = field(default_factory=list)
+    D: int = 0
+    n_tensors: int = 0
+    baseline_run: dict | None = None
+    runs: list[dict] = field(default_factory=list)
+    saved_run: dict | None = None
+    plot_path: str | None = None
+    trigger_ids: list[int] | None = None
+
+    @property
+    def d90_range(self) -> str:
+        return f"{self.d90_min}-{self.d90_max}"
+
+    def bind(self, task):
+        """theta_0 + P(theta_d) of the saved run on `task` (a Bound for the shared evaluator)."""
+        from intrinsic_dim.apply import WeightsBound, check_slots, saved_params
+
+        self.check_model(task.lm)
+        check_slots(task, self.trigger_ids)
+        objective, params = saved_params(self, task)
+        return WeightsBound(task, objective, params, self.trigger_ids)
+
+    def plot(self, path) -> Path:
+        """Write the d90 plot (PNG, needs matplotlib) to `path`; returns the path."""
+        from intrinsic_dim.plot import plot_d90
+
+        cfg = self.config
+        title = f"{self.model.get('name')}: {cfg.projection}{' + SAID' if cfg.said else ''}, params={cfg.params}"
+        report = {"per_dim": self.per_dim, "baseline": self.baseline, "target": self.target,
+                  "threshold": self.threshold, "d90": self.d90}
+        return plot_d90(report, path, title, self.metric)
+
+    @classmethod
+    def from_artifact(cls, art, config) -> D90Result:
+        """Also reads package 0.1's artifacts, whose config.json kept the saved run's d and seed."""
+        result = super().from_artifact(art, config)
+        saved = art.meta["config"]
+        if result.saved_run is None and "d" in saved:
+            result.saved_run = {"d": saved["d"], "seed": saved.get("projection_seed", config.seed)}
+        result.D = result.D or int(saved.get("D") or 0)
+        result.n_tensors = result.n_tensors or int(saved.get("n_tensors") or 0)
+        return result

@@ -1,0 +1,72 @@
+"""How `autoprompt tune` presents `softprompt.tune` (the CLI builds the command from this spec, the
+task options and TuneConfig): help text, the summary row, the checks that can fail before training,
+and what follows a saved run (the PEFT export, the one-line error of a NaN stop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from frozen_lm.errors import UserError
+from frozen_lm.methods import Command
+from softprompt.config import TuneConfig
+from softprompt.effective import effective_task
+from softprompt.result import TuneResult
+
+HELP = """Learn a continuous prompt for the frozen model: prompt tuning (a trainable vector per [T] slot)
+    or prefix tuning (trainable key/values at every layer), on the same templates, label words and
+    data as `autoprompt search`.
+
+    \b
+    Examples:
+      autoprompt tune --num-virtual-tokens 20 --template '{sentence} It was [P] .' --init 'text:Classify the review'
+      autoprompt tune --method prefix --num-virtual-tokens 10 --init text:"It was great or terrible"
+      autoprompt tune --template '{sentence} [T] [T] [T] [P]' --label-map '0=terrible,1=great' --train train.jsonl --dev dev.jsonl
+    """
+
+
+@dataclass
+class TuneOptions:
+    """Command-line-only options of `autoprompt tune` (not saved in the config)."""
+
+    export_peft: str | None = field(default=None, metadata={
+        "help": "also write PEFT's layout (adapter_config.json + adapter_model.safetensors) here"})
+
+
+def summary(r: TuneResult) -> dict:
+    metric = r.metric
+    row = {"method": r.method, "slots": r.n_slots, "steps": r.steps_done, "best_step": r.best_step,
+           f"train_{metric}": r.metrics.get("train", {}).get(metric)}
+    if "dev" in r.metrics:
+        row[f"dev_{metric}"] = r.metrics["dev"].get(metric)
+    row.update({"s/step": r.timings.get("step_seconds"), "stopped": r.stopped})
+    return row
+
+
+def headline(r: TuneResult) -> str:
+    return f"{r.method} on {r.model.get('name')}, artifact {r.saved_to}"
+
+
+def check(task, config: TuneConfig, options: TuneOptions | None) -> None:
+    """Refuse, before any training, what would fail afterwards: a bad template, prefix tuning on a
+    model without a key/value cache, an --export-peft that PEFT cannot represent."""
+    from softprompt.peft_export import check_exportable
+    from softprompt.run import check_prefix_support
+
+    eff, k = effective_task(task, config.method, config.num_virtual_tokens)
+    if config.method == "prefix":
+        check_prefix_support(task.lm)
+    if options is not None and options.export_peft:
+        check_exportable(task.lm, config.method, eff.spec.template, k)
+
+
+def after(result: TuneResult, task, options: TuneOptions | None) -> None:
+    """Export to PEFT when asked; a NaN stop (the best checkpoint is saved) exits with one line."""
+    if options is not None and options.export_peft:
+        result.export_peft(options.export_peft, lm=task.lm)
+    if result.stopped == "nan":
+        raise UserError(f"{result.note}; saved to {result.saved_to}; lower --lr or check the data")
+
+
+COMMAND = Command(name="tune", help=HELP, summary=summary, headline=headline,
+                  manual_template=lambda cfg: cfg.num_virtual_tokens is not None, needs_dev=False,
+                  options=TuneOptions, check=check, after=after)

@@ -1,0 +1,88 @@
+"""`softprompt.tune`: train a soft prompt on a task and return a TuneResult.
+
+The task is transformed once (softprompt.effective: prepended virtual tokens, or a prefix's [T]
+slots stripped and positions reserved), the prompt is initialized from a generator seeded with
+`config.seed`, trained by the shared loop (frozen_lm.train) and scored by the shared evaluator.
+Nothing is written unless `out` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from frozen_lm import data as data_mod
+from frozen_lm.errors import UserError
+from frozen_lm.events import Callback
+from frozen_lm.model import FrozenLM
+from frozen_lm.results import base_fields
+from frozen_lm.task import PromptTask
+from softprompt.config import TuneConfig
+from softprompt.effective import effective_task
+from softprompt.init import prefix_init, prompt_init
+from softprompt.prefix import PrefixParams
+from softprompt.prompt import SoftPrompt
+from softprompt.result import TuneResult
+from softprompt.targets import encode_split
+from softprompt.train import fit, split_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *, out=None,
+         callback: Callback | None = None, progress: bool = True) -> TuneResult:
+    """Prompt tuning (a trainable vector per [T] slot) or prefix tuning (trainable key/values at every
+    layer) of `task`'s frozen model.
+
+    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset); dev
+    (optional) picks the best checkpoint and early stopping. out: an artifact folder to write.
+    callback(event) gets a 'step' Event after every optimizer step; returning True stops the run
+    (the result says status 'stopped'). progress: show a progress bar.
+    """
+    config = config or TuneConfig()
+    started = time.perf_counter()
+    eff, k = effective_task(task, config.method, config.num_virtual_tokens)
+    lm = task.lm
+    if config.bf16 and lm.device.type != "cuda":
+        logger.warning("bf16 only applies on CUDA; training in %s on %s", lm.dtype, lm.device)
+    splits = {"train": train} if dev is None else {"train": train, "dev": dev}
+    loaded = {name: data_mod.load(source) for name, source in splits.items()}
+    examples = {name: encode_split(eff, ds, config.target_field if config.loss == "lm" else None, name)
+                for name, ds in loaded.items()}
+    module, ids = build_module(lm, eff, config, k)
+    run = fit(module, eff, examples["train"], examples.get("dev"), config, callback=callback, progress=progress)
+    metrics = {"train": split_metrics(module, eff, examples["train"].to(lm.device), config.eval_batch_size)}
+    if "dev" in examples:
+        metrics["dev"] = run.last_metrics or split_metrics(module, eff, examples["dev"].to(lm.device),
+                                                           config.eval_batch_size)
+    data = {name: data_mod.describe(splits[name], ds) for name, ds in loaded.items()}
+    timings = {"total_seconds": time.perf_counter() - started, "step_seconds": run.step_seconds,
+               "step_cpu_seconds": run.step_cpu_seconds}
+    result = TuneResult(
+        **base_fields(config.artifact_method, config, task, data), tensors=module.tensors(), metrics=metrics,
+        history=run.history, timings=timings, status="stopped" if run.stopped == "callback" else "done",
+        template=eff.spec.template, best_step=run.best_step, best_dev=run.best_score, steps_done=run.steps_done,
+        stopped=run.stopped, note=run.note, init_ids=ids)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def build_module(lm: FrozenLM, task: PromptTask, cfg: TuneConfig, k: int) -> tuple[torch.nn.Module, list[int] | None]:
+    """(SoftPrompt or PrefixParams, init ids or None) for the effective task, initialized from a
+    generator seeded with cfg.seed."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.method == "prompt":
+        vectors, ids = prompt_init(lm, task, k, cfg.init, g, cfg.truncate_init)
+        return SoftPrompt(vectors), ids
+    check_prefix_support(lm)
+    kv, ids = prefix_init(lm, task, k, cfg.init, g, cfg.truncate_init)
+    return PrefixParams(kv, cfg.prefix_projection, cfg.prefix_hidden, lm.hidden_size, g), ids
+
+
+def check_prefix_support(lm: FrozenLM) -> None:
+    if not lm.supports_prefix:
+        raise UserError(f"{type(lm.model).__name__}: prefix tuning needs key/value cache support, "
+                        "which this architecture lacks; use --method prompt")
