@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from autoprompt.scoring import score_triggers
 from autoprompt.config import SearchConfig
+from autoprompt.scoring import score_triggers
 from autoprompt.search import Searcher, initial_trigger
 from benchmarks.common import SHARED, print_table, require, save_json, threads_line
 from frozen_lm import data as data_mod

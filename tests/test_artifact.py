@@ -11,7 +11,15 @@ import torch
 from conftest import assert_user_error
 
 from frozen_lm import PromptTask, Result, evaluate, load_result
-from frozen_lm.artifact import CONFIG, RESULTS, WEIGHTS, check_model, model_info, read_artifact, write_artifact
+from frozen_lm.artifact import (
+    CONFIG,
+    RESULTS,
+    WEIGHTS,
+    check_model,
+    model_info,
+    read_artifact,
+    write_artifact,
+)
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import TriggerBound
 from frozen_lm.methods import Method, for_artifact, methods, register_method
