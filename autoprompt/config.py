@@ -15,6 +15,10 @@ from frozen_lm.errors import UserError
 class SearchConfig:
     """Options of `autoprompt search` (the paper's behaviour is the default unless noted)."""
 
+    method: str = field(default="autoprompt", metadata={
+        "help": "autoprompt: HotFlip top-k for one or every slot (Shin et al.); gcg: --search-width candidates, "
+                "each with --n-replace random slots set to one of their --topk tokens (Zou et al., nanoGCG)",
+        "choices": ["autoprompt", "gcg"]})
     iters: int = field(default=20, metadata={"help": "search iterations"})
     num_cand: int = field(default=10, metadata={"help": "HotFlip candidates per slot (top-k of -grad . E)"})
     batch_size: int = field(default=32, metadata={"help": "training examples per gradient batch"})
@@ -50,13 +54,36 @@ class SearchConfig:
         "help": "with --from-template: words that stay as written and never change, comma-separated, e.g. 'is,of'"})
     extra_slots: int = field(default=0, metadata={
         "help": "with --from-template: free [T] slots added before [P] (they start as --initial-trigger's token)"})
+    search_width: int = field(default=128, metadata={"help": "gcg: candidates per iteration"})
+    topk: int = field(default=256, metadata={"help": "gcg: the tokens with the most negative gradient a slot may take"})
+    n_replace: int = field(default=1, metadata={"help": "gcg: slots changed in each candidate"})
+    mellowmax: bool = field(default=False, metadata={
+        "help": "target strings: rank and differentiate the mellowmax of the target's -logits (nanoGCG's option) "
+                "instead of their cross-entropy"})
+    allow_non_ascii: bool = field(default=False, metadata={"help": "gcg: let triggers use tokens with non-ASCII text"})
+    filter_retokenized: bool = field(default=True, metadata={
+        "help": "gcg: drop candidates whose text does not tokenize back to the same ids in its context"})
+    early_stop: bool = field(default=False, metadata={
+        "help": "stop once the best trigger is right on every dev example (target strings: greedy decoding "
+                "reproduces every target)"})
+    draft_model: str | None = field(default=None, metadata={
+        "help": "gcg probe sampling: a smaller model with the same tokenizer that ranks all candidates; the "
+                "target model scores a probe set and the draft's best (Zhao et al., 2024)"})
+    probe_ratio: int = field(default=8, metadata={"help": "gcg probe sampling: the probe set is search-width / this"})
+    probe_factor: int = field(default=16, metadata={
+        "help": "gcg probe sampling: the target model also scores (1 - rank agreement) * search-width / this of "
+                "the draft's best candidates"})
+    fluency_weight: float = field(default=0.0, metadata={
+        "help": "add this times the trigger's own log-likelihood under the model (causal LMs) to the objective, "
+                "for readable prompts (FluentPrompt, ARCA); results report the prompt's perplexity"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     # what a resumed run may change (the rest must equal the saved run's, or the run would not be the same)
     RESUMABLE = ("iters", "patience")
 
     def __post_init__(self):
-        for name in ("iters", "num_cand", "batch_size", "accumulation_steps", "eval_size", "beam_size"):
+        for name in ("iters", "num_cand", "batch_size", "accumulation_steps", "eval_size", "beam_size", "search_width",
+                     "topk", "n_replace", "probe_ratio", "probe_factor"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
         if (self.keep or self.extra_slots) and not self.from_template:
@@ -66,6 +93,10 @@ class SearchConfig:
         if self.from_template and self.initial_trigger not in ("auto", "the", "mask"):
             raise UserError("--from-template sets the start trigger itself; leave --initial-trigger out (or give the/mask "
                             "for the extra slots)")
+        if self.fluency_weight < 0:
+            raise UserError(f"--fluency-weight must be 0 or more (got {self.fluency_weight})")
+        if self.draft_model and self.method != "gcg":
+            raise UserError("--draft-model is GCG's probe sampling; add --method gcg")
         for name in ("dev_size", "patience", "extra_slots"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(self, name)})")

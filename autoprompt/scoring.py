@@ -73,7 +73,7 @@ def stack_rows(rows: Rows, n: int) -> Rows:
     """Rows repeated n times (candidate-major), for scoring n candidates' logits at once."""
     rep = lambda t: t.repeat(n, *([1] * (t.dim() - 1)))  # noqa: E731
     return Rows(rep(rows.input_ids), rep(rows.attention_mask), rep(rows.trigger_pos), rep(rows.predict_pos),
-                rep(rows.labels), rows.word_row, rows.k)
+                rep(rows.labels), rows.word_row, rows.k, None if rows.targets is None else rep(rows.targets))
 
 
 def can_pack(lm, rows: Rows) -> bool:
@@ -99,7 +99,8 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     (how far the label is below the top prediction), per candidate.
 
     rows: B encoded examples (their slot tokens are ignored); triggers (N, S); kind: the label
-    log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes").
+    log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes"); target
+    strings: summed over their tokens ("vocab") or nanoGCG's mellowmax ("mellowmax").
     """
     budget = budget or Budget.for_device(task.lm.device)
     if packed is None:  # one candidate has nothing to share: a plain pass is cheaper
@@ -109,7 +110,7 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     n = triggers.shape[0]
     out = Scores(torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.float64))
     scorer = _score_packed if packed else _score_full
-    task = _ClassNormalized(task) if kind == "classes" and not task.is_facts else task
+    task = _Kind(task, kind)
     groups = [rows] if packed else length_groups(rows, triggers.shape[0], budget.full_tokens)
     for group in groups:
         cand = 0
@@ -136,14 +137,14 @@ def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
     return list(rows.batches(length_batch(rows, n_cand, tokens)))
 
 
-class _ClassNormalized:
-    """A task view whose log-probs are normalized over the classes (for --loss classes)."""
+class _Kind:
+    """The task with the loss kind its scores use ('vocab', 'classes' or 'mellowmax')."""
 
-    def __init__(self, task):
-        self._task, self.lm, self.is_facts = task, task.lm, task.is_facts
+    def __init__(self, task, kind: str):
+        self._task, self.lm, self.kind = task, task.lm, kind
 
-    def log_probs(self, logits, rows):
-        return torch.log_softmax(self._task.log_probs(logits, rows), dim=-1)
+    def example_scores(self, logits, rows, kind):
+        return self._task.example_scores(logits, rows, kind)
 
 
 def _rows_per_pass(budget: Budget, tokens_per_row: int, logits_per_row: int) -> int:
@@ -162,14 +163,10 @@ def _split_examples(scorer, task, rows, triggers, budget, acc: Scores, tokens_pe
 def _accumulate(task, logits, rows, n, acc: Scores) -> None:
     """logits (n*R, M, V) for n candidates (candidate-major) -> add per-candidate sums to acc."""
     stacked = stack_rows(rows, n)
-    lp = task.log_probs(logits, stacked)
-    target = lp.gather(1, stacked.labels[:, None]).squeeze(1)
-    hits = lp.argmax(-1) == stacked.labels
-    top = lp.topk(min(2, lp.shape[-1]), dim=-1).values  # the best other token: the top one, or the second
-    other = torch.where(target < top[:, 0], top[:, 0], top[:, -1])  # when the label is (tied) first
-    acc.loglik[:n] += target.view(n, -1).double().sum(1).cpu()
+    loglik, hits, margin = task.example_scores(logits, stacked, task.kind)
+    acc.loglik[:n] += loglik.view(n, -1).double().sum(1).cpu()
     acc.correct[:n] += hits.view(n, -1).long().sum(1).cpu()
-    acc.margin[:n] += (target - other).clamp(max=0).view(n, -1).double().sum(1).cpu()
+    acc.margin[:n] += margin.view(n, -1).double().sum(1).cpu()
 
 
 def _score_full(task, rows, triggers, budget, acc: Scores, split=True) -> int:

@@ -26,6 +26,7 @@ from autoprompt.candidates import (
     one_slot_variants,
 )
 from autoprompt.config import SearchConfig
+from autoprompt.gcg import retokenizes, sample_candidates
 from autoprompt.scoring import Budget, Scores, can_pack, length_batch, score_triggers
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import TriggerBound, score
@@ -79,8 +80,9 @@ class Searcher:
         self.train, self.dev = train.rows, dev.rows
         if cfg.dev_size and len(self.dev) > cfg.dev_size:
             self.dev = self.dev.subset(slice(0, cfg.dev_size))
+        ascii_only = cfg.ascii_only or (cfg.method == "gcg" and not cfg.allow_non_ascii)
         self.allowed = allowed_tokens(task.lm.tokenizer, task.lm.vocab_size, self._label_tokens(),
-                                      cfg.no_capitalized, cfg.ascii_only)
+                                      cfg.no_capitalized, ascii_only)
         n_allowed = int(self.allowed.sum())
         if n_allowed == 0:
             raise UserError("no vocabulary token may be a trigger after the filters; drop --no-capitalized or --ascii-only")
@@ -92,8 +94,19 @@ class Searcher:
             raise UserError("--packing on needs a causal LM and text before the first [T]; use --packing auto")
         self.budget = Budget.for_device(task.lm.device)
 
+    @property
+    def kind(self) -> str:
+        """The loss of gradients and scores: the config's (label words), or for target strings their
+        cross-entropy ('vocab') or mellowmax."""
+        if self.task.is_target:
+            return "mellowmax" if self.cfg.mellowmax else "vocab"
+        return self.cfg.loss
+
     def _label_tokens(self) -> list[int]:
-        """Tokens the trigger may not use: label words, or every training answer for facts."""
+        """Tokens the trigger may not use: label words, or every training answer for facts (target
+        strings: none)."""
+        if self.task.is_target:
+            return []
         if not self.task.is_facts:
             special = set(self.task.lm.tokenizer.all_special_ids)
             for ids, word in zip(self.task.verbalizer.word_ids, sum(self.task.verbalizer.words, [])):
@@ -108,7 +121,7 @@ class Searcher:
         the log-likelihood ranks triggers with the same metric (on hard fact relations many triggers
         score P@1 = 0). Batches fill one whole-sequence pass of the scoring budget."""
         s = score(TriggerBound(self.task, trigger), self.dev, length_batch(self.dev, 1, self.budget.full_tokens))
-        return s.correct / max(s.n, 1), s.mean(self.cfg.loss)
+        return s.correct / max(s.n, 1), s.mean("vocab" if self.task.is_target else self.cfg.loss)
 
     def start(self, trigger: torch.Tensor) -> State:
         dev, dev_ll = self.dev_score(trigger)
@@ -118,9 +131,9 @@ class Searcher:
     def _batches(self, it: int) -> tuple[torch.Generator, list[torch.Tensor], torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
         n = len(self.train)
-        need = self.cfg.batch_size * self.cfg.accumulation_steps + self.cfg.eval_size
+        b, e = min(self.cfg.batch_size, n), min(self.cfg.eval_size, n)  # a batch never holds an example twice
+        need = b * self.cfg.accumulation_steps + e
         order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])
-        b = self.cfg.batch_size
         grads = [order[i * b:(i + 1) * b] for i in range(self.cfg.accumulation_steps)]
         return g, grads, order[b * self.cfg.accumulation_steps: need]
 
@@ -131,7 +144,7 @@ class Searcher:
             rows = self.train.subset(idx).to(lm.device).set_triggers(trigger.to(lm.device))
 
             def loss_fn(logits, rows=rows):
-                loss = self.task.loss(logits, rows, self.cfg.loss)
+                loss = self.task.loss(logits, rows, self.kind)
                 losses.append(float(loss.detach()))
                 return loss
 
@@ -141,6 +154,8 @@ class Searcher:
 
     def candidates(self, state: State, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, int | None, float]:
         """(N, S) candidate triggers from every beam member, the slot flipped (None = all), the loss."""
+        if self.cfg.method == "gcg":
+            return self.gcg_candidates(state, g, grad_batches)
         slot = None if self.cfg.slots == "all" else int(torch.randint(state.beam.shape[1], (1,), generator=g))
         out, losses = [], []
         for trigger in state.beam:
@@ -149,6 +164,21 @@ class Searcher:
             cands = hotflip_candidates(grad, self.allowed, self.cfg.num_cand).cpu()
             out.append(all_slot_variants(trigger, cands) if slot is None else one_slot_variants(trigger, slot, cands[slot]))
         return dedupe(torch.cat(out), keep_first=state.beam), slot, losses[0]
+
+    def gcg_candidates(self, state: State, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, None, float]:
+        """GCG: search-width samples around the best trigger, retokenization-filtered, deduplicated."""
+        cfg, trigger = self.cfg, state.beam[0]
+        grad, loss = self.gradient(trigger, grad_batches)
+        cands = sample_candidates(trigger, grad, self.allowed, cfg.search_width, cfg.topk, cfg.n_replace, g)
+        if cfg.filter_retokenized:
+            n = int(self.train.attention_mask[0].sum())
+            ids, pos = self.train.input_ids[0, :n], self.train.trigger_pos[0]
+            keep = retokenizes(self.task.lm.tokenizer, ids.cpu(), pos.cpu(), cands)
+            if keep.any():
+                cands = cands[keep]
+            else:
+                logger.warning("no candidate tokenizes back to itself in context; keeping them all this iteration")
+        return dedupe(cands, keep_first=state.beam), None, loss
 
     def _rank(self, scores: Scores) -> torch.Tensor:
         """(N,) values to maximize: log-likelihood, or accuracy with log-likelihood or margin breaking ties."""
@@ -168,7 +198,7 @@ class Searcher:
         t1 = time.perf_counter()
         eval_rows = self.train.subset(eval_idx)
         pool = torch.cat([state.beam, cands])
-        scores = score_triggers(self.task, eval_rows, pool, self.packed, self.budget, self.cfg.loss)
+        scores = score_triggers(self.task, eval_rows, pool, self.packed, self.budget, self.kind)
         loglik, correct = scores.loglik, scores.correct
         rank = self._rank(scores)
         order = torch.sort(rank, descending=True, stable=True).indices[: self.cfg.beam_size]
@@ -195,7 +225,9 @@ class Searcher:
         return [self.task.lm.tokenizer.decode([int(t)]) for t in trigger]
 
     def finished(self, state: State) -> bool:
-        return state.iteration >= self.cfg.iters or bool(self.cfg.patience and state.stale >= self.cfg.patience)
+        cfg = self.cfg
+        return (state.iteration >= cfg.iters or bool(cfg.patience and state.stale >= cfg.patience)
+                or (cfg.early_stop and state.best_dev >= 1.0))
 
 
 def state_dict(state: State) -> dict:

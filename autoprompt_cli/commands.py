@@ -79,18 +79,20 @@ def _evaluate_template(opts: TaskOptions, data, trigger, batch_size: int) -> dic
     from frozen_lm.model import FrozenLM
 
     opts = with_demo_defaults(opts, manual=True, data=data)
-    split = data or opts.dev
-    if split is None:
-        raise UserError("give --data with the split to score")
     lm = FrozenLM.load(opts.model, opts.device, opts.dtype)
     task = make_task(opts, lm)
+    split = data or opts.dev
+    if split is None and task.is_target:
+        split = task.default_data()
+    if split is None:
+        raise UserError("give --data with the split to score")
     n = task.template.n_triggers
     if n and not trigger:
         raise UserError(f"the template has {n} [T] slots; give --trigger with {n} tokens, or evaluate a search artifact")
     if trigger and not n:
         raise UserError("--trigger given, but the template has no [T] slots")
     metrics = score(task, split, prompt=trigger or None, batch_size=batch_size)
-    return {**metrics, "template": opts.template, "data": split, "model": opts.model}
+    return {**metrics, "template": opts.template, "data": split if isinstance(split, str) else "-", "model": opts.model}
 
 
 def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_size: int) -> dict:
@@ -110,14 +112,17 @@ def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_s
     lm = FrozenLM.load(model, opts.device, dtype)
     task = result.task_for(lm, **({"multi_token": opts.multi_token} if given(ctx, "multi_token") else {}))
     split = data or (result.data.get("dev") or {}).get("source")
-    if split is None or split.startswith("<"):
+    if (split is None or split.startswith("<")) and task.spec.target is not None and not task.template.fields:
+        split = task.default_data()
+    elif split is None or split.startswith("<"):
         raise UserError(f"{path}: the run's dev split was not a file; give --data")
     metrics = score(task, split, prompt=result, batch_size=batch_size)
-    return {**metrics, "artifact": str(path), "method": result.method, "data": split, "model": model}
+    shown = split if isinstance(split, str) else "-"
+    return {**metrics, "artifact": str(path), "method": result.method, "data": shown, "model": model}
 
 
 @main.command("label-search")
-@options_from(TaskOptions, skip=("label_map", "dev", "multi_token"))
+@options_from(TaskOptions, skip=("label_map", "dev", "multi_token", "target", "target_field", "chat"))
 @options_from(LabelSearchConfig)
 @click.option("--trigger", default=None, help="text for the [T] slots (default: 'the' in every slot, or [MASK])")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the best word per class as a --label-map JSON file")

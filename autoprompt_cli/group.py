@@ -49,6 +49,9 @@ class Group(click.Group):
         except Interrupted as e:
             click.echo(f"Interrupted: {e}", err=True)
             sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("Interrupted before anything was worth saving.", err=True)
+            sys.exit(130)
 
 
 def _terminate(signum, frame):

@@ -29,6 +29,13 @@ class TaskOptions:
     train: str | None = field(default=None, metadata={
         "help": "training data: .jsonl/.tsv/.csv file, hf:NAME[/CONFIG]:SPLIT, or demo:TASK (default: demo:sentiment)"})
     dev: str | None = field(default=None, metadata={"help": "development data, same forms as --train (default: the demo task's dev split)"})
+    target: str | None = field(default=None, metadata={
+        "help": "a target string the model should produce after the prompt (causal LMs), instead of label words; "
+                "with no data fields in the template no data is needed"})
+    target_field: str | None = field(default=None, metadata={"help": "data column holding each example's target string"})
+    chat: bool = field(default=False, metadata={
+        "help": "the template is a user message: render it with the model's chat template, the target being the "
+                "assistant's reply", "flag": "--chat"})
     multi_token: str = field(default="skip", metadata={
         "help": "facts whose answer is several tokens: skip them (counted) or score their first token",
         "choices": ["skip", "first"]})
@@ -36,7 +43,7 @@ class TaskOptions:
     dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or float16; auto = float32"})
 
 
-TASK_FIELDS = ("template", "label_map", "label_field", "text_fields", "multi_token")
+TASK_FIELDS = ("template", "label_map", "label_field", "text_fields", "multi_token", "target", "target_field", "chat")
 
 
 def with_demo_defaults(opts: TaskOptions, manual: bool, data: str | None = None) -> TaskOptions:
@@ -48,8 +55,15 @@ def with_demo_defaults(opts: TaskOptions, manual: bool, data: str | None = None)
     --data takes nothing from the demo tasks.
     """
     values = {f.name: getattr(opts, f.name) for f in fields(opts)}
-    demo = _demo_of(opts.train) if opts.train else (_demo_of(data) if data else data_mod.DEMO_TASKS[data_mod.DEFAULT_TASK])
-    if demo is not None:
+    if opts.target is not None or opts.target_field is not None:  # a target-string task: only a demo it names
+        demo = _demo_of(opts.train) or _demo_of(data)
+    else:
+        demo = _demo_of(opts.train) if opts.train else (_demo_of(data) if data else data_mod.DEMO_TASKS[data_mod.DEFAULT_TASK])
+    if demo is not None and (opts.target is not None or opts.target_field is not None):
+        values["label_map"] = None  # the demo lends its splits only
+        values["train"] = values["train"] or f"demo:{demo.name}:train"
+        values["dev"] = values["dev"] or f"demo:{demo.name}:dev"
+    elif demo is not None:
         if values["train"] in (None, f"demo:{demo.name}"):
             values["train"] = f"demo:{demo.name}:train"
         values["dev"] = values["dev"] or f"demo:{demo.name}:dev"
@@ -75,7 +89,7 @@ def make_task(opts: TaskOptions, lm):
     from frozen_lm.task import PromptTask
 
     return PromptTask(lm, opts.template, opts.label_map, label_field=opts.label_field, text_fields=opts.text_fields,
-                      multi_token=opts.multi_token)
+                      multi_token=opts.multi_token, target=opts.target, target_field=opts.target_field, chat=opts.chat)
 
 
 # ---------------------------------------------------------------- options from dataclasses

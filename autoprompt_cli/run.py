@@ -91,10 +91,13 @@ def _fresh(spec, method: Method, config, opts: TaskOptions):
 
     manual = spec.manual_template(config) if callable(spec.manual_template) else spec.manual_template
     opts = with_demo_defaults(opts, manual=manual and opts.template is None)
-    if spec.needs_dev and opts.dev is None:
+    if spec.needs_dev and opts.dev is None and opts.target is None:
         raise UserError("give --dev: the split used to pick the best result")
     lm = FrozenLM.load(opts.model, opts.device, opts.dtype)
-    return make_task(opts, lm), opts.train, opts.dev
+    task = make_task(opts, lm)
+    if opts.train is None and task.is_target:  # a fixed target and no data fields: one example, no files
+        return task, task.default_data(), task.default_data()
+    return task, opts.train, opts.dev
 
 
 def _resumed(ctx, method: Method, resume: str, opts: TaskOptions, kwargs: dict, out):
@@ -121,13 +124,17 @@ def _resumed(ctx, method: Method, resume: str, opts: TaskOptions, kwargs: dict, 
         if given(ctx, name) and kwargs[name] != saved_task.get(name):
             diffs.append(f"--{name.replace('_', '-')} {kwargs[name]!r} (saved: {saved_task.get(name)!r})")
     train, dev = _saved_split(previous, "train", opts.train, ctx), _saved_split(previous, "dev", opts.dev, ctx)
+    no_data = previous.task.target is not None and train is None
     if diffs:
         raise UserError(f"--resume {resume}: these options differ from the saved run: {'; '.join(diffs)}; "
                         f"leave them out (only {', '.join('--' + a for a in allowed)} may change)")
     config = config_from(method.config, {**saved_cfg, **overrides})
     model = opts.model if given(ctx, "model") else previous.model.get("name")
     lm = FrozenLM.load(model, opts.device, opts.dtype)
-    return previous.task_for(lm), train, dev, config, out or resume
+    task = previous.task_for(lm)
+    if no_data:
+        train = dev = task.default_data()
+    return task, train, dev, config, out or resume
 
 
 def _saved_split(previous, split: str, given_source: str | None, ctx):
@@ -136,6 +143,8 @@ def _saved_split(previous, split: str, given_source: str | None, ctx):
         logger.info("--%s %s replaces the saved run's %s split (%s)", split, given_source, split, saved)
         return given_source
     if saved is None or saved.startswith("<"):
+        if previous.task.target is not None and saved in (None, "<list of 1 rows>"):
+            return None  # a fixed target with no data: rebuilt from the task
         raise UserError(f"the saved run's {split} split was in memory ({saved or 'unknown'}); give --{split}")
     return saved
 
@@ -170,11 +179,13 @@ def _with_manual(result, task, dev, manual: str, summary: dict) -> list[dict]:
     """Rows 'manual' and 'found' with the same dev metric, for a side-by-side table."""
     from frozen_lm.evaluate import evaluate
 
-    manual_task = task.derive(template=manual)
     metric = task.metric
-    m = evaluate(manual_task, dev)
+    m = evaluate(task.derive(template=manual), dev)
     found = result.metrics.get("dev", {})
-    return [{"prompt": "manual", f"{metric}_dev": m[metric], "n_scored": m["n_scored"], "text": manual},
-            {"prompt": "found", f"{metric}_dev": found.get(metric), "n_scored": found.get("n_scored"),
-             "text": getattr(result, "filled_template", ""), **{k: v for k, v in summary.items()
-                                                               if k not in (f"{metric}_dev", "n_scored")}}]
+    rest = [k for k in summary if k not in (f"{metric}_dev", "n_scored", "n_skipped")]
+    manual_row = {"prompt": "manual", f"{metric}_dev": m[metric], "n_scored": m["n_scored"],
+                  "n_skipped": m["n_skipped"], **dict.fromkeys(rest, "-"), "text": manual}
+    found_row = {"prompt": "found", f"{metric}_dev": found.get(metric), "n_scored": found.get("n_scored"),
+                 "n_skipped": found.get("n_skipped"), **{k: summary[k] for k in rest},
+                 "text": getattr(result, "filled_template", "")}
+    return [manual_row, found_row]

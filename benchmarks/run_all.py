@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
                      ["-m", "benchmarks.bench_search_speed", "--iters", "2", "--dev-size", "32"]),
     "search_quality": (["-m", "benchmarks.bench_search_quality", "--part", "all"],
                        ["-m", "benchmarks.bench_search_quality", "--part", "bert", "--iters", "2"]),
+    "start": (["-m", "benchmarks.bench_start"], ["-m", "benchmarks.bench_start", "--part", "sst2", "--iters", "1",
+                                                     "--seeds", "13"]),
     "softprompt": (["benchmarks/bench_softprompt.py", "--save", "runs/bench/softprompt.json"],
                    ["benchmarks/bench_softprompt.py", "--seeds", "42", "--steps", "3", "--test-limit", "32"]),
     "softprompt_full": (["benchmarks/bench_softprompt.py", "--train-set", "full", "--seeds", "42", "--steps", "200",

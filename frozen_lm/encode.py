@@ -24,7 +24,8 @@ class Rows:
 
     input_ids, attention_mask (R, L) right-padded; trigger_pos (R, S) the [T] slots; predict_pos
     (R, M) where logits are read; labels (B,) class index, or target token id for facts; word_row
-    (W,) which of an example's k rows scores word w (facts: W = 1).
+    (W,) which of an example's k rows scores word w (facts: W = 1); targets (B, M) the target
+    string's tokens, -1 padded (target-string tasks only: predict_pos reads each of them).
     """
 
     input_ids: torch.Tensor
@@ -34,6 +35,7 @@ class Rows:
     labels: torch.Tensor
     word_row: torch.Tensor
     k: int
+    targets: torch.Tensor | None = None
 
     @property
     def n_examples(self) -> int:
@@ -58,7 +60,7 @@ class Rows:
         width = int(mask.sum(1).max()) if rows.numel() else mask.shape[1]
         return Rows(
             self.input_ids[rows, :width], mask[:, :width], self.trigger_pos[rows], self.predict_pos[rows],
-            self.labels[ex], self.word_row, self.k,
+            self.labels[ex], self.word_row, self.k, None if self.targets is None else self.targets[ex],
         )
 
     def by_length(self) -> torch.Tensor:
@@ -75,7 +77,8 @@ class Rows:
 
     def to(self, device) -> Rows:
         return Rows(*(getattr(self, f).to(device) for f in
-                      ("input_ids", "attention_mask", "trigger_pos", "predict_pos", "labels", "word_row")), self.k)
+                      ("input_ids", "attention_mask", "trigger_pos", "predict_pos", "labels", "word_row")), self.k,
+                    None if self.targets is None else self.targets.to(device))
 
     def with_triggers(self, trigger_ids: torch.Tensor) -> torch.Tensor:
         """Input ids with the slots set to trigger_ids (S,) -> (R, L), or (N, S) -> (N, R, L)."""
@@ -181,19 +184,27 @@ def _fallback_id(tokenizer) -> int:
 
 
 def encode_rows(encoder: Encoder, examples: list[dict], labels: list[int],
-                verbalizer: Verbalizer | None, targets: list[list[int]] | None = None, pad_id: int = 0) -> Rows:
+                verbalizer: Verbalizer | None, targets: list[list[int]] | None = None, pad_id: int = 0,
+                whole_targets: bool = False) -> Rows:
     """Encode B examples into Rows.
 
     Classification: give the verbalizer and class-index labels. Facts: verbalizer None and
-    targets[b] the token ids of example b's answer (its first token is scored).
+    targets[b] the token ids of example b's answer (its first token is scored). Target strings
+    (whole_targets): every token of targets[b] is teacher-forced and read (Rows.targets).
     """
     fills, word_row, k = _plan(encoder, verbalizer)
     seqs = []
     for b, ex in enumerate(examples):
-        for fill in (fills if verbalizer is not None else [targets[b][:1]]):
+        for fill in (fills if verbalizer is not None else [targets[b] if whole_targets else targets[b][:1]]):
             seqs.append(encoder.encode_one(ex, fill))
     lab = torch.tensor(labels if verbalizer is not None else [t[0] for t in targets], dtype=torch.long)
-    return _pad(seqs, pad_id, lab, torch.tensor(word_row, dtype=torch.long), k)
+    rows = _pad(seqs, pad_id, lab, torch.tensor(word_row, dtype=torch.long), k)
+    if whole_targets:
+        padded = torch.full((len(targets), rows.predict_pos.shape[1]), -1, dtype=torch.long)
+        for b, t in enumerate(targets):
+            padded[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+        rows = replace(rows, targets=padded)
+    return rows
 
 
 def _plan(encoder: Encoder, verbalizer: Verbalizer | None) -> tuple[list[list[int]], list[int], int]:

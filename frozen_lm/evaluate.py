@@ -38,6 +38,10 @@ class Bound:
     def log_probs(self, rows: Rows) -> torch.Tensor:
         return self.task.log_probs(self.logits(rows), rows)
 
+    def target_scores(self, rows: Rows, kind: str = "vocab"):
+        """Target-string tasks: (log-likelihood (B,), exact match (B,), margin (B,)) of the rows."""
+        return self.task.example_scores(self.logits(rows), rows, kind)
+
 
 class TriggerBound(Bound):
     """Trigger token ids written into the [T] slots of every row."""
@@ -127,8 +131,9 @@ class Scores:
 
     n: int = 0
     correct: int = 0
-    loglik: float = 0.0  # label log-prob, normalized over the vocabulary
-    class_loglik: float = 0.0  # label log-prob, normalized over the classes (facts: = loglik)
+    loglik: float = 0.0  # label log-prob, normalized over the vocabulary (target strings: summed over tokens)
+    class_loglik: float = 0.0  # label log-prob, normalized over the classes (facts, targets: = loglik)
+    tokens: int = 0  # target strings: the number of target tokens
 
     def mean(self, kind: str = "vocab") -> float:
         """Mean label log-likelihood ('vocab' or 'classes' normalization)."""
@@ -142,6 +147,13 @@ def score(bound: Bound, rows: Rows, batch_size: int = 32) -> Scores:
     task = bound.task
     out = Scores(n=len(rows))
     for batch in rows.to(task.lm.device).batches(batch_size):
+        if task.is_target:
+            ll, hit, _ = bound.target_scores(batch)
+            out.correct += int(hit.sum())
+            out.loglik += float(ll.double().sum())
+            out.class_loglik = out.loglik
+            out.tokens += int((batch.targets >= 0).sum())
+            continue
         lp = bound.log_probs(batch)
         target = lp.gather(1, batch.labels[:, None]).squeeze(1).double()
         out.correct += int((lp.argmax(-1) == batch.labels).sum())
@@ -154,7 +166,9 @@ def score(bound: Bound, rows: Rows, batch_size: int = 32) -> Scores:
 
 
 def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> dict:
-    """Score a prompt on a split: {metric: value, 'n_scored', 'n_skipped'} (+ 'n_multi_token' for facts).
+    """Score a prompt on a split: {metric: value, 'n_scored', 'n_skipped'} (+ 'n_multi_token' for facts;
+    target strings: 'exact_match', the share of examples whose target greedy decoding reproduces, and
+    'loss', the mean cross-entropy per target token).
 
     data: a path, `demo:...`/`hf:...` source, a list of dicts, a datasets.Dataset, or an `Encoded`
     split. prompt: None scores the template as written (it must have no [T] slots); else any result,
@@ -170,4 +184,6 @@ def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> di
     out = {task.metric: s.correct / max(s.n, 1), "n_scored": s.n, "n_skipped": encoded.n_skipped}
     if task.is_facts:
         out["n_multi_token"] = encoded.n_multi_token
+    if task.is_target:
+        out["loss"] = -s.loglik / max(s.tokens, 1)  # mean cross-entropy per target token
     return out

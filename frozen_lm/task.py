@@ -35,6 +35,9 @@ class TaskSpec:
     text_fields: str | None = None
     multi_token: str = "skip"
     reserved_positions: int = 0  # positions kept free for a prefix (prefix tuning)
+    target: str | None = None  # a target string after [P], the same for every example
+    target_field: str | None = None  # or the data column holding each example's target string
+    chat: bool = False  # the template is a user message, rendered with the model's chat template
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,19 +73,31 @@ class PromptTask:
     text_fields: 'field=column,...' when template fields and data columns are named differently.
     multi_token: facts whose answer is several tokens are skipped ('skip') or scored by their first
     token ('first'). reserved_positions: model positions left free for a prefix.
+    target / target_field: a target string (any length) that the model should produce after the
+    prompt (at [P], or right after the template when it has no [P]), instead of label words (causal LMs; scored by exact match under greedy decoding and the
+    mean cross-entropy of its tokens). chat: the template is a user message; the model's chat
+    template renders it and the target is the assistant's reply ([P] goes after the rendered turn).
     """
 
     def __init__(self, lm: FrozenLM, template: str, label_map=None, *, label_field: str | None = None,
-                 text_fields: str | None = None, multi_token: str = "skip", reserved_positions: int = 0):
+                 text_fields: str | None = None, multi_token: str = "skip", reserved_positions: int = 0,
+                 target: str | None = None, target_field: str | None = None, chat: bool = False):
         labels = parse_label_map(label_map)
         if multi_token not in ("skip", "first"):
             raise UserError(f"multi_token must be 'skip' or 'first', got {multi_token!r}")
         if reserved_positions < 0:
             raise UserError(f"reserved_positions must be 0 or more, got {reserved_positions}")
+        _check_target(lm, labels, target, target_field)
         self.spec = TaskSpec(template, labels, label_field or ("label" if labels else "obj_label"), text_fields,
-                             multi_token, reserved_positions)
+                             multi_token, reserved_positions, target, target_field, chat)
         self.lm = lm
-        self.template = Template.parse(template)
+        if chat:
+            template_text = chat_template(lm.tokenizer, template)
+        elif self.is_target and "[P]" not in template and "[Y]" not in template:
+            template_text = template.rstrip() + "[P]"  # the target follows the prompt directly (as nanoGCG)
+        else:
+            template_text = template
+        self.template = Template.parse(template_text)
         self.field_map = data_mod.parse_field_map(text_fields, self.template.fields)
         limit = getattr(lm.config, "max_position_embeddings", None) or MAX_LENGTH
         max_length = min(limit, MAX_LENGTH)
@@ -97,7 +112,8 @@ class PromptTask:
     @classmethod
     def from_spec(cls, lm: FrozenLM, spec: TaskSpec) -> PromptTask:
         return cls(lm, spec.template, spec.label_map, label_field=spec.label_field, text_fields=spec.text_fields,
-                   multi_token=spec.multi_token, reserved_positions=spec.reserved_positions)
+                   multi_token=spec.multi_token, reserved_positions=spec.reserved_positions, target=spec.target,
+                   target_field=spec.target_field, chat=spec.chat)
 
     def derive(self, **changes) -> PromptTask:
         """A new task on the same model with some spec fields changed (this one is left as it is)."""
@@ -116,12 +132,23 @@ class PromptTask:
         return self.spec.multi_token
 
     @property
+    def is_target(self) -> bool:
+        """A target-string task (target or target_field)."""
+        return self.spec.target is not None or self.spec.target_field is not None
+
+    @property
     def is_facts(self) -> bool:
-        return self.verbalizer is None
+        return self.verbalizer is None and not self.is_target
 
     @property
     def metric(self) -> str:
-        return "p_at_1" if self.is_facts else "accuracy"
+        return "exact_match" if self.is_target else "p_at_1" if self.is_facts else "accuracy"
+
+    def default_data(self):
+        """The data of a task that needs none: a fixed target and no {field} (one empty example)."""
+        if self.spec.target is not None and not self.template.fields:
+            return [{}]
+        raise UserError("give training data (--train): the template has data fields or the task has no fixed target")
 
     # ------------------------------------------------------------ encoding
     def encode(self, data, initial_trigger: list[int] | torch.Tensor | None = None) -> Encoded:
@@ -132,6 +159,9 @@ class PromptTask:
         if not data.rows:
             raise UserError(f"{data.name} is empty")
         check_fields(self.template, _all_columns(data), data.name, self.encoder.column)
+        if self.is_target:
+            data_mod.check_rows(data, columns + ([self.spec.target_field] if self.spec.target_field else []))
+            return self._encode_targets(data, initial_trigger)
         data_mod.check_rows(data, columns + [self.label_field])
         if self.is_facts:
             return self._encode_facts(data, initial_trigger)
@@ -156,6 +186,18 @@ class PromptTask:
         rows = encode_rows(self.encoder, [data.rows[i] for i in keep], [], None, targets, pad_id=self.lm.pad_id)
         return Encoded(self._triggers(rows, initial_trigger), skipped, multi, notes)
 
+    def _encode_targets(self, data, initial_trigger) -> Encoded:
+        space = " " if self.template.predict_space else ""
+        targets = []
+        for i, row in enumerate(data.rows):
+            text = self.spec.target if self.spec.target is not None else str(row[self.spec.target_field])
+            ids = self.lm.tokenizer(space + text, add_special_tokens=False).input_ids
+            if not ids:
+                raise UserError(f"{data.where(i)}: the target string {text!r} has no tokens")
+            targets.append(list(ids))
+        rows = encode_rows(self.encoder, data.rows, [], None, targets, pad_id=self.lm.pad_id, whole_targets=True)
+        return Encoded(self._triggers(rows, initial_trigger))
+
     def _triggers(self, rows: Rows, trigger) -> Rows:
         if trigger is None or self.template.n_triggers == 0:
             return rows
@@ -164,6 +206,8 @@ class PromptTask:
     # ------------------------------------------------------------ scoring
     def log_probs(self, logits: torch.Tensor, rows: Rows) -> torch.Tensor:
         """logits (R, M, V) -> (B, C) class log-probs, or (B, V) vocabulary log-probs for facts."""
+        if self.is_target:
+            raise ValueError("a target-string task has no class log-probs; use example_scores")
         if self.is_facts:
             return torch.log_softmax(logits[:, 0].float(), dim=-1)
         v = self.verbalizer
@@ -176,12 +220,27 @@ class PromptTask:
 
     def loss(self, logits: torch.Tensor, rows: Rows, kind: str = "vocab") -> torch.Tensor:
         """Mean loss: 'vocab' = -log p(label words) over the vocabulary (AutoPrompt), 'classes' =
-        cross-entropy over the classes' scores only (facts: the same as 'vocab')."""
+        cross-entropy over the classes' scores only (facts: the same as 'vocab'). Target strings: the
+        mean cross-entropy of their tokens, or ('mellowmax') nanoGCG's mellowmax of -label logits."""
+        if self.is_target:
+            return target_loss(logits, rows.targets, kind)
         return loss_from_log_probs(self.log_probs(logits, rows), rows, kind, self.is_facts)
 
     def correct(self, logits: torch.Tensor, rows: Rows) -> torch.Tensor:
-        """(B,) whether the top class (facts: the top vocabulary token) is the label."""
-        return self.log_probs(logits, rows).argmax(-1) == rows.labels
+        """(B,) whether the top class (facts: the top vocabulary token; target strings: every
+        target token, i.e. greedy decoding reproduces the target) is right."""
+        return self.example_scores(logits, rows)[1]
+
+    def example_scores(self, logits: torch.Tensor, rows: Rows, kind: str = "vocab"):
+        """Per example: (label log-likelihood (B,), correct (B,) bool, margin (B,) <= 0: how far the
+        label is below the best other token, 0 when it is first). kind 'classes' normalizes class
+        scores over the classes; target strings sum over their tokens ('mellowmax': -mellowmax)."""
+        if self.is_target:
+            return target_scores(logits, rows.targets, kind)
+        lp = self.log_probs(logits, rows)
+        if kind == "classes" and not self.is_facts:
+            lp = torch.log_softmax(lp, dim=-1)
+        return label_scores(lp, rows.labels)
 
 
 def loss_from_log_probs(lp: torch.Tensor, rows: Rows, kind: str, is_facts: bool) -> torch.Tensor:
@@ -190,6 +249,79 @@ def loss_from_log_probs(lp: torch.Tensor, rows: Rows, kind: str, is_facts: bool)
     if kind == "classes" and not is_facts:
         lp = torch.log_softmax(lp, dim=-1)
     return -lp.gather(1, rows.labels[:, None]).mean()
+
+
+def label_scores(lp: torch.Tensor, labels: torch.Tensor):
+    """(B, C) or (B, V) log-probs, labels (B,) -> (label log-prob, correct, clipped margin), each (B,)."""
+    target = lp.gather(1, labels[:, None]).squeeze(1)
+    top = lp.topk(min(2, lp.shape[-1]), dim=-1).values  # the best other token: the top one, or the second
+    other = torch.where(target < top[:, 0], top[:, 0], top[:, -1])  # when the label is (tied) first
+    return target, lp.argmax(-1) == labels, (target - other).clamp(max=0)
+
+
+def target_scores(logits: torch.Tensor, targets: torch.Tensor, kind: str = "vocab"):
+    """logits (B, M', V) read at the target positions, targets (B, M) -1 padded -> (log-likelihood
+    (B,) summed over the tokens, exact match (B,), summed clipped margin (B,))."""
+    m = targets.shape[1]
+    logits = logits[:, :m].float()
+    valid = targets >= 0
+    index = targets.clamp(min=0)[..., None]
+    lp = torch.log_softmax(logits, dim=-1)
+    tok = lp.gather(2, index).squeeze(2)
+    top = lp.topk(min(2, lp.shape[-1]), dim=-1).values
+    other = torch.where(tok < top[..., 0], top[..., 0], top[..., -1])
+    hit = (lp.argmax(-1) == targets) | ~valid
+    margin = ((tok - other).clamp(max=0) * valid).sum(1)
+    if kind == "mellowmax":
+        label = logits.gather(2, index).squeeze(2)
+        return -mellowmax(-label, valid), hit.all(1), margin
+    return (tok * valid).sum(1), hit.all(1), margin
+
+
+def mellowmax(t: torch.Tensor, valid: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """(B, M) values, (B, M) mask -> (B,) mellowmax over the valid entries:
+    (logsumexp(alpha * t) - log n) / alpha (Asadi & Littman, 2017; nanoGCG's option)."""
+    masked = (alpha * t).masked_fill(~valid, float("-inf"))
+    return (torch.logsumexp(masked, dim=1) - torch.log(valid.sum(1).float())) / alpha
+
+
+def target_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "vocab") -> torch.Tensor:
+    """Mean cross-entropy per target token over the batch (or the mean of the examples' mellowmax)."""
+    loglik, _, _ = target_scores(logits, targets, kind)
+    if kind == "mellowmax":
+        return -loglik.mean()
+    return -loglik.sum() / (targets >= 0).sum().clamp(min=1)
+
+
+def chat_template(tokenizer, message: str) -> str:
+    """A template from a user message (with {fields} and [T] slots) rendered by the tokenizer's chat
+    template, with [P] where the assistant's reply starts; a tokenizer without one keeps the message
+    as written (with a notice)."""
+    text = message.rstrip()
+    if text.endswith("[P]"):
+        text = text[:-3].rstrip()
+    if "[P]" in text:
+        raise UserError("with a chat template, [P] is where the assistant's reply starts: put it at the end of the "
+                        "message or leave it out")
+    if not getattr(tokenizer, "chat_template", None):
+        logger.warning("this tokenizer has no chat template; the message is used as written, the target follows it")
+        return text + "[P]"
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return rendered + "[P]"
+
+
+def _check_target(lm: FrozenLM, labels, target, target_field) -> None:
+    if target is None and target_field is None:
+        return
+    if target is not None and target_field is not None:
+        raise UserError("give a target string (--target) or a target column (--target-field), not both")
+    if target is not None and not str(target).strip():
+        raise UserError("the target string is empty; give the text the model should produce")
+    if labels:
+        raise UserError("a target string replaces label words: give --target (or --target-field) or --label-map, not both")
+    if lm.is_masked:
+        raise UserError("target strings need a causal LM (the model continues the prompt with the target)")
 
 
 def _all_columns(data) -> list[str]:

@@ -1,7 +1,8 @@
 """The one template language shared by discrete search and soft prompts.
 
 `{field}` inserts a data field, `[T]` is one prompt slot (a trigger token or a trainable vector),
-`[P]` is the position scored against the label words. LAMA templates (`[X] ... [Y] .`) are
+`[P]` is the position scored against the label words (or where a target string starts); `[T]xN`
+is N slots. LAMA templates (`[X] ... [Y] .`) are
 accepted: `[X]` becomes `{sub_label}` and `[Y]` becomes `[P]`. Any other `[...]` (such as `[CLS]`)
 is ordinary text, which the tokenizer maps to its special token.
 
@@ -20,6 +21,7 @@ from frozen_lm.errors import UserError
 logger = logging.getLogger(__name__)
 
 _SLOT = re.compile(r"(\{[^{}]*\}|\[T\]|\[P\]|\[X\]|\[Y\])")
+_REPEAT = re.compile(r"\[T\]x(\d+)")
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -62,6 +64,7 @@ class Template:
     @classmethod
     def parse(cls, text: str) -> Template:
         """Parse and check a template; UserError with a one-line reason if it is malformed."""
+        text = _REPEAT.sub(lambda m: " ".join(["[T]"] * int(m.group(1))), text)  # '[T]x20': 20 slots
         if "[X]" in text or "[Y]" in text:
             if "[P]" in text:
                 raise UserError(f"template {text!r} mixes LAMA [X]/[Y] with [P]; use one style")

@@ -65,13 +65,22 @@ class TrainResult:
     best_step: int
     best_score: float | None
     steps_done: int
-    stopped: str  # "steps", "early_stopping", "nan" or "callback"
+    stopped: str  # "steps", "early_stopping", "nan", "callback" or "interrupted"
     history: list[dict] = field(default_factory=list)
     step_seconds: float = 0.0  # mean wall time of an optimizer step (forward + backward + update)
     step_cpu_seconds: float = 0.0  # mean CPU time of a step, all threads (less sensitive to a busy machine)
     note: str | None = None
     last_metrics: dict | None = None  # the dev metrics of the kept state, when it was evaluated
     step_times: list[float] = field(default_factory=list)  # wall seconds of each optimizer step
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: `result` is the TrainResult so far, with the best state restored
+    (stopped == 'interrupted')."""
+
+    def __init__(self, result: TrainResult):
+        super().__init__(f"interrupted after step {result.steps_done}")
+        self.result = result
 
 
 def make_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
@@ -169,10 +178,11 @@ class Trainer:
         history: list[dict] = []
         if self.evaluate is not None and s.eval_first:
             history.append({"step": 0, "dev": self.evaluate()})  # for reference
-        stopped, note, seconds, cpu, step, times = "steps", None, 0.0, 0.0, 0, []
+        stopped, note, seconds, cpu, step, times, done_before = "steps", None, 0.0, 0.0, 0, [], 0
         bar = tqdm(total=s.steps, disable=not self.progress, leave=False, desc=self.stage or self.method)
         try:
             for step in range(1, s.steps + 1):
+                done_before = step - 1
                 start, start_cpu = time.perf_counter(), time.process_time()
                 loss = self._step(opt, stream, params)
                 sched.step()
@@ -201,6 +211,14 @@ class Trainer:
                     stopped = "callback"
                     self._record_eval(step, entry.get("dev") if "dev" in entry else self._eval_now(entry), True)
                     break
+        except KeyboardInterrupt:
+            bar.close()
+            for p in params:
+                p.requires_grad_(False)
+            self._restore()  # a step cut in half leaves nothing behind
+            raise TrainInterrupted(TrainResult(self.best_step, self.best_score, done_before, "interrupted", history,
+                                               seconds / max(done_before, 1), cpu / max(done_before, 1), None,
+                                               self.best_metrics, times)) from None
         finally:
             bar.close()
             for p in params:

@@ -1,4 +1,4 @@
-"""Weights theta = theta_0 + P(theta_d) applied to a task, as a `frozen_lm.evaluate.Bound`.
+"""Model space: weights theta = theta_0 + P(theta_d) applied to a task, as a `frozen_lm.evaluate.Bound`.
 
 The same Bound scores every run during the sweep (through the shared evaluator) and a saved result
 afterwards (`evaluate(task, data, prompt=load_result(dir))`): the projection is regenerated from
@@ -13,7 +13,7 @@ import torch
 
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
-from frozen_lm.evaluate import Bound, score
+from frozen_lm.evaluate import Bound
 from frozen_lm.task import PromptTask
 from intrinsic_dim.objective import Objective, model_params
 from intrinsic_dim.params import select_names
@@ -46,11 +46,18 @@ class WeightsBound(Bound):
         return self.objective.log_probs(self.params, self._rows(rows))
 
 
-@torch.no_grad()
-def dev_metrics(objective: Objective, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int) -> dict:
-    """{metric: value, 'n_scored', 'loglik'} of the overrides on encoded rows (the shared evaluator)."""
-    s = score(WeightsBound(objective.task, objective, params), rows, batch_size)
-    return {objective.task.metric: s.correct / max(s.n, 1), "n_scored": s.n, "loglik": s.mean("vocab")}
+def dev_metrics(objective, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int) -> dict:
+    """{metric: value, 'n_scored', 'loglik'} of the overrides on encoded rows (the shared evaluator),
+    for any space's objective."""
+    return objective.metrics(params, rows, batch_size)
+
+
+def require_run(result) -> dict:
+    """The saved run's record; UserError when the result has none (a sweep stopped before any run)."""
+    run = result.saved_run or {}
+    if "seed" not in run:
+        raise UserError(f"this {result.method} result has no finished subspace run to apply (status {result.status})")
+    return run
 
 
 def check_slots(task: PromptTask, trigger_ids) -> None:
@@ -66,9 +73,7 @@ def check_slots(task: PromptTask, trigger_ids) -> None:
 
 def saved_params(result, task: PromptTask) -> tuple[Objective, dict[str, torch.Tensor]]:
     """(objective, {name: theta_0 + P(theta_d)}) of a result's saved run on `task`, computed once."""
-    cfg, run = result.config, result.saved_run or {}
-    if "seed" not in run:
-        raise UserError(f"this {result.method} result has no finished subspace run to apply (status {result.status})")
+    cfg, run = result.config, require_run(result)
     result.require("theta_d", *(("said_scale",) if cfg.said else ()))
     lm = task.lm
     objective = Objective(task, cfg.head, cfg.loss, cfg.seed)

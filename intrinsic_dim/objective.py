@@ -1,8 +1,14 @@
-"""What the trained numbers are trained and scored on: the label words at [P] (the same task as the prompt
-methods) or a linear classification head on the [P] hidden state.
+"""What the trained numbers are trained and scored on in model space: the label words at [P] (the same
+task as the prompt methods) or a linear classification head on the [P] hidden state.
 
 The head's weights are part of theta: they start from a seeded random init (regenerated from the
 seed, never saved) and move only through the same subspace, so d counts every trained number.
+
+Every space's objective (this one; `intrinsic_dim.spaces.PromptObjective` for prompt and prefix
+space) offers the same calls to training and the sweep: `task` (the task its rows are encoded with),
+`base()` (theta_0 by name), `loss(params, rows)`, `bound(params)` (a Bound for the shared
+evaluator), `metrics(params, rows, batch_size)` and `population_loss(space, thetas, rows, ...)` (one
+loss per CMA-ES candidate).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
+from frozen_lm.evaluate import Bound, score
 from frozen_lm.task import PromptTask
 from intrinsic_dim.projections import generator
 
@@ -30,6 +37,13 @@ def head_init(n_classes: int, hidden: int, seed: int, dtype=torch.float32, devic
 def model_params(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The overrides of model weights (the head's tensors left out)."""
     return {k: v for k, v in params.items() if not k.startswith(HEAD_PREFIX)}
+
+
+@torch.no_grad()
+def metrics_of(bound: Bound, rows: Rows, batch_size: int) -> dict:
+    """{metric: value, 'n_scored', 'loglik'} of a Bound on encoded rows (the shared evaluator)."""
+    s = score(bound, rows, batch_size)
+    return {bound.task.metric: s.correct / max(s.n, 1), "n_scored": s.n, "loglik": s.mean("vocab")}
 
 
 def first_rows(rows: Rows) -> torch.Tensor:
@@ -81,3 +95,18 @@ class Objective:
         if self.head == "none":
             return self.task.loss(out, rows, self.loss_kind)
         return torch.nn.functional.cross_entropy(out.float(), rows.labels)
+
+    def bound(self, params: Mapping[str, torch.Tensor]) -> Bound:
+        """The task scored under the overrides (trigger ids, if any, are already in the rows)."""
+        from intrinsic_dim.apply import WeightsBound
+
+        return WeightsBound(self.task, self, params)
+
+    def metrics(self, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int) -> dict:
+        return metrics_of(self.bound(params), rows, batch_size)
+
+    @torch.no_grad()
+    def population_loss(self, space, thetas: torch.Tensor, rows: Rows, rows_per_pass: int = 32) -> torch.Tensor:
+        """(N,) mean loss on `rows` of each candidate theta_d in thetas (N, d) through `space` (a Subspace):
+        one pass over the rows per candidate, whose weights differ (rows_per_pass does not apply)."""
+        return torch.stack([self.loss(space.params(t), rows).float() for t in thetas])

@@ -1,5 +1,7 @@
-"""The d90 plot: score against d (log axis), one point per seed, the mean, the baseline and the
-90% line. matplotlib is optional (Agg backend, no display)."""
+"""The d90 plot: score against d (log axis), the mean and min-max over seeds, the baseline, the 90%
+line, the chance line (dev majority-class rate) and the theta_0 (manual template) line; and
+`plot_curves`, several sweeps (say, one per space) on one axis. matplotlib is optional (Agg backend,
+no display)."""
 
 from __future__ import annotations
 
@@ -31,15 +33,31 @@ def plot_d90(report: dict, path, title: str = "", metric: str = "accuracy") -> P
     ax.plot(dims, [r["mean"] for r in rows], "o-", color="C0", label="mean over seeds")
     ax.fill_between(dims, [r["min"] for r in rows], [r["max"] for r in rows], color="C0", alpha=0.2,
                     label="min-max over seeds")
-    ax.axhline(report["baseline"], color="k", ls="--", lw=1, label=f"full fine-tuning {report['baseline']:.3f}")
+    ax.axhline(report["baseline"], color="k", ls="--", lw=1, label=f"full training {report['baseline']:.3f}")
     ax.axhline(report["target"], color="C3", ls=":", lw=1.5, label=f"{report['threshold']:.0%} of baseline")
+    _references(ax, report)
     if report.get("d90") is not None:
         ax.axvline(report["d90"], color="C2", lw=1, label=f"d90 = {report['d90']:,}")
+    elif report.get("refused"):
+        ax.text(0.02, 0.04, "no d90: full training does not beat chance / theta_0", transform=ax.transAxes,
+                fontsize=8, va="bottom", color="C3")
+    return _finish(plt, fig, ax, path, title or "intrinsic dimension", metric, "lower right")
+
+
+def _references(ax, report: dict) -> None:
+    """The chance line (majority-class rate) and the theta_0 (manual template) line, when known."""
+    if report.get("majority") is not None:
+        ax.axhline(report["majority"], color="0.5", ls="-.", lw=1, label=f"chance (majority) {report['majority']:.3f}")
+    if report.get("manual") is not None:
+        ax.axhline(report["manual"], color="C4", ls=(0, (1, 1)), lw=1, label=f"theta_0 / manual {report['manual']:.3f}")
+
+
+def _finish(plt, fig, ax, path, title: str, metric: str, legend: str) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("subspace dimension d")
     ax.set_ylabel(metric)
-    ax.set_title(title or "intrinsic dimension")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc=legend)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -47,3 +65,25 @@ def plot_d90(report: dict, path, title: str = "", metric: str = "accuracy") -> P
     plt.close(fig)
     logger.info("wrote %s", path)
     return path
+
+
+def plot_curves(curves: list[dict], path, title: str = "", metric: str = "accuracy", majority: float | None = None) -> Path:
+    """Several sweeps on one axis: each curve {'label', 'per_dim' (rows with d, mean, min, max), 'baseline',
+    'd90' (or None)} gets its mean line, min-max band, its baseline (dashed) and its d90 (a marker); one
+    chance line at `majority`."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for i, c in enumerate(curves):
+        color, rows = f"C{i}", c["per_dim"]
+        dims = [r["d"] for r in rows]
+        ax.plot(dims, [r["mean"] for r in rows], "o-", color=color, label=c["label"])
+        ax.fill_between(dims, [r["min"] for r in rows], [r["max"] for r in rows], color=color, alpha=0.15)
+        if c.get("baseline") is not None:
+            ax.axhline(c["baseline"], color=color, ls="--", lw=1, label=f"{c['label']}: full training {c['baseline']:.3f}")
+        if c.get("d90") is not None:
+            y = next((r["mean"] for r in rows if r["d"] == c["d90"]), None)
+            if y is not None:
+                ax.plot([c["d90"]], [y], "*", ms=12, color=color, label=f"{c['label']}: d90 = {c['d90']:,}")
+    if majority is not None:
+        ax.axhline(majority, color="0.5", ls="-.", lw=1, label=f"chance (majority) {majority:.3f}")
+    return _finish(plt, fig, ax, path, title or "intrinsic dimension by space", metric, "best")

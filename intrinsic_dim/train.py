@@ -1,9 +1,12 @@
-"""The two kinds of run, both on the shared `frozen_lm.train.Trainer`: subspace training of theta_d
-(and the SAID scales) and the full fine-tuning baseline of the same tensors.
+"""The two kinds of gradient run, both on the shared `frozen_lm.train.Trainer`: subspace training of
+theta_d (and the SAID scales) and the full training baseline of the same tensors, in any space (the
+objective says what theta is: model weights, a prompt or a prefix). CMA-ES runs are in
+`intrinsic_dim.cma` and return the same `Run`.
 
 The frozen weights are only read (overrides through functional_call); full fine-tuning trains one
 copy of the selected tensors, made once. Both score their final state on the dev rows with the
-shared evaluator (keep_best is off: no checkpoint copies).
+shared evaluator (keep_best is off: no checkpoint copies). Runs count their forward passes of one
+training example (`examples_seen`), the unit of --max-forward-passes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from frozen_lm.encode import Rows
 from frozen_lm.events import Callback
 from frozen_lm.train import Trainer, TrainResult, TrainSettings, metric_of
 from intrinsic_dim.apply import dev_metrics
-from intrinsic_dim.objective import Objective
 from intrinsic_dim.projections import make_projection
 from intrinsic_dim.result import METHOD
 from intrinsic_dim.subspace import Subspace, projection_dim
@@ -44,18 +46,43 @@ class Run:
     stopped: bool = False
     losses: list[float] = field(default_factory=list, repr=False)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    forward_passes: int = 0  # training examples forwarded (CMA-ES: examples x candidates); dev scoring not counted
+    optimizer: str = "adam"
 
     def record(self) -> dict:
         out = {"d": self.d, "seed": self.seed, "score": self.score, "train_loss": self.loss,
-               "seconds": round(self.seconds, 3), "steps": self.steps, "s_per_step": round(self.step_seconds, 4)}
+               "seconds": round(self.seconds, 3), "steps": self.steps, "s_per_step": round(self.step_seconds, 4),
+               "forward_passes": self.forward_passes, "optimizer": self.optimizer}
         return {**out, "stopped": True} if self.stopped else out
 
 
-def _run(d: int, seed: int, res: TrainResult, start: float, tensors: dict[str, torch.Tensor]) -> Run:
+def examples_seen(n: int, batch_size: int, steps: int) -> int:
+    """Examples that `steps` batches of the shared batch stream (frozen_lm.train.batches: epochs of
+    n examples, the last batch of an epoch shorter) hold."""
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    epochs, rest = divmod(steps, len(sizes))
+    return epochs * n + sum(sizes[:rest])
+
+
+def steps_within(budget: int | None, steps: int, n: int, batch_size: int, per_example: int = 1) -> int:
+    """The most steps (at most `steps`) whose batches cost no more than `budget` forward passes, each
+    example counting `per_example` (CMA-ES: the population size); 0 when not even one fits."""
+    if budget is None:
+        return steps
+    done = 0
+    while done < steps and per_example * examples_seen(n, batch_size, done + 1) <= budget:
+        done += 1
+    return done
+
+
+def _run(d: int, seed: int, res: TrainResult, start: float, tensors: dict[str, torch.Tensor], n: int,
+         settings: TrainSettings) -> Run:
     losses = [h["loss"] for h in res.history if "loss" in h]
     score = metric_of(res.last_metrics) if res.last_metrics else float("nan")
+    passes = examples_seen(n, settings.batch_size, res.steps_done)
     return Run(d, seed, score, losses[-1] if losses else float("nan"), time.perf_counter() - start, res.steps_done,
-               res.step_seconds, res.step_cpu_seconds, res.stopped == "callback", losses, tensors)
+               res.step_seconds, res.step_cpu_seconds, res.stopped == "callback", losses, tensors, passes,
+               settings.optimizer)
 
 
 def _settings(settings: TrainSettings, **changes) -> TrainSettings:
@@ -63,11 +90,11 @@ def _settings(settings: TrainSettings, **changes) -> TrainSettings:
     return replace(settings, keep_best=False, eval_every=0, eval_first=False, **changes)
 
 
-def train_subspace(objective: Objective, base: dict[str, torch.Tensor], kind: str, d: int, seed: int,
+def train_subspace(objective, base: dict[str, torch.Tensor], kind: str, d: int, seed: int,
                    settings: TrainSettings, train: Rows, dev: Rows, said: bool = False, *, eval_batch_size: int = 32,
                    callback: Callback | None = None, stage: str = "", **proj_kw) -> Run:
     """Train theta_d in R^d (d includes the SAID scales) with projection `kind` drawn from `seed`
-    (which also orders the batches)."""
+    (which also orders the batches). objective: any space's (see intrinsic_dim.objective)."""
     start = time.perf_counter()
     device = objective.lm.device
     D = sum(t.numel() for t in base.values())
@@ -85,22 +112,24 @@ def train_subspace(objective: Objective, base: dict[str, torch.Tensor], kind: st
     st = _settings(settings, seed=seed, lrs={"said_scale": SAID_LR, **settings.lrs})
     res = Trainer(values, loss_fn, len(train), st, evaluate, callback=callback, method=METHOD,
                   stage=stage or f"d={d} seed={seed}").run()
-    return _run(d, seed, res, start, values)
+    return _run(d, seed, res, start, values, len(train), st)
 
 
-def train_full(objective: Objective, base: dict[str, torch.Tensor], settings: TrainSettings, train: Rows, dev: Rows,
+def train_full(objective, base: dict[str, torch.Tensor], settings: TrainSettings, train: Rows, dev: Rows,
                *, eval_batch_size: int = 32, callback: Callback | None = None, stage: str = "baseline") -> Run:
-    """Full fine-tuning of the same tensors with the same objective (one trainable copy, returned)."""
+    """Full training of the same tensors with the same objective (one trainable copy, returned): full
+    fine-tuning in model space, prompt tuning / direct prefix tuning in prompt / prefix space."""
     start = time.perf_counter()
     values = {k: v.detach().clone() for k, v in base.items()}
 
     def evaluate() -> dict:
         return dev_metrics(objective, values, dev, eval_batch_size)
 
-    res = Trainer(values, lambda idx: objective.loss(values, train.subset(idx)), len(train), _settings(settings),
+    st = _settings(settings)
+    res = Trainer(values, lambda idx: objective.loss(values, train.subset(idx)), len(train), st,
                   evaluate, callback=callback, method=METHOD, stage=stage).run()
     D = sum(t.numel() for t in base.values())
-    return _run(D, settings.seed, res, start, values)
+    return _run(D, settings.seed, res, start, values, len(train), st)
 
 
 def subspace_lr(lr: float | None, baseline_lr: float, D: int, d_proj: int) -> float:

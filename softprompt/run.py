@@ -14,11 +14,13 @@ import time
 import torch
 
 from frozen_lm import data as data_mod
-from frozen_lm.errors import UserError
+from frozen_lm.artifact import claim_out
+from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback
 from frozen_lm.model import FrozenLM
 from frozen_lm.results import base_fields
 from frozen_lm.task import PromptTask
+from frozen_lm.train import TrainInterrupted
 from softprompt.config import TuneConfig
 from softprompt.effective import effective_task
 from softprompt.init import prefix_init, prompt_init
@@ -31,17 +33,21 @@ from softprompt.train import fit, split_metrics
 logger = logging.getLogger(__name__)
 
 
-def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *, out=None,
+def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *, out=None, overwrite: bool = False,
          callback: Callback | None = None, progress: bool = True) -> TuneResult:
     """Prompt tuning (a trainable vector per [T] slot) or prefix tuning (trainable key/values at every
     layer) of `task`'s frozen model.
 
     train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset); dev
-    (optional) picks the best checkpoint and early stopping. out: an artifact folder to write.
+    (optional) picks the best checkpoint and early stopping. out: an artifact folder to write (a
+    folder holding another run is refused unless overwrite=True; an unwritable one before training).
     callback(event) gets a 'step' Event after every optimizer step; returning True stops the run
-    (the result says status 'stopped'). progress: show a progress bar.
+    (the result says status 'stopped'). Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the
+    best checkpoint so far (saved first when `out` is given). progress: show a progress bar.
     """
     config = config or TuneConfig()
+    if out is not None:
+        claim_out(out, overwrite)
     started = time.perf_counter()
     eff, k = effective_task(task, config.method, config.num_virtual_tokens)
     lm = task.lm
@@ -52,22 +58,34 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     examples = {name: encode_split(eff, ds, config.target_field if config.loss == "lm" else None, name)
                 for name, ds in loaded.items()}
     module, ids = build_module(lm, eff, config, k)
-    run = fit(module, eff, examples["train"], examples.get("dev"), config, callback=callback, progress=progress)
+    data = {name: data_mod.describe(splits[name], ds) for name, ds in loaded.items()}
+    try:
+        run = fit(module, eff, examples["train"], examples.get("dev"), config, callback=callback, progress=progress)
+    except TrainInterrupted as stop:
+        result = _result(task, eff, config, module, ids, stop.result, {}, data, started, "interrupted")
+        where = f"; the best checkpoint (step {stop.result.best_step}) is saved in {out}" if out is not None else ""
+        if out is not None:
+            result.save(out)
+        raise Interrupted(f"interrupted after step {stop.result.steps_done}{where}", result) from None
     metrics = {"train": split_metrics(module, eff, examples["train"].to(lm.device), config.eval_batch_size)}
     if "dev" in examples:
         metrics["dev"] = run.last_metrics or split_metrics(module, eff, examples["dev"].to(lm.device),
                                                            config.eval_batch_size)
-    data = {name: data_mod.describe(splits[name], ds) for name, ds in loaded.items()}
-    timings = {"total_seconds": time.perf_counter() - started, "step_seconds": run.step_seconds,
-               "step_cpu_seconds": run.step_cpu_seconds}
-    result = TuneResult(
-        **base_fields(config.artifact_method, config, task, data), tensors=module.tensors(), metrics=metrics,
-        history=run.history, timings=timings, status="stopped" if run.stopped == "callback" else "done",
-        template=eff.spec.template, best_step=run.best_step, best_dev=run.best_score, steps_done=run.steps_done,
-        stopped=run.stopped, note=run.note, init_ids=ids)
+    result = _result(task, eff, config, module, ids, run, metrics, data, started,
+                     "stopped" if run.stopped == "callback" else "done")
     if out is not None:
         result.save(out)
     return result
+
+
+def _result(task, eff, config: TuneConfig, module, ids, run, metrics: dict, data: dict, started: float,
+            status: str) -> TuneResult:
+    timings = {"total_seconds": time.perf_counter() - started, "step_seconds": run.step_seconds,
+               "step_cpu_seconds": run.step_cpu_seconds}
+    return TuneResult(
+        **base_fields(config.artifact_method, config, task, data), tensors=module.tensors(), metrics=metrics,
+        history=run.history, timings=timings, status=status, template=eff.spec.template, best_step=run.best_step,
+        best_dev=run.best_score, steps_done=run.steps_done, stopped=run.stopped, note=run.note, init_ids=ids)
 
 
 def build_module(lm: FrozenLM, task: PromptTask, cfg: TuneConfig, k: int) -> tuple[torch.nn.Module, list[int] | None]:

@@ -159,3 +159,36 @@ def test_too_many_candidates_are_capped_with_a_notice(cli, tiny_folder, tmp_path
                  "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert "--num-cand 100000 is more than the" in caplog.text
+
+
+def test_ctrl_c_during_tune_saves_the_best_checkpoint(cli, tiny_folder, tmp_path, monkeypatch):
+    import softprompt.train as train_mod
+    from frozen_lm import load_result
+
+    real, calls = train_mod.batch_loss, {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "batch_loss", loss)
+    out = tmp_path / "tune"
+    result = cli("tune", "--model", tiny_folder("llama"), "--steps", "10", "--eval-every", "1", "--no-progress",
+                 "--out", out)
+    assert result.exit_code == 130 and "interrupted after step 3" in result.output, result.output
+    saved = load_result(out)
+    assert saved.status == "interrupted" and saved.steps_done == 3 and "prompt_embeddings" in saved.tensors
+    assert saved.best_step in (0, 1, 2, 3)
+
+
+def test_intrinsic_dim_refuses_dims_above_d(cli, tiny_folder):
+    assert_user_error(cli("intrinsic-dim", "--model", tiny_folder("bert"), "--params", "attention.self.query.bias",
+                          "--dims", "10,100000", "--baseline-score", "0.5", "--no-plot"), "more than the")
+
+
+def test_prefix_longer_than_the_model_is_one_line(cli, tiny_folder):
+    out = assert_user_error(cli("tune", "--model", tiny_folder("llama"), "--method", "prefix",
+                                "--num-virtual-tokens", "100000"))
+    assert "-9" not in out  # no negative token counts
