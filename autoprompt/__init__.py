@@ -22,13 +22,20 @@ __all__ = ["LabelSearchConfig", "LabelWords", "SearchConfig", "SearchResult", "l
 
 def _summary(r: SearchResult) -> dict:
     dev = r.metrics.get("dev", {})
-    return {f"{r.metric}_dev": dev.get(r.metric, r.best_dev), "n_scored": dev.get("n_scored"),
-            "n_skipped": dev.get("n_skipped"), "trigger": " | ".join(r.trigger_tokens), "iterations": r.iterations,
-            "s_per_iter": round(r.timings.get("seconds_per_iteration") or 0.0, 3)}
+    row = {f"{r.metric}_dev": dev.get(r.metric, r.best_dev)}
+    if "loss" in dev:  # target strings: the mean cross-entropy per target token
+        row["loss_dev"] = dev["loss"]
+    row.update({"n_scored": dev.get("n_scored"), "n_skipped": dev.get("n_skipped"), "trigger": " | ".join(r.trigger_tokens),
+                "iterations": r.iterations, "s_per_iter": round(r.timings.get("seconds_per_iteration") or 0.0, 3)})
+    if r.config.fluency_weight and "prompt_perplexity" in r.metrics:
+        row["prompt_ppl"] = r.metrics["prompt_perplexity"]
+    return row
 
 
 def _headline(r: SearchResult) -> str:
     line = f"prompt: {r.filled_template}"
+    for g in r.metrics.get("generations", [])[:1]:
+        line += f"\ngreedy output: {g['generated']!r} ({'reproduces' if g['reproduces'] else 'does not reproduce'} the target)"
     if not r.trigger_round_trips:
         line += ("\nnote: the trigger text does not tokenize back to the same tokens; the ids are in results.json "
                  "(trigger_ids), and `autoprompt evaluate ARTIFACT` scores them")

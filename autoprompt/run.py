@@ -33,7 +33,8 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
            overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> SearchResult:
     """Find trigger tokens for the task's [T] slots (AutoPrompt) and return the best by dev score.
 
-    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset); test: an
+    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset; None for a
+    target-string task with a fixed target and no data fields); test: an
     optional split scored at the end (never used to choose), reported as metrics['test'].
     config.from_template: start from a hand-written template (its words become the slots; the
     task's template is replaced by that slot template, and metrics['start_dev'] is its score).
@@ -45,6 +46,9 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
     Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the best-so-far result.
     """
     config = config or SearchConfig()
+    if train is None:  # a fixed target string with no data fields needs no data
+        train = task.default_data()
+        dev = train if dev is None else dev
     train_ds, dev_ds = data_mod.load(train), data_mod.load(dev) if dev is not None else None
     task, start = _start(task, config, train_ds)
     if task.template.n_triggers == 0:
@@ -70,7 +74,7 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
     tok = task.lm.tokenizer
     first = previous.start_ids if previous is not None and previous.start_ids else start.tolist()
     metrics = {"dev": evaluate(task, dev_enc, DiscretePrompt.from_ids(tok, state.best)),
-               "start_dev": evaluate(task, dev_enc, DiscretePrompt.from_ids(tok, first))}
+               "start_dev": evaluate(task, dev_enc, DiscretePrompt.from_ids(tok, first)), **_readability(task, dev_enc, state.best)}
     if test is not None:
         test_ds = data_mod.load(test)
         run.data["test"] = data_mod.describe(test, test_ds)
@@ -78,6 +82,26 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
         metrics["test"] = evaluate(task, test_enc, DiscretePrompt.from_ids(tok, state.best))
         metrics["start_test"] = evaluate(task, test_enc, DiscretePrompt.from_ids(tok, first))
     return run.finish(state, status, metrics, first)
+
+
+def _readability(task: PromptTask, dev_enc, best: torch.Tensor, rows: int = 64, shown: int = 3) -> dict:
+    """The found prompt's perplexity in context (causal LMs; mean over the first dev rows) and, for
+    target strings, what greedy decoding produces after it for the first dev examples."""
+    if task.lm.is_masked:
+        return {}
+    from frozen_lm.fluency import prompt_perplexity
+
+    out = {"prompt_perplexity": prompt_perplexity(task.lm, dev_enc.rows.subset(slice(0, rows)), best)}
+    if task.is_target:
+        out["generations"] = []
+        sample = dev_enc.rows.subset(slice(0, shown)).set_triggers(best)
+        for r in range(sample.n_examples):
+            end = int(sample.predict_pos[r, 0]) + 1
+            want = [int(t) for t in sample.targets[r] if t >= 0]
+            got = task.lm.generate(sample.input_ids[r, :end], len(want))
+            out["generations"].append({"generated": task.lm.tokenizer.decode(got), "target": task.lm.tokenizer.decode(want),
+                                       "reproduces": got[: len(want)] == want})
+    return out
 
 
 def _start(task: PromptTask, config: SearchConfig, train_ds) -> tuple[PromptTask, torch.Tensor]:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 
 from frozen_lm.encode import Rows
+from frozen_lm.fluency import fluency_positions, row_fluency
 
 logger = logging.getLogger(__name__)
 
@@ -87,30 +88,43 @@ class Scores(NamedTuple):
     loglik: torch.Tensor  # (N,) float64: label log-likelihood
     correct: torch.Tensor  # (N,) int64: examples whose top prediction is the label
     margin: torch.Tensor  # (N,) float64: min(0, label log-prob - best other log-prob), 0 where correct
+    fluency: torch.Tensor  # (N,) float64: the trigger tokens' mean log-prob in context (0 unless asked)
 
     def tail(self, start: int) -> Scores:
-        return Scores(self.loglik[start:], self.correct[start:], self.margin[start:])
+        return Scores(self.loglik[start:], self.correct[start:], self.margin[start:], self.fluency[start:])
+
+    @classmethod
+    def zeros(cls, n: int) -> Scores:
+        f = lambda: torch.zeros(n, dtype=torch.float64)  # noqa: E731
+        return cls(f(), torch.zeros(n, dtype=torch.long), f(), f())
+
+
+def with_fluency_reads(rows: Rows) -> Rows:
+    """The rows reading, after their predict positions, the position before each slot (whose
+    logits give the probability of the slot's token in context; see frozen_lm.fluency)."""
+    return replace(rows, predict_pos=torch.cat([rows.predict_pos, fluency_positions(rows)[0]], dim=1))
 
 
 @torch.no_grad()
 def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None = None,
-                   budget: Budget | None = None, kind: str = "vocab") -> Scores:
+                   budget: Budget | None = None, kind: str = "vocab", fluency: bool = False) -> Scores:
     """Sum over the examples of the label log-likelihood, the number correct and the clipped margin
     (how far the label is below the top prediction), per candidate.
 
     rows: B encoded examples (their slot tokens are ignored); triggers (N, S); kind: the label
     log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes"); target
-    strings: summed over their tokens ("vocab") or nanoGCG's mellowmax ("mellowmax").
+    strings: summed over their tokens ("vocab") or nanoGCG's mellowmax ("mellowmax"). fluency: also
+    sum each example's mean trigger-token log-prob in context (read in the same passes).
     """
     budget = budget or Budget.for_device(task.lm.device)
     if packed is None:  # one candidate has nothing to share: a plain pass is cheaper
         packed = can_pack(task.lm, rows) and triggers.shape[0] > 1
     rows = rows.to(task.lm.device)
     triggers = triggers.to(task.lm.device)
-    n = triggers.shape[0]
-    out = Scores(torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.float64))
+    out = Scores.zeros(triggers.shape[0])
     scorer = _score_packed if packed else _score_full
-    task = _Kind(task, kind)
+    task = _Kind(task, kind, rows.predict_pos.shape[1] if fluency else None)
+    rows = with_fluency_reads(rows) if fluency else rows
     groups = [rows] if packed else length_groups(rows, triggers.shape[0], budget.full_tokens)
     for group in groups:
         cand = 0
@@ -138,10 +152,11 @@ def length_groups(rows: Rows, n_cand: int, tokens: int) -> list[Rows]:
 
 
 class _Kind:
-    """The task with the loss kind its scores use ('vocab', 'classes' or 'mellowmax')."""
+    """The task with the loss kind its scores use ('vocab', 'classes' or 'mellowmax'); m_task: how
+    many of the read positions are the task's (the rest, when set, are the fluency reads)."""
 
-    def __init__(self, task, kind: str):
-        self._task, self.lm, self.kind = task, task.lm, kind
+    def __init__(self, task, kind: str, m_task: int | None = None):
+        self._task, self.lm, self.kind, self.m_task = task, task.lm, kind, m_task
 
     def example_scores(self, logits, rows, kind):
         return self._task.example_scores(logits, rows, kind)
@@ -160,13 +175,18 @@ def _split_examples(scorer, task, rows, triggers, budget, acc: Scores, tokens_pe
     return 1
 
 
-def _accumulate(task, logits, rows, n, acc: Scores) -> None:
+def _accumulate(task, logits, rows, n, acc: Scores, triggers: torch.Tensor) -> None:
     """logits (n*R, M, V) for n candidates (candidate-major) -> add per-candidate sums to acc."""
     stacked = stack_rows(rows, n)
-    loglik, hits, margin = task.example_scores(logits, stacked, task.kind)
+    m = task.m_task or logits.shape[1]
+    loglik, hits, margin = task.example_scores(logits[:, :m], stacked, task.kind)
     acc.loglik[:n] += loglik.view(n, -1).double().sum(1).cpu()
     acc.correct[:n] += hits.view(n, -1).long().sum(1).cpu()
     acc.margin[:n] += margin.view(n, -1).double().sum(1).cpu()
+    if task.m_task is not None:
+        ids = triggers[:n, None, :].expand(-1, rows.input_ids.shape[0], -1).reshape(-1, triggers.shape[1])
+        flu = row_fluency(logits[:, m:], ids, fluency_positions(stacked)[1])  # per row; an example has k rows
+        acc.fluency[:n] += flu.view(n, -1).double().sum(1).cpu() / rows.k
 
 
 def _score_full(task, rows, triggers, budget, acc: Scores, split=True) -> int:
@@ -180,7 +200,7 @@ def _score_full(task, rows, triggers, budget, acc: Scores, split=True) -> int:
     ids = rows.with_triggers(triggers[:n]).reshape(n * n_rows, length)
     stacked = stack_rows(rows, n)
     logits = task.lm.logits_at(stacked.predict_pos, input_ids=ids, attention_mask=stacked.attention_mask)
-    _accumulate(task, logits, rows, n, acc)
+    _accumulate(task, logits, rows, n, acc, triggers)
     return n
 
 
@@ -196,7 +216,7 @@ def _score_packed(task, rows, triggers, budget, acc: Scores, split=True) -> int:
     ids, mask, pos, read = pack(rows, triggers[:n], p_max, t_max)
     logits = task.lm.logits_at(read, input_ids=ids, attention_mask=mask, position_ids=pos)
     logits = logits.view(n_rows, n, m, -1).transpose(0, 1).reshape(n * n_rows, m, -1)
-    _accumulate(task, logits, rows, n, acc)
+    _accumulate(task, logits, rows, n, acc, triggers)
     return n
 
 
@@ -230,5 +250,6 @@ def pack(rows: Rows, triggers: torch.Tensor, p_max: int, t_max: int):
     mask = (same | sees_prefix)[None] & valid[:, None, :]
     pos = torch.cat([j[None].expand(n_rows, -1), start[:, None] + k.repeat(n)[None]], dim=1)
     offsets = p_max + torch.arange(n, device=dev)[:, None] * t_max  # (n, 1)
-    read = (offsets[None] + (rows.predict_pos - start[:, None])[:, None, :]).reshape(n_rows, -1)
+    at = rows.predict_pos[:, None, :]  # read positions before the first slot lie in the shared prefix
+    read = torch.where(at < start[:, None, None], at, offsets[None] + at - start[:, None, None]).reshape(n_rows, -1)
     return ids, mask, pos, read

@@ -27,9 +27,11 @@ from autoprompt.candidates import (
 )
 from autoprompt.config import SearchConfig
 from autoprompt.gcg import retokenizes, sample_candidates
-from autoprompt.scoring import Budget, Scores, can_pack, length_batch, score_triggers
+from autoprompt.probe import probe_sample
+from autoprompt.scoring import Budget, Scores, can_pack, length_batch, score_triggers, with_fluency_reads
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import TriggerBound, score
+from frozen_lm.fluency import fluency_positions, row_fluency
 from frozen_lm.task import Encoded, PromptTask
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,13 @@ class Searcher:
         if self.packed and not can_pack(task.lm, self.train):
             raise UserError("--packing on needs a causal LM and text before the first [T]; use --packing auto")
         self.budget = Budget.for_device(task.lm.device)
+        if cfg.fluency_weight and task.lm.is_masked:
+            raise UserError("--fluency-weight scores the trigger as text the model reads left to right: it needs a causal LM")
+        self.draft = None
+        if cfg.draft_model:
+            from autoprompt.probe import load_draft
+
+            self.draft = load_draft(cfg.draft_model, task, self.train)
 
     @property
     def kind(self) -> str:
@@ -138,17 +147,27 @@ class Searcher:
         return g, grads, order[b * self.cfg.accumulation_steps: need]
 
     def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """(S, V) one-hot gradient averaged over the batches, and the mean loss."""
-        lm, total, losses = self.task.lm, None, []
+        """(S, V) one-hot gradient averaged over the batches, and the mean loss. With a fluency weight
+        w the loss is the task's minus w times the triggers' mean log-prob in context, and the
+        gradient also gets that term's direct part: -w * log p(v | context) for token v of slot s."""
+        lm, total, losses, w = self.task.lm, None, [], self.cfg.fluency_weight
         for idx in batches:
             rows = self.train.subset(idx).to(lm.device).set_triggers(trigger.to(lm.device))
+            m, direct = rows.predict_pos.shape[1], []
+            reads = with_fluency_reads(rows).predict_pos if w else rows.predict_pos
 
-            def loss_fn(logits, rows=rows):
-                loss = self.task.loss(logits, rows, self.kind)
+            def loss_fn(logits, rows=rows, m=m, direct=direct):
+                loss = self.task.loss(logits[:, :m], rows, self.kind)
                 losses.append(float(loss.detach()))
+                if w:
+                    ids = rows.input_ids.gather(1, rows.trigger_pos)
+                    loss = loss - w * row_fluency(logits[:, m:], ids, fluency_positions(rows)[1]).mean()
+                    direct.append(logits[:, m:].detach())
                 return loss
 
-            grad = lm.token_gradients(rows.input_ids, rows.attention_mask, rows.trigger_pos, rows.predict_pos, loss_fn)
+            grad = lm.token_gradients(rows.input_ids, rows.attention_mask, rows.trigger_pos, reads, loss_fn)
+            if w:
+                grad = grad - w * _direct_fluency(direct[0], rows)
             total = grad if total is None else total + grad
         return total / len(batches), sum(losses) / len(losses)
 
@@ -181,13 +200,15 @@ class Searcher:
         return dedupe(cands, keep_first=state.beam), None, loss
 
     def _rank(self, scores: Scores) -> torch.Tensor:
-        """(N,) values to maximize: log-likelihood, or accuracy with log-likelihood or margin breaking ties."""
+        """(N,) values to maximize: log-likelihood, or accuracy with log-likelihood or margin breaking
+        ties; plus fluency-weight times the triggers' log-likelihood."""
         score = self.cfg.score
         if score == "auto":
             score = "margin" if self.task.is_facts else "loglik"
+        fluent = self.cfg.fluency_weight * scores.fluency
         if score == "loglik":
-            return scores.loglik
-        return scores.correct.double() * 1e6 + (scores.margin if score == "margin" else scores.loglik)
+            return scores.loglik + fluent
+        return scores.correct.double() * 1e6 + (scores.margin if score == "margin" else scores.loglik) + fluent
 
     # ------------------------------------------------------------------ one iteration
     def step(self, state: State) -> State:
@@ -198,7 +219,7 @@ class Searcher:
         t1 = time.perf_counter()
         eval_rows = self.train.subset(eval_idx)
         pool = torch.cat([state.beam, cands])
-        scores = score_triggers(self.task, eval_rows, pool, self.packed, self.budget, self.kind)
+        scores = self.score_pool(eval_rows, pool, state.beam.shape[0], g)
         loglik, correct = scores.loglik, scores.correct
         rank = self._rank(scores)
         order = torch.sort(rank, descending=True, stable=True).indices[: self.cfg.beam_size]
@@ -221,6 +242,14 @@ class Searcher:
         stale = 0 if better else state.stale + 1
         return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record], best_ll, dev_ll)
 
+    def score_pool(self, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:
+        """Scores of every pool trigger (the beam first) on the scoring rows; with a draft model (GCG
+        probe sampling), unscored candidates get -inf log-likelihood."""
+        fluency = self.cfg.fluency_weight > 0
+        if self.draft is None or pool.shape[0] - n_beam < 2:
+            return score_triggers(self.task, rows, pool, self.packed, self.budget, self.kind, fluency)
+        return probe_sample(self, rows, pool, n_beam, g, fluency)
+
     def decode(self, trigger: torch.Tensor) -> list[str]:
         return [self.task.lm.tokenizer.decode([int(t)]) for t in trigger]
 
@@ -228,6 +257,15 @@ class Searcher:
         cfg = self.cfg
         return (state.iteration >= cfg.iters or bool(cfg.patience and state.stale >= cfg.patience)
                 or (cfg.early_stop and state.best_dev >= 1.0))
+
+
+def _direct_fluency(logits: torch.Tensor, rows) -> torch.Tensor:
+    """(S, V): d(mean row fluency)/d onehot through the token's own index: the log-probs of every
+    token v at slot s in context, with the weights of frozen_lm.fluency.row_fluency's mean."""
+    lp = torch.log_softmax(logits.float(), dim=-1)  # (R, S, V)
+    valid = fluency_positions(rows)[1].float()
+    weight = valid / valid.sum(1, keepdim=True).clamp(min=1) / lp.shape[0]
+    return (lp * weight[..., None]).sum(0)
 
 
 def state_dict(state: State) -> dict:

@@ -336,6 +336,18 @@ class FrozenLM:
         (grad,) = torch.autograd.grad(loss, slot)
         return (grad.float() * self.embed_scale) @ self.embedding_matrix.float().T
 
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int) -> list[int]:
+        """Greedy continuation (no sampling) of one row of token ids (L,) -> the new token ids."""
+        from transformers import GenerationConfig
+
+        ids = input_ids.reshape(1, -1).to(self.device)
+        config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+                                  eos_token_id=getattr(self.tokenizer, "eos_token_id", None))
+        out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        return out[0, ids.shape[1]:].tolist()
+
     # ---------------------------------------------------------------- internals
     def _split_head(self) -> Callable | None:
         """The module that maps final hidden states to logits, checked against the full model."""

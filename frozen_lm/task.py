@@ -74,8 +74,9 @@ class PromptTask:
     multi_token: facts whose answer is several tokens are skipped ('skip') or scored by their first
     token ('first'). reserved_positions: model positions left free for a prefix.
     target / target_field: a target string (any length) that the model should produce after the
-    prompt (at [P], or right after the template when it has no [P]), instead of label words (causal LMs; scored by exact match under greedy decoding and the
-    mean cross-entropy of its tokens). chat: the template is a user message; the model's chat
+    prompt (at [P], or right after the template when it has no [P]), instead of label words; scored
+    by exact match (causal LMs: greedy decoding reproduces it; masked LMs: one mask per target token,
+    each filled right) and the mean cross-entropy of its tokens. chat: the template is a user message; the model's chat
     template renders it and the target is the assistant's reply ([P] goes after the rendered turn).
     """
 
@@ -320,8 +321,6 @@ def _check_target(lm: FrozenLM, labels, target, target_field) -> None:
         raise UserError("the target string is empty; give the text the model should produce")
     if labels:
         raise UserError("a target string replaces label words: give --target (or --target-field) or --label-map, not both")
-    if lm.is_masked:
-        raise UserError("target strings need a causal LM (the model continues the prompt with the target)")
 
 
 def _all_columns(data) -> list[str]:

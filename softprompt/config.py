@@ -12,20 +12,24 @@ from dataclasses import dataclass, field
 
 from frozen_lm.errors import UserError
 
-METHODS = {"prompt": "prompt_tuning", "prefix": "prefix_tuning"}
+METHODS = {"prompt": "prompt_tuning", "prefix": "prefix_tuning", "pez": "pez"}  # method -> artifact method name
 INIT_KINDS = ("random", "vocab", "labels", "text:")
-DEFAULT_LR = {"prompt": 0.03, "prefix": 1e-4, "prefix_direct": 5e-3}
+DEFAULT_LR = {"prompt": 0.03, "prefix": 1e-4, "prefix_direct": 5e-3, "pez": 0.1}
+PEZ_METRICS = ("cosine", "l2")
 
 
 @dataclass
 class TuneConfig:
-    """Options of prompt tuning (Lester et al., 2021) and prefix tuning (Li & Liang, 2021)."""
+    """Options of prompt tuning (Lester et al., 2021), prefix tuning (Li & Liang, 2021) and PEZ
+    (Wen et al., 2023: a continuous prompt trained through its projection onto token embeddings,
+    whose result is the best discrete prompt)."""
 
     method: str = field(default="prompt", metadata={
-        "help": "prompt: a trainable input vector per [T] slot; prefix: trainable key/values at every layer",
+        "help": "prompt: a trainable input vector per [T] slot; prefix: trainable key/values at every layer; "
+                "pez: hard prompts made easy, a vector per [T] slot trained at its nearest tokens (a discrete prompt)",
         "choices": list(METHODS)})
     num_virtual_tokens: int | None = field(default=None, metadata={
-        "help": "prompt: prepend this many [T] slots to the template (default: use the template's [T] slots); "
+        "help": "prompt, pez: prepend this many [T] slots to the template (default: use the template's [T] slots); "
                 "prefix: prefix length (default: the number of [T] slots, which are then removed from the text)"})
     init: str = field(default="vocab", metadata={
         "help": "random (uniform, scaled to the token-embedding norms), vocab (frequent tokens), "
@@ -37,11 +41,18 @@ class TuneConfig:
     prefix_hidden: int = field(default=512, metadata={"help": "prefix: hidden size of the reparameterization MLP"})
     loss: str = field(default="classes", metadata={
         "help": "classes: cross-entropy over the classes' label words at [P]; vocab: -log p(label words) over the "
-                "vocabulary (facts always use this); lm: LM loss on --target-field",
+                "vocabulary (facts always use this); lm: mean cross-entropy of a target string's tokens, for "
+                "target-string tasks (--target or --target-field), which always use it",
         "choices": ["classes", "vocab", "lm"]})
-    target_field: str | None = field(default=None, metadata={"help": "data column whose text is the target of --loss lm"})
+    pez_metric: str = field(default="cosine", metadata={
+        "help": "pez: how a vector is projected onto its nearest token embedding (special tokens excluded)",
+        "choices": list(PEZ_METRICS)})
+    fluency_weight: float = field(default=0.0, metadata={
+        "help": "pez: add this times the trigger's own mean log-likelihood under the model (causal LMs) to the "
+                "objective, for readable prompts; results report the prompt's perplexity"})
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "adafactor"]})
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without)"})
+    lr: float | None = field(default=None, metadata={
+        "help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without; pez 0.1)"})
     weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
     steps: int = field(default=100, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "examples per micro-batch"})
@@ -74,14 +85,21 @@ class TuneConfig:
         for name in ("warmup_steps", "eval_every", "patience", "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.loss == "lm" and not self.target_field:
-            raise UserError("--loss lm needs --target-field, the data column holding the target text")
-        if self.target_field and self.loss != "lm":
-            raise UserError("--target-field is only used with --loss lm")
+        if not self.fluency_weight >= 0 or math.isinf(self.fluency_weight):
+            raise UserError(f"--fluency-weight must be 0 or more, got {self.fluency_weight}")
+        if self.fluency_weight and self.method != "pez":
+            raise UserError("--fluency-weight applies to discrete prompts; add --method pez")
+        if self.pez_metric not in PEZ_METRICS:
+            raise UserError(f"--pez-metric {self.pez_metric!r} is unknown; choose one of: {', '.join(PEZ_METRICS)}")
 
     @property
     def artifact_method(self) -> str:
         return METHODS[self.method]
+
+    @property
+    def placement(self) -> str:
+        """How the prompt meets the model (softprompt.effective): 'prefix', or 'prompt' (vectors at [T] slots)."""
+        return "prefix" if self.method == "prefix" else "prompt"
 
 
 def parse_init(spec: str) -> tuple[str, str | None]:

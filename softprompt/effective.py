@@ -28,6 +28,14 @@ from frozen_lm.templates import Template
 logger = logging.getLogger(__name__)
 
 
+def parse_slots(template: str) -> Template:
+    """The template parsed for its [T] slots; a target-string template may leave out [P] (the target
+    follows the text), so one is assumed at its end."""
+    if "[P]" not in template and "[Y]" not in template:
+        template = template.rstrip() + " [P]"
+    return Template.parse(template)
+
+
 def strip_triggers(template: str) -> str:
     """The template without its [T] slots (prefix tuning puts its prompt in the key/values instead)."""
     return re.sub(r"\[T\]\s*", "", template).strip()
@@ -38,7 +46,7 @@ def effective_template(template: str, method: str, num_virtual_tokens: int | Non
     """(the template the prompt is trained and applied with, number of trainable positions).
 
     method: 'prompt' or 'prefix'; length: a prefix's known length (a trained prefix's tensor)."""
-    n = Template.parse(template).n_triggers
+    n = parse_slots(template).n_triggers
     if method == "prefix":
         length = length or num_virtual_tokens or n
         if length == 0:
@@ -61,7 +69,7 @@ def effective_task(task: PromptTask, method: str, num_virtual_tokens: int | None
     effective: the template a trained prompt was made with; a task that already has it is taken as
     it is (a prefix still gets its positions reserved). length: a trained prefix's length."""
     if effective is not None and task.spec.template == effective:
-        n = Template.parse(effective).n_triggers
+        n = parse_slots(effective).n_triggers
         template, k = effective, ((length or num_virtual_tokens or n) if method == "prefix" else n)
     else:
         template, k = effective_template(task.spec.template, method, num_virtual_tokens, length)

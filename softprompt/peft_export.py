@@ -18,7 +18,7 @@ import torch
 from frozen_lm.encode import special_tokens_around
 from frozen_lm.errors import UserError
 from frozen_lm.model import FrozenLM
-from frozen_lm.templates import Template
+from softprompt.effective import parse_slots
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ PEFT_VERSION = "0.21.2"  # the layout written here; later releases read it too
 
 def check_prepended(template: str, k: int) -> None:
     """UserError unless the template's first k segments are its only [T] slots."""
-    segments = Template.parse(template).segments
+    segments = parse_slots(template).segments
     slots = [i for i, s in enumerate(segments) if s.kind == "trigger"]
     if slots != list(range(k)):
         raise UserError(f"--export-peft: PEFT prompt tuning prepends its virtual tokens, but template {template!r} "

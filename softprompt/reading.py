@@ -105,9 +105,10 @@ def discrete_trigger(lm: FrozenLM, described: list[dict]) -> tuple[list[int], st
 
 @dataclass
 class ReadingPrompt(DiscretePrompt):
-    """A soft prompt's nearest tokens as a discrete prompt for the task the soft prompt was given:
-    `bind` transforms the task as tuning did (softprompt.effective), then writes the tokens into its
-    [T] slots. template: the effective template; num_virtual_tokens: the prepended slots."""
+    """Tokens for the [T] slots of a tuned prompt's effective template (a soft prompt's nearest tokens,
+    or the prompt PEZ found) as a discrete prompt for the task the run was given: `bind` transforms
+    the task as tuning did (softprompt.effective), then writes the tokens into its [T] slots.
+    template: the effective template; num_virtual_tokens: the prepended slots."""
 
     template: str = ""
     num_virtual_tokens: int | None = None

@@ -1,5 +1,5 @@
 """TuneResult: a trained soft prompt (prompt vectors or prefix key/values), how it trained, and how
-to apply it to a task.
+to apply it to a task; PezResult: the discrete prompt PEZ found.
 
 `evaluate(task, data, prompt=result)` works on the task the prompt was given (its template as
 written) and on the effective task (virtual tokens already prepended, or [T] slots stripped for a
@@ -9,7 +9,7 @@ effective template. `export_peft` writes PEFT's layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,8 +20,9 @@ from softprompt.config import METHODS
 from softprompt.effective import effective_task
 from softprompt.prefix import PrefixBound
 from softprompt.prompt import PromptBound
+from softprompt.reading import ReadingPrompt
 
-ARTIFACTS = tuple(METHODS.values())  # prompt_tuning, prefix_tuning
+ARTIFACTS = tuple(METHODS.values())  # prompt_tuning, prefix_tuning, pez
 
 
 @dataclass
@@ -29,7 +30,9 @@ class TuneResult(Result):
     """template: the effective template (the one the prompt was trained with); best_step / best_dev:
     the kept checkpoint and its dev score; steps_done; stopped: 'steps', 'early_stopping', 'nan' or
     'callback'; note: what happened on a 'nan' stop; init_ids: the tokens the prompt started from
-    (None for a random init). tensors: prompt_embeddings + init_embeddings, or prefix + prefix_init."""
+    (None for a random init). tensors: prompt_embeddings + init_embeddings, or prefix + prefix_init.
+    metrics: 'train' and 'dev' from the shared evaluator (target strings add 'score', the dev ranking:
+    exact match, ties broken by the per-token probability exp(-loss))."""
 
     module = "softprompt"
     saved_to = None  # the folder the result was last saved to (runtime only, not a field)
@@ -44,14 +47,14 @@ class TuneResult(Result):
 
     @property
     def kind(self) -> str:
-        """'prompt' or 'prefix'."""
-        return "prefix" if self.method == METHODS["prefix"] else "prompt"
+        """'prompt', 'prefix' or 'pez'."""
+        return {artifact: method for method, artifact in METHODS.items()}.get(self.method, "prompt")
 
     @property
     def metric(self) -> str:
-        """The score the run reports: token_accuracy (LM loss), p_at_1 (facts) or accuracy."""
-        if self.config.loss == "lm":
-            return "token_accuracy"
+        """The score the run reports: exact_match (target strings), p_at_1 (facts) or accuracy."""
+        if self.task.target is not None or self.task.target_field is not None:
+            return "exact_match"
         return "p_at_1" if self.task.label_map is None else "accuracy"
 
     @property
@@ -66,7 +69,7 @@ class TuneResult(Result):
     def effective_task(self, task):
         """The task this prompt applies to: `task` itself when it has the effective template, else
         `task` transformed as tuning transformed it (prepended slots, or stripped slots + reserved positions)."""
-        return effective_task(task, self.kind, self.config.num_virtual_tokens, effective=self.template,
+        return effective_task(task, self.config.placement, self.config.num_virtual_tokens, effective=self.template,
                               length=self.n_slots)[0]
 
     def bind(self, task):
@@ -114,12 +117,54 @@ class TuneResult(Result):
 
     @classmethod
     def from_artifact(cls, art, config):
-        """Package 0.1 artifacts saved the effective template as the task's and kept no 'template'."""
+        """A pez artifact reads as a PezResult. Package 0.1 artifacts saved the effective template as
+        the task's and kept no 'template'; artifacts of the old `--loss lm` kept the target column in
+        the config (`target_field`): it moves into the task (which then has no label words)."""
+        if art.method == METHODS["pez"] and not issubclass(cls, PezResult):
+            return PezResult.from_artifact(art, config)
         result = super().from_artifact(art, config)
         if "template" not in art.results:
             result.template = result.task.template
+        old_target = art.meta["config"].get("target_field")
+        if old_target and result.task.target is None and result.task.target_field is None:
+            result.task = replace(result.task, target_field=old_target, label_map=None)
         result.saved_to = Path(art.path)
         return result
+
+
+@dataclass
+class PezResult(TuneResult):
+    """A discrete prompt found by PEZ: `trigger_ids` (tensors, and here with their token texts) for
+    the [T] slots of the effective template; `bind` writes them into those slots, so it scores as a
+    found trigger. tensors: trigger_ids, prompt_embeddings (the continuous vectors after the last
+    step; they need not project onto trigger_ids) and init_embeddings. metrics['prompt_perplexity']:
+    exp(-mean log p(trigger token | everything before it)) over the dev rows (train rows without a
+    dev split; None on a masked LM)."""
+
+    trigger_tokens: list[str] = field(default_factory=list)
+    trigger_text: str = ""
+    filled_template: str = ""
+
+    @property
+    def prompt(self) -> ReadingPrompt:
+        """The found trigger as a DiscretePrompt for the [T] slots of the effective template; it binds
+        to the task the run was given too (prepending the virtual-token slots as tuning did)."""
+        self.require("trigger_ids")
+        return ReadingPrompt([int(i) for i in self.tensors["trigger_ids"]], list(self.trigger_tokens),
+                             self.trigger_text, self.template, self.config.num_virtual_tokens)
+
+    @property
+    def n_slots(self) -> int:
+        self.require("trigger_ids")
+        return int(self.tensors["trigger_ids"].shape[0])
+
+    def bind(self, task):
+        self.check_model(task.lm)
+        return self.prompt.bind(task)
+
+    def export_peft(self, folder, lm=None) -> Path:
+        raise UserError("a pez result is a discrete prompt, not PEFT vectors; use its trigger "
+                        f"({self.trigger_text!r}) with `autoprompt evaluate`")
 
 
 def _load(name: str):

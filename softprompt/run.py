@@ -1,15 +1,17 @@
-"""`softprompt.tune`: train a soft prompt on a task and return a TuneResult.
+"""`softprompt.tune`: train a soft prompt on a task and return a TuneResult (PEZ: a PezResult).
 
 The task is transformed once (softprompt.effective: prepended virtual tokens, or a prefix's [T]
 slots stripped and positions reserved), the prompt is initialized from a generator seeded with
 `config.seed`, trained by the shared loop (frozen_lm.train) and scored by the shared evaluator.
-Nothing is written unless `out` is given.
+A target-string task (target / target_field) always trains with its LM loss (config.loss becomes
+'lm'); `--loss lm` on any other task is refused. Nothing is written unless `out` is given.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import torch
 
@@ -27,8 +29,7 @@ from softprompt.init import prefix_init, prompt_init
 from softprompt.prefix import PrefixParams
 from softprompt.prompt import SoftPrompt
 from softprompt.result import TuneResult
-from softprompt.targets import encode_split
-from softprompt.train import fit, split_metrics
+from softprompt.train import encode_split, fit, on_device, split_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +46,23 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     (the result says status 'stopped'). Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the
     best checkpoint so far (saved first when `out` is given). progress: show a progress bar.
     """
-    config = config or TuneConfig()
+    config = check_config(task, config or TuneConfig())
     if out is not None:
         claim_out(out, overwrite)
     started = time.perf_counter()
-    eff, k = effective_task(task, config.method, config.num_virtual_tokens)
+    eff, k = effective_task(task, config.placement, config.num_virtual_tokens)
     lm = task.lm
     if config.bf16 and lm.device.type != "cuda":
         logger.warning("bf16 only applies on CUDA; training in %s on %s", lm.dtype, lm.device)
     splits = {"train": train} if dev is None else {"train": train, "dev": dev}
     loaded = {name: data_mod.load(source) for name, source in splits.items()}
-    examples = {name: encode_split(eff, ds, config.target_field if config.loss == "lm" else None, name)
-                for name, ds in loaded.items()}
-    module, ids = build_module(lm, eff, config, k)
+    examples = {name: encode_split(eff, ds, name) for name, ds in loaded.items()}
     data = {name: data_mod.describe(splits[name], ds) for name, ds in loaded.items()}
+    if config.method == "pez":
+        from softprompt.pez_run import tune_pez
+
+        return tune_pez(task, eff, k, examples, config, data, started, out=out, callback=callback, progress=progress)
+    module, ids = build_module(lm, eff, config, k)
     try:
         run = fit(module, eff, examples["train"], examples.get("dev"), config, callback=callback, progress=progress)
     except TrainInterrupted as stop:
@@ -67,9 +71,9 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
         if out is not None:
             result.save(out)
         raise Interrupted(f"interrupted after step {stop.result.steps_done}{where}", result) from None
-    metrics = {"train": split_metrics(module, eff, examples["train"].to(lm.device), config.eval_batch_size)}
+    metrics = {"train": split_metrics(module, eff, on_device(examples["train"], lm.device), config.eval_batch_size)}
     if "dev" in examples:
-        metrics["dev"] = run.last_metrics or split_metrics(module, eff, examples["dev"].to(lm.device),
+        metrics["dev"] = run.last_metrics or split_metrics(module, eff, on_device(examples["dev"], lm.device),
                                                            config.eval_batch_size)
     result = _result(task, eff, config, module, ids, run, metrics, data, started,
                      "stopped" if run.stopped == "callback" else "done")
@@ -78,22 +82,45 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     return result
 
 
+def check_config(task: PromptTask, config: TuneConfig) -> TuneConfig:
+    """The config a task trains with (UserError before any work for what cannot run): a target-string
+    task always uses the LM loss (loss 'lm'); 'lm' needs one; the fluency term needs a causal LM."""
+    if task.is_target and config.loss != "lm":
+        logger.debug("a target-string task trains with the LM loss of its target (--loss lm)")
+        config = replace(config, loss="lm")
+    if config.loss == "lm" and not task.is_target:
+        raise UserError("--loss lm trains on a target string: give --target TEXT or --target-field COLUMN "
+                        "(the data column holding each example's target)")
+    if config.fluency_weight and task.lm.is_masked:
+        raise UserError("--fluency-weight scores the trigger as text the model continues; it needs a causal LM")
+    return config
+
+
+def timings_of(run, started: float) -> dict:
+    return {"total_seconds": time.perf_counter() - started, "step_seconds": run.step_seconds,
+            "step_cpu_seconds": run.step_cpu_seconds}
+
+
 def _result(task, eff, config: TuneConfig, module, ids, run, metrics: dict, data: dict, started: float,
             status: str) -> TuneResult:
-    timings = {"total_seconds": time.perf_counter() - started, "step_seconds": run.step_seconds,
-               "step_cpu_seconds": run.step_cpu_seconds}
+    best_dev = metrics["dev"].get(eff.metric) if "dev" in metrics else run.best_score
     return TuneResult(
         **base_fields(config.artifact_method, config, task, data), tensors=module.tensors(), metrics=metrics,
-        history=run.history, timings=timings, status=status, template=eff.spec.template, best_step=run.best_step,
-        best_dev=run.best_score, steps_done=run.steps_done, stopped=run.stopped, note=run.note, init_ids=ids)
+        history=run.history, timings=timings_of(run, started), status=status, template=eff.spec.template,
+        best_step=run.best_step, best_dev=best_dev, steps_done=run.steps_done, stopped=run.stopped, note=run.note,
+        init_ids=ids)
 
 
 def build_module(lm: FrozenLM, task: PromptTask, cfg: TuneConfig, k: int) -> tuple[torch.nn.Module, list[int] | None]:
     """(SoftPrompt or PrefixParams, init ids or None) for the effective task, initialized from a
     generator seeded with cfg.seed."""
     g = torch.Generator().manual_seed(cfg.seed)
-    if cfg.method == "prompt":
+    if cfg.method in ("prompt", "pez"):
         vectors, ids = prompt_init(lm, task, k, cfg.init, g, cfg.truncate_init)
+        if cfg.method == "pez":
+            from softprompt.pez import PezPrompt, Projector
+
+            return PezPrompt(vectors, Projector(lm, cfg.pez_metric)), ids
         return SoftPrompt(vectors), ids
     check_prefix_support(lm)
     kv, ids = prefix_init(lm, task, k, cfg.init, g, cfg.truncate_init)

@@ -2,24 +2,38 @@
 
 `module` is a SoftPrompt or PrefixParams: it holds the trainable tensors and maps rows to logits at
 [P] through the frozen model. This module gives the Trainer its settings (from TuneConfig), the
-batch loss (label words, or the LM loss on a target field) and the dev score (the shared evaluator,
-or token accuracy for the LM loss).
+batch loss (`PromptTask.loss`: label words, facts or a target string) and the dev score (the
+shared evaluator). Splits are encoded by the task itself (`encode_split`), so a target string is
+encoded and scored the same way here as in search and evaluation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
 from frozen_lm.evaluate import evaluate
 from frozen_lm.events import Callback
-from frozen_lm.task import PromptTask
+from frozen_lm.task import Encoded, PromptTask
 from frozen_lm.train import Trainer, TrainResult, TrainSettings
 from softprompt.config import TuneConfig
-from softprompt.targets import Examples, lm_loss, lm_metrics
 
 logger = logging.getLogger(__name__)
+
+
+def encode_split(task: PromptTask, data, name: str) -> Encoded:
+    """A split encoded by the task (its notes, e.g. skipped multi-token facts, logged once)."""
+    encoded = task.encode(data)
+    for note in encoded.notes:
+        logger.info("%s: %s", name, note)
+    return Encoded(encoded.rows, encoded.n_skipped, encoded.n_multi_token)
+
+
+def loss_kind(cfg: TuneConfig) -> str:
+    """The `PromptTask.loss` kind of a config (target strings ignore it: their loss is the LM loss)."""
+    return "classes" if cfg.loss == "classes" else "vocab"
 
 
 def train_settings(cfg: TuneConfig, has_dev: bool = False) -> TrainSettings:
@@ -30,18 +44,23 @@ def train_settings(cfg: TuneConfig, has_dev: bool = False) -> TrainSettings:
                          patience=cfg.patience, keep_best=True, eval_first=has_dev)
 
 
-def batch_loss(module, task: PromptTask, batch: Examples, cfg: TuneConfig) -> torch.Tensor:
-    logits = module.logits(task.lm, batch.rows)
-    if batch.targets is not None:
-        return lm_loss(logits, batch.targets)
-    return task.loss(logits, batch.rows, kind="classes" if cfg.loss == "classes" else "vocab")
+def batch_loss(module, task: PromptTask, rows, cfg: TuneConfig) -> torch.Tensor:
+    """The task's mean loss of a batch of rows with the module's prompt in place."""
+    return task.loss(module.logits(task.lm, rows), rows, kind=loss_kind(cfg))
 
 
-def split_metrics(module, task: PromptTask, data: Examples, batch_size: int) -> dict:
-    """Accuracy / P@1 from the shared evaluator, or token accuracy and loss for the LM loss."""
-    if data.targets is None:
-        return evaluate(task, data.encoded(), prompt=module, batch_size=batch_size)
-    return lm_metrics(module.bind(task), data, batch_size)
+def ranked(task: PromptTask, metrics: dict) -> dict:
+    """Target-string tasks: add 'score', what the shared loop ranks dev evaluations by: exact match,
+    ties broken by the mean per-token probability exp(-loss), which adds less than one example's
+    share, so the order is exact match first. Other tasks rank by accuracy / P@1 as they are."""
+    if task.is_target and "exact_match" in metrics:
+        metrics["score"] = metrics["exact_match"] + math.exp(-metrics["loss"]) / (metrics["n_scored"] + 1)
+    return metrics
+
+
+def split_metrics(module, task: PromptTask, data: Encoded, batch_size: int) -> dict:
+    """The shared evaluator's metrics of the module's prompt on an encoded split (+ 'score' for targets)."""
+    return ranked(task, evaluate(task, data, prompt=module, batch_size=batch_size))
 
 
 def autocast(lm, cfg: TuneConfig):
@@ -51,21 +70,27 @@ def autocast(lm, cfg: TuneConfig):
     return None
 
 
-def fit(module, task: PromptTask, train_data: Examples, dev_data: Examples | None, cfg: TuneConfig, *,
+def on_device(data: Encoded | None, device) -> Encoded | None:
+    if data is None:
+        return None
+    return Encoded(data.rows.to(device), data.n_skipped, data.n_multi_token)
+
+
+def fit(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None, cfg: TuneConfig, *,
         callback: Callback | None = None, progress: bool = False) -> TrainResult:
     """Train `module` in place (the model stays frozen); on return it holds the best checkpoint."""
     lm = task.lm
     module.to(lm.device)
-    train_data = train_data.to(lm.device)
-    dev = dev_data.to(lm.device) if dev_data is not None else None
+    train_rows = train_data.rows.to(lm.device)
+    dev = on_device(dev_data, lm.device)
 
     def loss_fn(index: torch.Tensor) -> torch.Tensor:
-        return batch_loss(module, task, train_data.subset(index), cfg)
+        return batch_loss(module, task, train_rows.subset(index), cfg)
 
     def dev_metrics() -> dict:
         return split_metrics(module, task, dev, cfg.eval_batch_size)
 
-    trainer = Trainer(dict(module.named_parameters()), loss_fn, len(train_data), train_settings(cfg, dev is not None),
+    trainer = Trainer(dict(module.named_parameters()), loss_fn, len(train_rows), train_settings(cfg, dev is not None),
                       dev_metrics if dev is not None else None, callback=callback, method=cfg.artifact_method,
                       progress=progress, autocast=autocast(lm, cfg))
     return trainer.run()

@@ -101,24 +101,55 @@ def test_adafactor_accumulation_and_schedule(tiny):
 
 
 def test_lm_loss_learns_a_planted_target(tiny, tmp_path):
-    """Every row's target is 'great': training on it lowers the LM loss and raises token accuracy, and
-    the reported loss is the hand-computed cross-entropy of the learned prompt."""
+    """Every row's target is 'great' (a target-string task): training on it lowers the LM loss and
+    reaches exact match, and the reported loss is the hand-computed cross-entropy of the learned prompt."""
     rows = [{**r, "target": "great"} for r in SENTIMENT_ROWS]
     data = str(write_jsonl(tmp_path / "t.jsonl", rows))
     lm = tiny("llama")
-    template = "{sentence} it was [T] [T] [P]"
-    r = _tune(lm, template, data, data, loss="lm", target_field="target", lr=0.3, steps=12, eval_every=4)
+    task = PromptTask(lm, "{sentence} it was [T] [T] [P]", target_field="target")
+    r = softprompt.tune(task, data, data, TuneConfig(**{**FAST, "lr": 0.3, "steps": 12, "eval_every": 4}),
+                        progress=False)
+    assert r.config.loss == "lm" and r.metric == "exact_match"  # a target task always trains with its LM loss
     start, end = r.history[0]["dev"], r.metrics["dev"]
-    assert end["lm_loss"] < start["lm_loss"] - 0.3, (start, end)
-    assert start["token_accuracy"] == 0.0 and end["token_accuracy"] == 1.0 and r.metric == "token_accuracy"
-    task = _task(lm, template)
+    assert end["loss"] < start["loss"] - 0.3, (start, end)
+    assert start["exact_match"] == 0.0 and end["exact_match"] == 1.0 and end["score"] > 1.0
     bound = r.bind(task)
     great = lm.tokenizer.convert_tokens_to_ids("great")
     encoded = bound.task.encode(data)
     with torch.no_grad():
         logits = bound.logits(encoded.rows)[:, 0].float()
     by_hand = float(-torch.log_softmax(logits, -1)[:, great].mean())
-    assert end["lm_loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert end["loss"] == pytest.approx(by_hand, rel=1e-5)
+    assert {k: end[k] for k in ("exact_match", "loss", "n_scored")} == {
+        k: v for k, v in evaluate(task, data, prompt=r).items() if k != "n_skipped"}
+
+
+def test_lm_loss_needs_a_target_task(tiny):
+    with pytest.raises(UserError, match="--loss lm trains on a target string"):
+        _tune(tiny("llama"), loss="lm")
+
+
+def test_cli_lm_loss_with_target_field_and_old_artifacts(cli, tiny_folder, tmp_path):
+    """`--loss lm --target-field COLUMN` runs (the option is the task's now); an artifact of the old
+    `--loss lm` (target_field in the config, label words in the task) loads as a target task."""
+    rows = [{**r, "target": "great"} for r in SENTIMENT_ROWS]
+    data = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = tmp_path / "run"
+    summary = _cli_tune(cli, tiny_folder("llama"), out, "--loss", "lm", "--target-field", "target", "--template",
+                        "{sentence} it was [T] [T] [P]", "--train", data, "--dev", data)
+    assert {"train_exact_match", "dev_exact_match", "dev_loss"} <= set(summary)
+    loaded = load_result(out)
+    assert loaded.task.target_field == "target" and loaded.config.loss == "lm" and loaded.task.label_map is None
+    again = json.loads(cli("evaluate", out, "--json").output.strip().splitlines()[-1])
+    assert again["exact_match"] == summary["dev_exact_match"] and again["loss"] == pytest.approx(summary["dev_loss"])
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["target_field"] = "target"
+    meta["task"] = {**meta["task"], "target_field": None, "label_map": {"0": ["terrible"], "1": ["great"]}}
+    (out / "config.json").write_text(json.dumps(meta))
+    old = load_result(out)
+    assert old.task.target_field == "target" and old.task.label_map is None and old.metric == "exact_match"
+    lm = FrozenLM.load(tiny_folder("llama"))
+    assert evaluate(old.task_for(lm), str(data), prompt=old)["exact_match"] == again["exact_match"]
 
 
 # ------------------------------------------------------------------ inits

@@ -1,0 +1,260 @@
+"""PEZ (hard prompts made easy) on tiny random models: the straight-through gradient, planted
+prompts for label words, facts and target strings, the fluency term, artifacts and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import softprompt
+from frozen_lm import data as data_mod
+from frozen_lm.errors import UserError
+from frozen_lm.evaluate import DiscretePrompt, evaluate
+from frozen_lm.fluency import prompt_perplexity
+from frozen_lm.results import load_result
+from frozen_lm.task import PromptTask
+from softprompt import PezResult, TuneConfig
+from softprompt.init import special_ids, typical_norm
+from softprompt.pez import PezPrompt, Projector, pez_loss
+from softprompt.prompt import prompt_logits
+from softprompt.reading import token_table
+from tests.conftest import assert_user_error
+
+LABELS = {"0": "terrible", "1": "great"}
+TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
+FAST = dict(method="pez", steps=6, eval_every=2, batch_size=8)
+
+
+def _pez(task, train=TRAIN, dev=DEV, **cfg) -> PezResult:
+    return softprompt.tune(task, train, dev, TuneConfig(**{**FAST, **cfg}), progress=False)
+
+
+def _rows(task, n=8):
+    return task.encode(data_mod.load(DEV)).rows.subset(list(range(n)))
+
+
+def _planted_facts(secret: str) -> list[dict]:
+    """Every answer is the secret word. The tiny Llama ties its input and output embeddings, so that
+    word in the slot right before [P] makes the model say it: the trigger to find is the word itself."""
+    return [{"sentence": r["sentence"], "obj_label": secret} for r in data_mod.load("demo:sentiment:all").rows]
+
+
+# ------------------------------------------------------------------ the maths
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_gradient_is_the_gradient_at_the_projection(tiny, weight):
+    """The continuous vectors get exactly the gradient of the loss taken at their nearest tokens'
+    embeddings (straight-through), not the gradient at the vectors themselves."""
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
+    rows = _rows(task)
+    start = torch.randn(2, lm.hidden_size, generator=torch.Generator().manual_seed(0)) * typical_norm(lm)
+    module = PezPrompt(start, Projector(lm, "cosine"))
+    loss = module.loss(task, rows, "vocab", weight)
+    loss.backward()
+    ids = module.project()
+    at = lm.embed(ids).detach().float().requires_grad_(True)
+    direct = pez_loss(lm, task, rows, at, ids, "vocab", weight)
+    direct.backward()
+    assert torch.equal(loss.detach(), direct.detach())
+    assert torch.allclose(module.vectors.grad, at.grad, atol=1e-7, rtol=1e-5)
+    v = start.clone().requires_grad_(True)
+    task.loss(prompt_logits(lm, rows, v), rows, "vocab").backward()
+    assert not torch.allclose(v.grad, at.grad, atol=1e-6)  # prompt tuning's gradient is another one
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_projection_is_the_nearest_allowed_token(tiny, metric):
+    lm = tiny("llama")
+    table = token_table(lm)
+    great = lm.tokenizer.convert_tokens_to_ids("great")
+    mask = lm.tokenizer.mask_token_id
+    vectors = torch.stack([table[great] * (1.5 if metric == "cosine" else 1.0) + 1e-4, table[mask]])
+    ids = Projector(lm, metric)(vectors)
+    assert int(ids[0]) == great and int(ids[1]) != mask and int(ids[1]) not in special_ids(lm.tokenizer)
+
+
+def test_fluency_adds_the_trigger_log_prob_by_hand(tiny):
+    """loss = task loss - w * mean log p(trigger token | everything before it), on one batch."""
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
+    rows = _rows(task)
+    ids = torch.tensor(lm.tokenizer("it was great", add_special_tokens=False).input_ids)
+    prompt = lm.embed(ids).float()
+    w = 0.7
+    with torch.no_grad():
+        plain = pez_loss(lm, task, rows, prompt, ids, "classes", 0.0)
+        fluent = pez_loss(lm, task, rows, prompt, ids, "classes", w)
+        full = lm.model(input_ids=rows.with_triggers(ids), attention_mask=rows.attention_mask).logits
+    lp = torch.log_softmax(full.float(), -1)
+    by_hand = torch.stack([lp[r, rows.trigger_pos[r, s] - 1, ids[s]] for r in range(len(rows)) for s in range(3)])
+    assert float(fluent) == pytest.approx(float(plain) - w * float(by_hand.mean()), rel=1e-5)
+    ppl = prompt_perplexity(lm, rows, ids)
+    assert ppl == pytest.approx(float(torch.exp(-by_hand.mean())), rel=1e-5)
+
+
+def test_fluency_needs_a_causal_lm_and_pez(tiny):
+    task = PromptTask(tiny("bert"), "{sentence} [T] [T] [P]", LABELS)
+    with pytest.raises(UserError, match="needs a causal LM"):
+        _pez(task, fluency_weight=0.5)
+    with pytest.raises(UserError, match="add --method pez"):
+        TuneConfig(fluency_weight=0.5)
+    with pytest.raises(UserError, match="--fluency-weight must be 0 or more"):
+        TuneConfig(method="pez", fluency_weight=-1)
+    r = _pez(task, steps=2)  # PEZ itself runs on a masked LM; there is no perplexity to report
+    assert r.metrics["prompt_perplexity"] is None and len(r.prompt.trigger_ids) == 2
+
+
+def test_fluency_weight_lowers_the_prompt_perplexity(tiny):
+    task = PromptTask(tiny("llama"), "{sentence} [T] [T] [T] [P]", LABELS)
+    runs = {w: _pez(task, steps=20, lr=0.03, fluency_weight=w, seed=1) for w in (0.0, 5.0)}
+    plain, fluent = runs[0.0].metrics["prompt_perplexity"], runs[5.0].metrics["prompt_perplexity"]
+    assert plain is not None and fluent < plain * 0.9, (plain, fluent)
+    assert runs[5.0].metrics["dev"]["prompt_perplexity"] == pytest.approx(fluent)
+
+
+# ------------------------------------------------------------------ planted prompts
+def test_pez_finds_the_planted_token(tiny):
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [P]")
+    data = _planted_facts("acting")
+    assert evaluate(task, data, prompt="the")["p_at_1"] == 0.0
+    r = _pez(task, data, data, init="text:the", steps=20, lr=0.01)
+    assert r.trigger_text == "acting" and r.metrics["dev"]["p_at_1"] == 1.0 and r.best_dev == 1.0
+    assert r.history[0]["dev"]["p_at_1"] == 0.0 and r.best_step > 0
+    assert evaluate(task, data, prompt=r)["p_at_1"] == 1.0
+
+
+def test_pez_reaches_a_planted_label(tiny):
+    """Every label is 1 ('great'): PEZ finds a prompt that is right on every dev example."""
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [P]", LABELS)
+    data = [{**r, "label": 1} for r in data_mod.load("demo:sentiment:all").rows]
+    start = evaluate(task, data, prompt="the")["accuracy"]
+    r = _pez(task, data, data, init="text:the", steps=10, lr=0.03)
+    assert start < 1.0 and r.metrics["dev"]["accuracy"] == 1.0 and "loglik" in r.metrics["dev"]
+
+
+def test_pez_on_a_target_string(tiny):
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [T]", target="acting")
+    r = _pez(task, init="text:the", steps=20, lr=0.01)
+    assert r.config.loss == "lm" and r.metric == "exact_match" and r.trigger_tokens[-1] == "acting"
+    dev = r.metrics["dev"]
+    assert dev["exact_match"] == 1.0 and r.history[0]["dev"]["exact_match"] == 0.0
+    assert {k: dev[k] for k in ("exact_match", "loss", "n_scored", "n_skipped")} == evaluate(task, DEV, prompt=r)
+
+
+def test_pez_with_a_fixed_target_and_no_data(tiny):
+    lm = tiny("llama")
+    task = PromptTask(lm, "[T] [T]", target="acting")
+    r = _pez(task, task.default_data(), task.default_data(), init="text:the", steps=20, lr=0.01)
+    assert r.metrics["dev"]["exact_match"] == 1.0 and r.metrics["prompt_perplexity"] > 0
+
+
+# ------------------------------------------------------------------ the result
+def test_result_is_a_discrete_prompt_that_saves_and_loads(tiny, tmp_path):
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} It was [P] .", LABELS)
+    r = softprompt.tune(task, TRAIN, DEV, TuneConfig(**{**FAST, "num_virtual_tokens": 3, "init": "text:it was"}),
+                        out=tmp_path / "run", progress=False)
+    assert isinstance(r, PezResult) and r.method == "pez" and r.template == "[T][T][T]{sentence} It was [P] ."
+    assert isinstance(r.prompt, DiscretePrompt) and r.tensors["trigger_ids"].tolist() == r.prompt.trigger_ids
+    assert set(r.tensors) == {"trigger_ids", "prompt_embeddings", "init_embeddings"}
+    assert r.filled_template.startswith(r.trigger_tokens[0])
+    loaded = load_result(tmp_path / "run")
+    assert isinstance(loaded, PezResult) and loaded.prompt == r.prompt and loaded.config == r.config
+    for name, t in r.tensors.items():
+        assert torch.equal(loaded.tensors[name], t.cpu()), name
+    on_task = evaluate(task, DEV, prompt=r)
+    assert evaluate(task, DEV, prompt=loaded) == on_task
+    eff = task.derive(template=r.template)
+    assert evaluate(eff, DEV, prompt=r.prompt) == on_task == evaluate(eff, DEV, prompt=loaded)
+    assert evaluate(task, DEV, prompt=r.prompt) == on_task  # the prompt prepends its slots as tuning did
+    plain = DiscretePrompt.from_ids(lm.tokenizer, r.prompt.trigger_ids)
+    assert evaluate(eff, DEV, prompt=plain) == on_task
+    assert on_task["accuracy"] == r.metrics["dev"]["accuracy"]
+    assert softprompt.nearest(loaded, k=2, lm=lm).template == r.template  # the final vectors read like any prompt
+    with pytest.raises(UserError, match="discrete prompt"):
+        loaded.export_peft(tmp_path / "peft", lm=lm)
+
+
+def test_same_seed_same_result(tiny):
+    task = PromptTask(tiny("llama"), "{sentence} [T] [T] [T] [P]", LABELS)
+    runs = [_pez(task, seed=3, fluency_weight=0.5) for _ in range(2)]
+    for name, t in runs[0].tensors.items():
+        assert torch.equal(runs[1].tensors[name], t), name
+    assert runs[0].history == runs[1].history and runs[0].metrics == runs[1].metrics
+    other = _pez(task, seed=4)
+    assert not torch.equal(other.tensors["prompt_embeddings"], runs[0].tensors["prompt_embeddings"])
+
+
+def test_patience_stops_and_callback_stops(tiny):
+    task = PromptTask(tiny("llama"), "{sentence} [T] [T] [P]", LABELS)
+    r = _pez(task, steps=20, eval_every=1, patience=2, lr=1e-9)  # the projection never changes
+    assert r.stopped == "early_stopping" and r.steps_done == 2 and r.best_step == 0 and r.status == "done"
+    stopped = softprompt.tune(task, TRAIN, DEV, TuneConfig(**FAST), callback=lambda e: e.step == 3, progress=False)
+    assert stopped.stopped == "callback" and stopped.status == "stopped" and stopped.steps_done == 3
+
+
+# ------------------------------------------------------------------ the command line
+def test_cli_tune_pez_then_evaluate(cli, tiny_folder, tmp_path):
+    folder, out = tiny_folder("llama"), tmp_path / "run"
+    result = cli("tune", "--method", "pez", "--model", folder, "--num-virtual-tokens", 2, "--init", "text:it was",
+                 "--steps", 4, "--eval-every", 2, "--fluency-weight", 0.1, "--pez-metric", "l2", "--no-progress",
+                 "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["method"] == "pez" and summary["slots"] == 2 and summary["prompt_ppl"] > 0
+    assert isinstance(summary["trigger"], str) and "dev_accuracy" in summary
+    again = cli("evaluate", out, "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output.strip().splitlines()[-1])["accuracy"] == summary["dev_accuracy"]
+    help_text = cli("tune", "--help").output
+    assert "--pez-metric" in help_text and "--fluency-weight" in help_text
+    assert "autoprompt tune --method pez --num-virtual-tokens 5 --init 'text:It was'" in help_text
+
+
+def test_cli_pez_on_a_fixed_target_needs_no_data(cli, tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    result = cli("tune", "--method", "pez", "--model", tiny_folder("llama"), "--target", "acting", "--template",
+                 "[T] [T]", "--init", "text:the", "--lr", 0.01, "--steps", 20, "--eval-every", 2, "--no-progress",
+                 "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["dev_exact_match"] == 1.0 and summary["trigger"].endswith("acting") and "dev_loss" in summary
+    again = json.loads(cli("evaluate", out, "--json").output.strip().splitlines()[-1])
+    assert again["exact_match"] == 1.0 and again["n_scored"] == 1
+
+
+def test_ctrl_c_during_pez_keeps_the_best_prompt(tiny, tmp_path, monkeypatch):
+    from frozen_lm.errors import Interrupted
+    from softprompt.pez_fit import PezFit
+
+    real, calls = PezFit.loss, {"n": 0}
+
+    def loss(self, index):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(self, index)
+
+    monkeypatch.setattr(PezFit, "loss", loss)
+    task = PromptTask(tiny("llama"), "{sentence} [T] [T] [P]", LABELS)
+    with pytest.raises(Interrupted, match="interrupted after step 3") as info:
+        softprompt.tune(task, TRAIN, DEV, TuneConfig(**{**FAST, "eval_every": 1}), out=tmp_path / "run", progress=False)
+    saved = load_result(tmp_path / "run")
+    assert saved.status == "interrupted" and saved.steps_done == 3 and saved.prompt == info.value.result.prompt
+    assert saved.best_step in (0, 1, 2, 3) and evaluate(task, DEV, prompt=saved)["n_scored"] == 32
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("--fluency-weight", 0.5), "add --method pez"),
+    (("--method", "pez", "--export-peft", "peft"), "a pez run finds a discrete prompt"),
+    (("--method", "pez", "--loss", "lm"), "--loss lm trains on a target string"),
+])
+def test_cli_bad_pez_input_is_one_line(cli, tiny_folder, tmp_path, args, fragment):
+    result = cli("tune", "--model", tiny_folder("llama"), "--steps", 2, "--no-progress", "--out", tmp_path / "r", *args)
+    assert_user_error(result, fragment)
+    assert not (tmp_path / "r" / "config.json").exists()
