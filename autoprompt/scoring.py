@@ -8,6 +8,8 @@ Two paths, same numbers (up to float rounding):
   candidates; a block mask lets each tail see the prefix and itself only, and position ids restart
   after the prefix for every tail. Scoring then costs the tails, not N whole sequences.
 Chunk sizes come from a token budget that halves on out-of-memory and stays halved.
+Under torch.distributed each process scores its share of the examples and the per-candidate sums
+are all-reduced, so every process gets the same scores.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from frozen_lm import distributed
 from frozen_lm.encode import Rows
 from frozen_lm.fluency import fluency_positions, row_fluency
 
@@ -115,10 +118,23 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes"); target
     strings: summed over their tokens ("vocab") or nanoGCG's mellowmax ("mellowmax"). fluency: also
     sum each example's mean trigger-token log-prob in context (read in the same passes).
+    Several processes: each scores its share of the examples, and the sums are all-reduced (every
+    process must call this with the same arguments).
     """
     budget = budget or Budget.for_device(task.lm.device)
     if packed is None:  # one candidate has nothing to share: a plain pass is cheaper
         packed = can_pack(task.lm, rows) and triggers.shape[0] > 1
+    if distributed.world_size() == 1:
+        return _score_local(task, rows, triggers, packed, budget, kind, fluency)
+    mine = distributed.shard_rows(rows)
+    out = (_score_local(task, mine, triggers, packed, budget, kind, fluency) if mine.n_examples
+           else Scores.zeros(triggers.shape[0]))
+    sums = distributed.all_reduce_sum(torch.stack([out.loglik, out.correct.double(), out.margin, out.fluency]))
+    return Scores(sums[0], sums[1].round().long(), sums[2], sums[3])
+
+
+def _score_local(task, rows: Rows, triggers: torch.Tensor, packed: bool, budget: Budget, kind: str,
+                 fluency: bool) -> Scores:
     rows = rows.to(task.lm.device)
     triggers = triggers.to(task.lm.device)
     out = Scores.zeros(triggers.shape[0])

@@ -7,7 +7,10 @@ evaluate the dev set after each accepted change, keeping the best trigger by dev
 as P@1 = 0 on a hard fact relation, go to the higher mean dev label log-likelihood).
 
 The randomness of iteration i comes from a generator seeded by (seed, i), so a run resumed after
-iteration i continues exactly as an uninterrupted one would.
+iteration i continues exactly as an uninterrupted one would. Under torch.distributed every process
+draws the same batches and candidates; each computes the gradient on its share of every gradient
+batch and scores the candidates on its share of the scoring batch and the dev split, and the sums
+are all-reduced (frozen_lm.distributed), so all processes keep the same trigger.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from autoprompt.config import SearchConfig
 from autoprompt.gcg import retokenizes, sample_candidates
 from autoprompt.probe import probe_sample
 from autoprompt.scoring import Budget, Scores, can_pack, length_batch, score_triggers, with_fluency_reads
+from frozen_lm import distributed
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import TriggerBound, score
 from frozen_lm.fluency import fluency_positions, row_fluency
 from frozen_lm.task import Encoded, PromptTask
+from frozen_lm.train import loss_weights
 
 logger = logging.getLogger(__name__)
 
@@ -149,27 +154,53 @@ class Searcher:
     def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
         """(S, V) one-hot gradient averaged over the batches, and the mean loss. With a fluency weight
         w the loss is the task's minus w times the triggers' mean log-prob in context, and the
-        gradient also gets that term's direct part: -w * log p(v | context) for token v of slot s."""
-        lm, total, losses, w = self.task.lm, None, [], self.cfg.fluency_weight
+        gradient also gets that term's direct part: -w * log p(v | context) for token v of slot s.
+        Several processes: each takes its share of every batch, weighted by that share, and the
+        sums are all-reduced."""
+        lm, w = self.task.lm, self.cfg.fluency_weight
+        total = torch.zeros(trigger.shape[0], lm.vocab_size, device=lm.device)
+        loss_sum = 0.0
         for idx in batches:
-            rows = self.train.subset(idx).to(lm.device).set_triggers(trigger.to(lm.device))
-            m, direct = rows.predict_pos.shape[1], []
+            mine = distributed.shard(idx)
+            if len(mine) == 0:
+                continue
+            task_share, row_share = self._share(idx, mine)
+            rows = self.train.subset(mine).to(lm.device).set_triggers(trigger.to(lm.device))
+            m, direct, losses = rows.predict_pos.shape[1], [], []
             reads = with_fluency_reads(rows).predict_pos if w else rows.predict_pos
 
-            def loss_fn(logits, rows=rows, m=m, direct=direct):
+            def loss_fn(logits, rows=rows, m=m, direct=direct, losses=losses, share=task_share, rshare=row_share):
                 loss = self.task.loss(logits[:, :m], rows, self.kind)
+                loss = loss if share == 1.0 else loss * share
                 losses.append(float(loss.detach()))
                 if w:
                     ids = rows.input_ids.gather(1, rows.trigger_pos)
-                    loss = loss - w * row_fluency(logits[:, m:], ids, fluency_positions(rows)[1]).mean()
+                    flu = row_fluency(logits[:, m:], ids, fluency_positions(rows)[1]).mean()
+                    loss = loss - w * (flu if rshare == 1.0 else flu * rshare)
                     direct.append(logits[:, m:].detach())
                 return loss
 
             grad = lm.token_gradients(rows.input_ids, rows.attention_mask, rows.trigger_pos, reads, loss_fn)
             if w:
-                grad = grad - w * _direct_fluency(direct[0], rows)
-            total = grad if total is None else total + grad
-        return total / len(batches), sum(losses) / len(losses)
+                grad = grad - w * row_share * _direct_fluency(direct[0], rows)
+            total += grad
+            loss_sum += losses[0]
+        if distributed.world_size() > 1:
+            distributed.all_reduce_sum(total)
+            loss_sum = distributed.all_reduce_sum(torch.tensor([loss_sum], dtype=torch.float64)).item()
+        return total / len(batches), loss_sum / len(batches)
+
+    def _share(self, idx: torch.Tensor, mine: torch.Tensor) -> tuple[float, float]:
+        """(this process's share of a batch's task loss, its share of the batch's rows): 1.0 and 1.0
+        in one process; the loss share follows the examples' loss weights (target tokens)."""
+        if len(mine) == len(idx):
+            return 1.0, 1.0
+        rows = len(mine) / len(idx)
+        weights = loss_weights(self.task, self.train, self.kind)
+        if weights is None:
+            return rows, rows
+        total = float(weights[idx].sum())
+        return (float(weights[mine].sum()) / total if total else 0.0), rows
 
     def candidates(self, state: State, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, int | None, float]:
         """(N, S) candidate triggers from every beam member, the slot flipped (None = all), the loss."""
@@ -239,6 +270,8 @@ class Searcher:
             "trigger": self.decode(beam[0]), "dev": dev, "dev_loglik": dev_ll, "best_dev": best_dev,
             "seconds": t3 - t0, "gradient_s": t1 - t0, "scoring_s": t2 - t1, "dev_s": t3 - t2,
         }
+        if self.task.is_target and self.kind == "vocab":  # the kept trigger's mean cross-entropy per target token (nanoGCG's loss)
+            record["train_loss"] = -float(scores.loglik[top]) / max(int((eval_rows.targets >= 0).sum()), 1)
         stale = 0 if better else state.stale + 1
         return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record], best_ll, dev_ll)
 

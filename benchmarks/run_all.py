@@ -12,12 +12,15 @@ runs/bench/<name>.txt; the scripts also write their JSON results under runs/.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# nanoGCG needs transformers <= 4.47.1, so it lives in a venv of its own (see benchmarks/bench_gcg.py)
+NANOGCG = ["--nanogcg-python", os.environ["NANOGCG_PYTHON"]] if os.environ.get("NANOGCG_PYTHON") else []
 OUT = ROOT / "runs" / "bench"
 
 # name -> (full arguments, quick arguments); the commands that made the README's tables.
@@ -36,6 +39,16 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
                          "--save", "runs/bench/softprompt_full.json"],
                         ["benchmarks/bench_softprompt.py", "--train-set", "full", "--seeds", "42", "--steps", "3",
                          "--methods", "manual", "prompt", "--test-limit", "32"]),
+    "gcg_nanogcg": (["-m", "benchmarks.bench_gcg", "--part", "nanogcg"] + NANOGCG,
+                    ["-m", "benchmarks.bench_gcg", "--part", "nanogcg", "--steps", "1", "--seeds", "0"] + NANOGCG),
+    "gcg_sst2": (["-m", "benchmarks.bench_gcg", "--part", "sst2"], ["-m", "benchmarks.bench_gcg", "--part", "sst2",
+                                                                    "--seeds", "13"]),
+    "gcg_fluency": (["-m", "benchmarks.bench_gcg", "--part", "fluency"],
+                    ["-m", "benchmarks.bench_gcg", "--part", "fluency", "--seeds", "13", "--weights", "0", "1"]),
+    "intrinsic_dim_spaces": (["benchmarks/bench_intrinsic_dim.py", "spaces"],
+                             ["benchmarks/bench_intrinsic_dim.py", "spaces", "--splits", "42", "--steps", "2",
+                              "--max-dim", "100", "--cma-generations", "2", "--test-limit", "32",
+                              "--docs", "runs/bench-quick-docs", "--out", "runs/bench-quick-spaces"]),
     "intrinsic_dim_speed": (["benchmarks/bench_intrinsic_dim.py", "speed"],
                             ["benchmarks/bench_intrinsic_dim.py", "speed", "--steps", "1"]),
     "intrinsic_dim_quality": (["benchmarks/bench_intrinsic_dim.py", "quality", "--seeds", "2", "--steps", "100",
