@@ -41,17 +41,17 @@ NANOGCG_DRIVER = r"""
 import json, sys, time, torch, transformers
 import nanogcg
 from nanogcg import GCGConfig
-folder, seed, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+folder, seed, steps, init, message, target = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:7]
 torch.set_num_threads(2)
 model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
 tok = transformers.AutoTokenizer.from_pretrained(folder)
-config = GCGConfig(num_steps=steps, search_width=64, topk=64, optim_str_init=%r, seed=seed, verbosity="WARNING")
+config = GCGConfig(num_steps=steps, search_width=64, topk=64, optim_str_init=init, seed=seed, verbosity="WARNING")
 start = time.perf_counter()
-result = nanogcg.run(model, tok, %r, %r, config)
+result = nanogcg.run(model, tok, message, target, config)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "losses": result.losses, "best_loss": result.best_loss,
                   "best_string": result.best_string, "transformers": transformers.__version__}))
-""" % (INIT, MESSAGE, TARGET)
+"""
 
 
 def converted_folder(lm_name: str = "smollm2-135m") -> Path:
@@ -98,8 +98,8 @@ def part_nanogcg(args) -> list[dict]:
                      "reproduces": r.metrics["generations"][0]["reproduces"], "losses": losses,
                      "prompt": r.trigger_text})
         if args.nanogcg_python:
-            proc = subprocess.run([args.nanogcg_python, "-c", NANOGCG_DRIVER, str(folder), str(seed), str(args.steps)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run([args.nanogcg_python, "-c", NANOGCG_DRIVER, str(folder), str(seed), str(args.steps),
+                                   INIT, MESSAGE, TARGET], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"nanoGCG failed:\n{proc.stderr[-3000:]}")
             n = json.loads(proc.stdout.strip().splitlines()[-1])
