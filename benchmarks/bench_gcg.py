@@ -127,7 +127,7 @@ def part_sst2(args) -> list[dict]:
     rows = []
     for seed in args.seeds:
         train, dev, test = _sst2(seed)
-        acc = lambda task, prompt=None: evaluate(task, test, prompt=prompt, batch_size=32)["accuracy"]  # noqa: E731
+        acc = lambda task, prompt=None, test=test: evaluate(task, test, prompt=prompt, batch_size=32)["accuracy"]  # noqa: E731
         row = {"seed": seed, "manual": acc(manual)}
         tune = softprompt.TuneConfig(num_virtual_tokens=20, init=SOFT_INIT, lr=0.03, steps=40, schedule="constant",
                                      max_grad_norm=0.0, eval_every=0, seed=seed)
