@@ -2,6 +2,8 @@
 
 Nothing is written unless `out` is given; then the artifact is rewritten after every iteration, so
 Ctrl-C or a crash keeps the best-so-far trigger and `resume=out` continues exactly where it stopped.
+Under torchrun every process runs this with the same arguments; process 0 alone writes and shows
+the progress bar (frozen_lm.distributed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from autoprompt.result import METHOD, SearchResult
 from autoprompt.search import Searcher, State, initial_trigger, state_dict
 from autoprompt.start import check_same_encoding, slot_template
 from frozen_lm import data as data_mod
+from frozen_lm import distributed
 from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
@@ -133,8 +136,8 @@ class _Run:
 
     def loop(self, state: State, callback, progress: bool) -> tuple[State, str]:
         cfg = self.config
-        bar = tqdm(total=cfg.iters, initial=min(state.iteration, cfg.iters), desc="search", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=cfg.iters, initial=min(state.iteration, cfg.iters), desc="search",
+                   disable=not progress or not distributed.is_main(), dynamic_ncols=True)
         status = "done"
         try:
             while not self.searcher.finished(state):

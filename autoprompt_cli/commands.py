@@ -15,6 +15,7 @@ from autoprompt_cli.options import (
     TaskOptions,
     config_from,
     given,
+    load_lm,
     make_task,
     options_from,
     with_demo_defaults,
@@ -76,10 +77,9 @@ def evaluate(ctx, artifact, data, trigger, batch_size, seed, as_json, **options)
 
 def _evaluate_template(opts: TaskOptions, data, trigger, batch_size: int) -> dict:
     from frozen_lm.evaluate import evaluate as score
-    from frozen_lm.model import FrozenLM
 
     opts = with_demo_defaults(opts, manual=True, data=data)
-    lm = FrozenLM.load(opts.model, opts.device, opts.dtype)
+    lm = load_lm(opts)
     task = make_task(opts, lm)
     split = data or opts.dev
     if split is None and task.is_target:
@@ -97,7 +97,6 @@ def _evaluate_template(opts: TaskOptions, data, trigger, batch_size: int) -> dic
 
 def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_size: int) -> dict:
     from frozen_lm.evaluate import evaluate as score
-    from frozen_lm.model import FrozenLM
     from frozen_lm.results import load_result
 
     if trigger:
@@ -109,7 +108,7 @@ def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_s
             raise UserError(f"--{key.replace('_', '-')} cannot change a saved prompt's task; it was {saved.get(key)!r}")
     model = opts.model if given(ctx, "model") else result.model.get("name")
     dtype = opts.dtype if given(ctx, "dtype") else result.model.get("dtype", "auto")
-    lm = FrozenLM.load(model, opts.device, dtype)
+    lm = load_lm(opts, model=model, dtype=dtype)
     task = result.task_for(lm, **({"multi_token": opts.multi_token} if given(ctx, "multi_token") else {}))
     split = data or (result.data.get("dev") or {}).get("source")
     if (split is None or split.startswith("<")) and task.spec.target is not None and not task.template.fields:
@@ -140,11 +139,10 @@ def label_search(ctx, trigger, out, as_json, **options) -> None:
       autoprompt label-search --template '{sentence} It was [P]' --train demo:sentiment --k 5 --out words.json
     """
     from autoprompt import label_search as find_words
-    from frozen_lm.model import FrozenLM
 
     cfg = config_from(LabelSearchConfig, options)
     opts = with_demo_defaults(config_from(TaskOptions, options), manual=True)
-    lm = FrozenLM.load(opts.model, opts.device, opts.dtype)
+    lm = load_lm(opts)
     task = make_task(TaskOptions(**{**vars(opts), "label_map": None, "label_field": opts.label_field or "label"}), lm)
     random.seed(cfg.seed)
     words = find_words(task, opts.train, cfg, trigger=trigger)

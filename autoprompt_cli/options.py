@@ -39,8 +39,20 @@ class TaskOptions:
     multi_token: str = field(default="skip", metadata={
         "help": "facts whose answer is several tokens: skip them (counted) or score their first token",
         "choices": ["skip", "first"]})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N, or auto (CUDA when present)"})
-    dtype: str = field(default="auto", metadata={"help": "float32, bfloat16 or float16; auto = float32"})
+    device: str = field(default="auto", metadata={
+        "help": "cpu, cuda, cuda:N, or auto (CUDA when present; under torchrun each process's own GPU)"})
+    dtype: str = field(default="auto", metadata={
+        "help": "base weights in float32, bfloat16 or float16 (trained prompts stay float32); auto = float32"})
+    device_map: str | None = field(default=None, metadata={
+        "help": "spread one copy of a model too large for one GPU over the machine's GPUs (then CPU) with "
+                "accelerate: auto, balanced, balanced_low_0 or sequential (one process; pip install accelerate)",
+        "choices": ["auto", "balanced", "balanced_low_0", "sequential"]})
+    max_memory: str | None = field(default=None, metadata={
+        "help": "with --device-map: the most each device may hold, e.g. '0=20GiB,1=20GiB,cpu=64GiB'"})
+    quantize: str | None = field(default=None, metadata={
+        "help": "load the linear layers in 8 or 4 bits (bitsandbytes, CUDA only); input-embedding gradients "
+                "still flow, so search and prompt/prefix tuning work; intrinsic-dim --space model does not",
+        "choices": ["8bit", "4bit"]})
 
 
 TASK_FIELDS = ("template", "label_map", "label_field", "text_fields", "multi_token", "target", "target_field", "chat")
@@ -83,6 +95,21 @@ def _demo_of(source: str | None):
             raise UserError(f"{source}: unknown demo task; choose one of: {', '.join('demo:' + n for n in data_mod.DEMO_TASKS)}")
         return data_mod.DEMO_TASKS[name]
     return None
+
+
+def load_lm(opts: TaskOptions, model: str | None = None, dtype: str | None = None):
+    """The FrozenLM the options name (model / dtype: instead of the options', e.g. a saved run's),
+    placed as they say. Under torchrun the other processes than 0 log warnings only."""
+    import logging
+
+    from frozen_lm import distributed
+    from frozen_lm.model import FrozenLM
+
+    lm = FrozenLM.load(model or opts.model, opts.device, dtype or opts.dtype, device_map=opts.device_map,
+                       max_memory=opts.max_memory, quantize=opts.quantize)
+    if not distributed.is_main():
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    return lm
 
 
 def make_task(opts: TaskOptions, lm):

@@ -4,6 +4,8 @@ task, calls the method's public run function, writes the artifact and prints the
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import random
 from dataclasses import asdict, fields
@@ -16,11 +18,13 @@ from autoprompt_cli.options import (
     TaskOptions,
     config_from,
     given,
+    load_lm,
     make_task,
     options_from,
     with_demo_defaults,
 )
 from autoprompt_cli.output import default_out, emit, print_table
+from frozen_lm import distributed
 from frozen_lm.artifact import claim_out
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Method
@@ -65,9 +69,10 @@ def build_command(method: Method) -> click.Command:
         seed_everything(config.seed)
         run_kw = {"resume": resume} if spec.resumable and resume else {}
         result = method.run(task, train, dev, config, out=out, progress=progress, **run_kw)
-        if spec.after:
-            spec.after(result, task, extra)
-        _report(spec, result, task, dev, out, manual, as_json, resume)
+        with _printing():  # under torchrun every process scores the report's splits; process 0 prints
+            if spec.after:
+                spec.after(result, task, extra)
+            _report(spec, result, task, dev, out, manual, as_json, resume)
 
     if spec.compare_manual:
         body = click.option("--manual", default=None, help="a hand-written template to score on the dev split beside the "
@@ -85,15 +90,20 @@ def build_command(method: Method) -> click.Command:
     return click.command(spec.name, help=spec.help, no_args_is_help=False)(body)
 
 
+def _printing():
+    """Output as usual on process 0 (or in one process); swallowed on the others."""
+    if distributed.is_main():
+        return contextlib.nullcontext()
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def _fresh(spec, method: Method, config, opts: TaskOptions):
     """(task, train, dev) of a new run: demo defaults filled, model loaded."""
-    from frozen_lm.model import FrozenLM
-
     manual = spec.manual_template(config) if callable(spec.manual_template) else spec.manual_template
     opts = with_demo_defaults(opts, manual=manual and opts.template is None)
     if spec.needs_dev and opts.dev is None and opts.target is None:
         raise UserError("give --dev: the split used to pick the best result")
-    lm = FrozenLM.load(opts.model, opts.device, opts.dtype)
+    lm = load_lm(opts)
     task = make_task(opts, lm)
     if opts.train is None and task.is_target:  # a fixed target and no data fields: one example, no files
         return task, task.default_data(), task.default_data()
@@ -103,7 +113,6 @@ def _fresh(spec, method: Method, config, opts: TaskOptions):
 def _resumed(ctx, method: Method, resume: str, opts: TaskOptions, kwargs: dict, out):
     """(task, train, dev, config, out) of a saved run to continue. Options typed on the command line
     must equal the saved run's, except the config's RESUMABLE fields."""
-    from frozen_lm.model import FrozenLM
     from frozen_lm.results import load_result
 
     previous = load_result(resume)
@@ -130,7 +139,7 @@ def _resumed(ctx, method: Method, resume: str, opts: TaskOptions, kwargs: dict, 
                         f"leave them out (only {', '.join('--' + a for a in allowed)} may change)")
     config = config_from(method.config, {**saved_cfg, **overrides})
     model = opts.model if given(ctx, "model") else previous.model.get("name")
-    lm = FrozenLM.load(model, opts.device, opts.dtype)
+    lm = load_lm(opts, model=model)
     task = previous.task_for(lm)
     if no_data:
         train = dev = task.default_data()

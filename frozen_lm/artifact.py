@@ -6,6 +6,8 @@ weights.safetensors holds the learned tensors (random projections are regenerate
 never saved). results.json holds metrics, history, timings and the run's status. Files are written
 to a temporary name and renamed, so an interrupted write never leaves a half-written file behind.
 This module only reads and writes; `frozen_lm.results.Result` gives artifacts their meaning.
+Under torch.distributed (several processes, frozen_lm.distributed) process 0 alone prepares and
+writes the folder; the others get the same errors and write nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from frozen_lm import distributed
 from frozen_lm.errors import UserError
 
 CONFIG, WEIGHTS, RESULTS = "config.json", "weights.safetensors", "results.json"
@@ -58,7 +61,11 @@ def claim_out(out, overwrite: bool = False, resume: bool = False) -> Path:
     """Make `out` ready for a run's artifact, before any work: refuse a folder holding another run
     (unless `resume` continues that run, or `overwrite` replaces it: its files are removed) or other
     files, and check that the folder can be written, so no computing is lost at the end."""
-    out = Path(out)
+    distributed.on_main(_claim_out, Path(out), overwrite, resume)
+    return Path(out)
+
+
+def _claim_out(out: Path, overwrite: bool, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -80,7 +87,6 @@ def claim_out(out, overwrite: bool = False, resume: bool = False) -> Path:
         probe.unlink()
     except OSError as e:
         raise UserError(f"--out {out} cannot be written ({e.strerror or e}); choose another folder") from None
-    return out
 
 
 def _write_json(path: Path, obj) -> None:
@@ -91,10 +97,12 @@ def _write_json(path: Path, obj) -> None:
 
 def write_artifact(out_dir, meta: dict, tensors: dict[str, torch.Tensor], results: dict) -> Path:
     """Write (or update) an artifact directory; returns its path. The weights file carries no
-    metadata, so the same tensors give the same bytes."""
+    metadata, so the same tensors give the same bytes. Several processes: only process 0 writes."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    if not distributed.is_main():
+        return out
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}, str(tmp))

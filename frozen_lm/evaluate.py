@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from frozen_lm import distributed
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
 from frozen_lm.task import Encoded, PromptTask
@@ -143,7 +144,18 @@ class Scores:
 @torch.no_grad()
 def score(bound: Bound, rows: Rows, batch_size: int = 32) -> Scores:
     """Correct predictions and label log-likelihoods of a bound prompt over encoded rows, in
-    length-sorted batches with their padding trimmed."""
+    length-sorted batches with their padding trimmed. Under torch.distributed each process scores
+    its share of the examples and the sums are all-reduced (every process must call this)."""
+    out = _score(bound, distributed.shard_rows(rows), batch_size)
+    if distributed.world_size() > 1:
+        sums = torch.tensor([out.correct, out.loglik, out.class_loglik, out.tokens], dtype=torch.float64)
+        correct, out.loglik, out.class_loglik, tokens = distributed.all_reduce_sum(sums).tolist()
+        out.correct, out.tokens = round(correct), round(tokens)
+    out.n = len(rows)
+    return out
+
+
+def _score(bound: Bound, rows: Rows, batch_size: int) -> Scores:
     task = bound.task
     out = Scores(n=len(rows))
     for batch in rows.to(task.lm.device).batches(batch_size):

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from frozen_lm import placement
 from frozen_lm.errors import UserError
+from frozen_lm.placement import DTYPES, choose_device, choose_dtype  # noqa: F401  (also importable from here)
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -48,40 +48,10 @@ class Prefix:
 
     def select(self, index: torch.Tensor) -> Prefix:
         """Rows of the prefix for each entry of `index` (R',) -> a prefix with R' rows."""
-        pick = (lambda t: t.expand(len(index), *t.shape[1:])) if self.keys[0].shape[0] == 1 else (lambda t: t[index])
+        pick = (lambda t: t.expand(len(index), *t.shape[1:])) if self.keys[0].shape[0] == 1 else (
+            lambda t: t[index.to(t.device)])
         mask = None if self.mask is None else pick(self.mask)
         return Prefix([pick(k) for k in self.keys], [pick(v) for v in self.values], mask)
-
-
-def choose_device(device: str | None) -> torch.device:
-    """'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:N', 'mps'; UserError for one this machine lacks."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UserError(f"--device {device}: this machine has no CUDA GPU (torch {torch.__version__}); use --device cpu or auto")
-        if dev.index is not None and dev.index >= count:
-            raise UserError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserError(f"--device {device}: MPS is not available here; use --device cpu or auto")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {device}: {dev.type} is not supported here; use auto, cpu, cuda or cuda:N")
-    return dev
-
-
-def choose_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    if dtype in (None, "auto"):
-        return torch.float32
-    if dtype not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; choose one of: auto, {', '.join(DTYPES)}")
-    if DTYPES[dtype] != torch.float32 and device.type == "cpu":
-        logger.warning("%s on CPU is slow and inexact; float32 is recommended there", dtype)
-    return DTYPES[dtype]
 
 
 class _Core(nn.Module):
@@ -121,18 +91,33 @@ class FrozenLM:
         self._full = self._head_fn is None
         self._cache_kw = self._cache_kwarg()
         self.pad_id = _pad_id(tokenizer)
+        self.sharded = len(placement.model_devices(model)) > 1  # accelerate spread it over several devices
+        self.quantized = placement.quantized(model)  # '8bit' / '4bit' (bitsandbytes), else None
+        self.offloaded = placement.offloaded(model)  # some weights live on CPU / disk between uses
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def load(cls, name: str | None = None, device: str | None = None, dtype: str | None = None) -> FrozenLM:
-        """Load by alias (see `autoprompt models`), local path or hub name; frozen, eval mode."""
+    def load(cls, name: str | None = None, device: str | None = None, dtype: str | None = None, *,
+             device_map: str | None = None, max_memory: str | dict | None = None,
+             quantize: str | None = None) -> FrozenLM:
+        """Load by alias (see `autoprompt models`), local path or hub name; frozen, eval mode.
+
+        device: auto (CUDA when present; under torchrun each process's own GPU), cpu, cuda, cuda:N.
+        dtype: float32 (auto), bfloat16 or float16 base weights. device_map ('auto', ...) and
+        max_memory ('0=20GiB,cpu=64GiB'): accelerate spreads one copy over the machine's devices.
+        quantize: '8bit' / '4bit' linear layers (bitsandbytes, CUDA). See frozen_lm.placement.
+        """
         from frozen_lm.registry import DEFAULT_MODEL, load_pretrained
 
         name = name or DEFAULT_MODEL
-        model, tokenizer, kind = load_pretrained(name)
-        dev = choose_device(device)
-        model.to(device=dev, dtype=choose_dtype(dtype, dev))
-        return cls(model, tokenizer, name=name, kind=kind)
+        where = placement.make_placement(device, dtype, device_map, max_memory, quantize)
+        model, tokenizer, kind = load_pretrained(name, **where.from_pretrained_kwargs())
+        if not where.dispatched:
+            model.to(device=where.device, dtype=where.dtype)
+        lm = cls(model, tokenizer, name=name, kind=kind)
+        if where.dispatched:
+            logger.info("%s placed with %s: %s", name, where.describe(), sorted(map(str, placement.model_devices(model))))
+        return lm
 
     # ---------------------------------------------------------------- facts
     @property
@@ -192,7 +177,8 @@ class FrozenLM:
         """LM head: (…, H) final hidden states -> (…, V) logits."""
         if self._full:
             raise UserError(f"{type(self.model).__name__}: the LM head cannot be applied on its own")
-        return self._head_fn(hidden)
+        out = self._head_fn(hidden)
+        return out.to(self.device) if self.sharded else out
 
     @property
     def output_embedding_matrix(self) -> torch.Tensor:
@@ -223,8 +209,10 @@ class FrozenLM:
         args = (kwargs, positions, want, self._head_fn, self._full)
         if params:
             overrides = {f"lm.{k}": v for k, v in params.items()}
-            return torch.func.functional_call(self._core, overrides, args, strict=False)
-        return self._core(*args)
+            out = torch.func.functional_call(self._core, overrides, args, strict=False)
+        else:
+            out = self._core(*args)
+        return out.to(self.device) if self.sharded else out  # the last layers may sit on another device
 
     def _model_kwargs(self, input_ids, inputs_embeds, attention_mask, prefix):
         if (input_ids is None) == (inputs_embeds is None):
@@ -278,7 +266,10 @@ class FrozenLM:
             cache = DynamicCache(config=self.config)
         except TypeError:  # older releases take no config
             cache = DynamicCache()
+        devices = placement.layer_devices(self.model) if self.sharded else {}
         for i, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
+            if i in devices:  # each layer's key/values beside that layer
+                k, v = k.to(devices[i]), v.to(devices[i])
             cache.update(k, v, i)
         return cache
 
@@ -368,7 +359,7 @@ class FrozenLM:
         with torch.no_grad():
             full = self.model(input_ids=ids).logits
             split = head(self.model.base_model(input_ids=ids).last_hidden_state)
-        ok = torch.allclose(full.float(), split.float(), atol=1e-3, rtol=1e-3)
+        ok = torch.allclose(full.float(), split.to(full.device).float(), atol=1e-3, rtol=1e-3)
         if not ok:
             logger.warning("%s: separate LM head does not match the model; using full logits", type(self.model).__name__)
         return ok

@@ -161,29 +161,50 @@ def _write_gguf_cache(model, tokenizer, target: Path) -> None:
         raise
 
 
-def load_pretrained(name: str, kind: str | None = None):
-    """Load (model, tokenizer, kind) for an alias, a local path or a hub name, on CPU in float32."""
+def _prepare_gguf(name: str, kind: str | None) -> None:
+    """Assemble and dequantize a GGUF alias into the cache folder on its first load."""
     from transformers import AutoTokenizer
 
     source, gguf, alias_kind = resolve(name)
+    if gguf is None:
+        return
+    cached = _gguf_cache_folder(name, Path(source) / gguf)
+    if (cached / "source.json").exists():
+        return
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"model alias '{name}' needs the gguf package; install it with: pip install gguf")
+    logger.info("first load of %s: dequantizing the GGUF file (slow, once); caching to %s", name, cached)
+    model = _auto_class(kind or alias_kind).from_pretrained(source, gguf_file=gguf)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
+    _write_gguf_cache(model, tokenizer, cached)
+
+
+def load_pretrained(name: str, kind: str | None = None, **placement):
+    """Load (model, tokenizer, kind) for an alias, a local path or a hub name.
+
+    placement: from_pretrained's dtype / device_map / max_memory / quantization_config (see
+    frozen_lm.placement); without them the model loads on CPU in its checkpoint's dtype. Under
+    torchrun, process 0 alone prepares a GGUF alias's cache while the others wait.
+    """
+    from transformers import AutoTokenizer
+
+    from frozen_lm import distributed
+
+    distributed.on_main(_prepare_gguf, name, kind)
+    source, gguf, alias_kind = resolve(name)
     kind = kind or alias_kind
     if gguf is not None:
-        cached = _gguf_cache_folder(name, Path(source) / gguf)
-        if not (cached / "source.json").exists():
-            if importlib.util.find_spec("gguf") is None:
-                raise UserError(f"model alias '{name}' needs the gguf package; install it with: pip install gguf")
-            logger.info("first load of %s: dequantizing the GGUF file (slow, once); caching to %s", name, cached)
-            model = _auto_class(kind).from_pretrained(source, gguf_file=gguf)
-            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-            _write_gguf_cache(model, tokenizer, cached)
-        source = cached
+        source = _gguf_cache_folder(name, Path(source) / gguf)
     try:
         kind = kind or detect_kind(source)
-        model = _auto_class(kind).from_pretrained(source)
+        model = _auto_class(kind).from_pretrained(source, **placement)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:  # ValueError: a folder without a usable config.json
         if isinstance(e, UserError):
             raise
+        if Path(str(source)).is_dir() and {"device_map", "quantization_config"} & set(placement):
+            first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+            raise UserError(f"could not place model '{name}' as asked (device map / quantization): {first}") from e
         aliases = ", ".join(ALIASES)
         raise UserError(
             f"could not load model '{name}': not an alias ({aliases}), a local folder, or a reachable hub model ({e.__class__.__name__})"

@@ -7,6 +7,11 @@ linear warmup then linear / cosine / constant decay, dev evaluation every N step
 stopping and best-checkpoint restore, a stop on a non-finite loss (the best checkpoint is kept and
 the result says so), progress events to a callback that may stop the run, and a progress bar. The
 model's own weights never appear here: callers pass only what trains.
+
+Several processes (torchrun; frozen_lm.distributed): each computes the loss of its share of every
+micro-batch, weighted by that share of the batch's loss weight, and the gradients are summed over
+the processes, so every process holds the one-process gradient of the whole batch, takes the same
+step and keeps the same tensors (up to float rounding). Process 0 alone shows the progress bar.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from frozen_lm import distributed
 from frozen_lm.events import Callback, Event, notify
 
 logger = logging.getLogger(__name__)
@@ -114,6 +120,14 @@ def batches(n: int, size: int, seed: int) -> Iterator[torch.Tensor]:
             yield order[start: start + size]
 
 
+def loss_weights(task, rows, kind: str = "vocab") -> torch.Tensor | None:
+    """(B,) what each example weighs in `task.loss`'s batch mean: its target tokens for a target
+    string's cross-entropy per token; None (a plain mean over the examples) otherwise."""
+    if getattr(task, "is_target", False) and kind != "mellowmax" and rows.targets is not None:
+        return (rows.targets >= 0).sum(1).cpu()
+    return None
+
+
 def metric_of(metrics: dict) -> float:
     """The number that ranks dev evaluations: accuracy, P@1, or for target strings the exact-match
     rate with the mean target loss breaking ties (scaled far below one example's worth of matches)."""
@@ -130,13 +144,17 @@ class Trainer:
 
     loss_fn(index) -> scalar loss on the examples `index` (a CPU long tensor); evaluate() -> dev
     metrics of the current state (None: no dev split). method / stage label events and the bar.
+    weights (n_examples,): what each example weighs in the batch loss, which must be the weighted
+    mean sum(w_i l_i) / sum(w_i) (e.g. target tokens, for a loss per target token); None: a plain
+    mean. Only used to combine the shares of several processes.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], loss_fn: Callable[[torch.Tensor], torch.Tensor],
                  n_examples: int, settings: TrainSettings, evaluate: Callable[[], dict] | None = None, *,
                  callback: Callback | None = None, method: str = "train", stage: str = "", progress: bool = False,
-                 autocast: contextlib.AbstractContextManager | None = None):
+                 autocast: contextlib.AbstractContextManager | None = None, weights: torch.Tensor | None = None):
         self.params, self.loss_fn, self.n, self.s = params, loss_fn, n_examples, settings
+        self.weights = None if weights is None else weights.detach().double().cpu()
         self.evaluate, self.callback, self.method, self.stage = evaluate, callback, method, stage
         self.progress, self.autocast = progress, autocast
         self.best_score: float | None = None
@@ -182,7 +200,8 @@ class Trainer:
         if self.evaluate is not None and s.eval_first:
             history.append({"step": 0, "dev": self.evaluate()})  # for reference
         stopped, note, seconds, cpu, step, times, done_before = "steps", None, 0.0, 0.0, 0, [], 0
-        bar = tqdm(total=s.steps, disable=not self.progress, leave=False, desc=self.stage or self.method)
+        bar = tqdm(total=s.steps, disable=not self.progress or not distributed.is_main(), leave=False,
+                   desc=self.stage or self.method)
         try:
             for step in range(1, s.steps + 1):
                 done_before = step - 1
@@ -244,17 +263,39 @@ class Trainer:
         kept = f"kept the best checkpoint ({best})" if self.s.keep_best else "kept the last state"
         return f"{what} at step {step}; stopped and {kept}"
 
+    def _share(self, index: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(this process's examples of a batch, their share of the batch's loss weight); all, 1.0 in one process."""
+        mine = distributed.shard(index)
+        if len(mine) == len(index):
+            return mine, 1.0
+        if self.weights is None:
+            return mine, len(mine) / len(index)
+        total = float(self.weights[index].sum())
+        return mine, float(self.weights[mine].sum()) / total if total else 0.0
+
     def _step(self, opt, stream, params) -> float:
-        """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+        """One optimizer step over grad_accum micro-batches; returns the mean loss (its sum over the
+        processes' weighted shares when there are several; non-finite: no step)."""
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(self.s.grad_accum):
+            mine, share = self._share(next(stream))
+            if not math.isfinite(total) or len(mine) == 0 or share == 0:
+                continue  # (every process still reads the same batches)
             with self.autocast or contextlib.nullcontext():
-                loss = self.loss_fn(next(stream)) / self.s.grad_accum
+                loss = self.loss_fn(mine) / self.s.grad_accum
+                loss = loss if share == 1.0 else loss * share
             if not torch.isfinite(loss):
-                return loss.item()
+                total = loss.item()
+                continue
             loss.backward()
             total += loss.item()
+        if distributed.world_size() > 1:
+            total = distributed.all_reduce_sum(torch.tensor([total], dtype=torch.float64)).item()
+            if math.isfinite(total):
+                distributed.all_reduce_grads(params)
+        if not math.isfinite(total):
+            return total
         if self.s.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
         opt.step()

@@ -7,7 +7,8 @@ score (d = 0) and the dev majority-class rate are measured; a d90 is reported on
 training beats both by config.min_gain (intrinsic_dim.honest).
 
 Nothing is written unless `out` is given; then the artifact (the saved run's theta_d, and theta_0 of
-a prompt or prefix) and, when config.plot, d90.png. A callback gets the runs' 'step' events and a
+a prompt or prefix) and, when config.plot, d90.png (under torchrun by process 0 alone; every
+process trains on its share of each batch through the shared Trainer). A callback gets the runs' 'step' events and a
 'run' event after each finished run; returning True stops the sweep, and the result keeps what is done.
 """
 
@@ -21,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from frozen_lm import data as data_mod
+from frozen_lm import distributed
 from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import DiscretePrompt
@@ -59,6 +61,8 @@ def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = No
     """
     config = config or IntrinsicDimConfig()
     trigger = prompt_ids(task, prompt) if config.space == "model" else _no_prompt(config, prompt)
+    if config.space == "model":
+        check_movable(task.lm)
     if dev is None:
         raise UserError("give a dev split: every run is scored on it")
     if config.optimizer == "cma":
@@ -90,10 +94,23 @@ def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = No
 def save(result: D90Result, out) -> Path:
     """Write the artifact and, when the config asks for it and there is a sweep, d90.png."""
     out = Path(out)
-    if result.config.plot and result.per_dim:
+    if result.config.plot and result.per_dim and distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         result.plot_path = str(result.plot(out / "d90.png"))
     return result.save(out)
+
+
+def check_movable(lm) -> None:
+    """UserError when model space cannot move the weights: bitsandbytes-quantized ones, or ones spread
+    over several devices or offloaded by a device map."""
+    if getattr(lm, "quantized", None):
+        raise UserError(f"--space model moves the model's weights, which are {lm.quantized}-quantized (bitsandbytes) "
+                        "and cannot take theta_0 + P(theta_d); load it without --quantize (e.g. --dtype bfloat16), "
+                        "or use --space prompt / prefix")
+    if getattr(lm, "sharded", False) or getattr(lm, "offloaded", False):
+        raise UserError("--space model moves the model's weights, which --device-map spread over several devices "
+                        "(theta_0 + P(theta_d) is built on one); use one device (--dtype bfloat16, or several "
+                        "processes with torchrun), or --space prompt / prefix")
 
 
 def prompt_ids(task: PromptTask, prompt) -> list[int] | None:
@@ -171,7 +188,8 @@ class _Measure:
         if cfg.dims:  # refuse before any training
             check_projection(cfg.projection, self.D, projection_dim(largest, len(self.base), cfg.said), self.limit)
         self._steps(largest)
-        self.bar = tqdm(total=self.planned, desc="intrinsic-dim", unit="run", disable=not progress, dynamic_ncols=True)
+        self.bar = tqdm(total=self.planned, desc="intrinsic-dim", unit="run", disable=not progress or not distributed.is_main(),
+                        dynamic_ncols=True)
         try:
             self.manual = metric_of(self.objective.metrics(self.base, self.dev, cfg.eval_batch_size))
             if self.base_score is None:

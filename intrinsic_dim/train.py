@@ -20,7 +20,7 @@ import torch
 
 from frozen_lm.encode import Rows
 from frozen_lm.events import Callback
-from frozen_lm.train import Trainer, TrainResult, TrainSettings, metric_of
+from frozen_lm.train import Trainer, TrainResult, TrainSettings, loss_weights, metric_of
 from intrinsic_dim.apply import dev_metrics
 from intrinsic_dim.projections import make_projection
 from intrinsic_dim.result import METHOD
@@ -111,25 +111,37 @@ def train_subspace(objective, base: dict[str, torch.Tensor], kind: str, d: int, 
 
     st = _settings(settings, seed=seed, lrs={"said_scale": SAID_LR, **settings.lrs})
     res = Trainer(values, loss_fn, len(train), st, evaluate, callback=callback, method=METHOD,
-                  stage=stage or f"d={d} seed={seed}").run()
+                  stage=stage or f"d={d} seed={seed}", weights=_weights(objective, train)).run()
     return _run(d, seed, res, start, values, len(train), st)
 
 
 def train_full(objective, base: dict[str, torch.Tensor], settings: TrainSettings, train: Rows, dev: Rows,
                *, eval_batch_size: int = 32, callback: Callback | None = None, stage: str = "baseline") -> Run:
     """Full training of the same tensors with the same objective (one trainable copy, returned): full
-    fine-tuning in model space, prompt tuning / direct prefix tuning in prompt / prefix space."""
+    fine-tuning in model space, prompt tuning / direct prefix tuning in prompt / prefix space. The copy
+    trains in float32 and is cast to the weights' dtype (bfloat16, say) at use."""
     start = time.perf_counter()
-    values = {k: v.detach().clone() for k, v in base.items()}
+    values = {k: v.detach().float().clone() for k, v in base.items()}
+
+    def cast() -> dict[str, torch.Tensor]:
+        return {k: v.to(base[k].dtype) for k, v in values.items()}  # (float32 weights: the tensors themselves)
 
     def evaluate() -> dict:
-        return dev_metrics(objective, values, dev, eval_batch_size)
+        return dev_metrics(objective, cast(), dev, eval_batch_size)
 
     st = _settings(settings)
-    res = Trainer(values, lambda idx: objective.loss(values, train.subset(idx)), len(train), st,
-                  evaluate, callback=callback, method=METHOD, stage=stage).run()
+    res = Trainer(values, lambda idx: objective.loss(cast(), train.subset(idx)), len(train), st,
+                  evaluate, callback=callback, method=METHOD, stage=stage, weights=_weights(objective, train)).run()
     D = sum(t.numel() for t in base.values())
     return _run(D, settings.seed, res, start, values, len(train), st)
+
+
+def _weights(objective, train: Rows) -> torch.Tensor | None:
+    """The examples' weights in the objective's batch loss (for several processes' shares)."""
+    task = getattr(objective, "task", None)
+    if task is None or getattr(objective, "head", "none") != "none":
+        return None  # a plain mean (a linear head's cross-entropy)
+    return loss_weights(task, train, getattr(objective, "loss_kind", "vocab"))
 
 
 def subspace_lr(lr: float | None, baseline_lr: float, D: int, d_proj: int) -> float:

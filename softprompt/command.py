@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from frozen_lm import distributed
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Command
 from softprompt.config import TuneConfig
@@ -81,7 +82,7 @@ def check(task, config: TuneConfig, options: TuneOptions | None) -> None:
 
 def after(result: TuneResult, task, options: TuneOptions | None) -> None:
     """Export to PEFT when asked; a NaN stop (the best checkpoint is saved) exits with one line."""
-    if options is not None and options.export_peft:
+    if options is not None and options.export_peft and distributed.is_main():  # (under torchrun: process 0)
         result.export_peft(options.export_peft, lm=task.lm)
     if result.stopped == "nan":
         raise UserError(f"{result.note}; saved to {result.saved_to}; lower --lr or check the data")

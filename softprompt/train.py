@@ -17,7 +17,7 @@ import torch
 from frozen_lm.evaluate import evaluate
 from frozen_lm.events import Callback
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import Trainer, TrainResult, TrainSettings
+from frozen_lm.train import Trainer, TrainResult, TrainSettings, loss_weights
 from softprompt.config import TuneConfig
 
 logger = logging.getLogger(__name__)
@@ -92,5 +92,5 @@ def fit(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None,
 
     trainer = Trainer(dict(module.named_parameters()), loss_fn, len(train_rows), train_settings(cfg, dev is not None),
                       dev_metrics if dev is not None else None, callback=callback, method=cfg.artifact_method,
-                      progress=progress, autocast=autocast(lm, cfg))
+                      progress=progress, autocast=autocast(lm, cfg), weights=loss_weights(task, train_rows, loss_kind(cfg)))
     return trainer.run()
