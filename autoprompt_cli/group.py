@@ -82,4 +82,4 @@ def main(verbose: int, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR if verbose < 2 else logging.INFO)
 
 
-from autoprompt_cli import commands  # noqa: E402,F401  (registers evaluate, models, label-search, nearest)
+from autoprompt_cli import commands, compare  # noqa: E402,F401  (register evaluate, models, label-search, nearest, compare)

@@ -7,7 +7,7 @@ import importlib
 import logging
 
 logger = logging.getLogger(__name__)
-PACKAGES = ("autoprompt", "softprompt", "intrinsic_dim")
+PACKAGES = ("autoprompt", "softprompt", "intrinsic_dim", "baselines")
 
 
 def load() -> None:

@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
                              ["benchmarks/bench_intrinsic_dim.py", "spaces", "--splits", "42", "--steps", "2",
                               "--max-dim", "100", "--cma-generations", "2", "--test-limit", "32",
                               "--docs", "runs/bench-quick-docs", "--out", "runs/bench-quick-spaces"]),
+    "compare": (["benchmarks/bench_compare.py"], ["benchmarks/bench_compare.py", "--quick"]),
     "intrinsic_dim_speed": (["benchmarks/bench_intrinsic_dim.py", "speed"],
                             ["benchmarks/bench_intrinsic_dim.py", "speed", "--steps", "1"]),
     "intrinsic_dim_quality": (["benchmarks/bench_intrinsic_dim.py", "quality", "--seeds", "2", "--steps", "100",

@@ -1,0 +1,132 @@
+"""`autoprompt compare`: a grid of methods x tasks x seeds under one protocol (compare.compare)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from autoprompt_cli.group import main
+from autoprompt_cli.options import IntList
+from frozen_lm.errors import UserError
+from frozen_lm.registry import DEFAULT_MODEL
+
+TASK_FLAGS = ("template", "trigger_template", "label_map", "label_field", "text_fields", "train", "dev", "test",
+              "task_name")
+DEFAULT_METHODS = "manual,autoprompt,prompt,prefix,lora"
+
+
+def _presets() -> str:
+    from compare.presets import PRESETS
+
+    return ", ".join(PRESETS)
+
+
+@main.command("compare")
+@click.option("--spec", type=click.Path(dir_okay=False), default=None,
+              help="grid file (.yaml, .toml or .json): tasks (template, label_map, train/dev/test, {seed} in paths), "
+                   "methods, seeds, defaults; see `compare.spec`")
+@click.option("--methods", default=None, help=f"comma-separated methods (default {DEFAULT_METHODS}; with --spec: "
+              "replaces the file's); known: manual, autoprompt, gcg, pez, prompt, prefix, lora, ia3, adapter, bitfit, "
+              "last_k, full")
+@click.option("--template", default=None, help="the hand-written template, no [T] slots, e.g. '{sentence} It was [P] .'")
+@click.option("--trigger-template", default=None,
+              help="the template with [T] slots for autoprompt, gcg and pez (default: 3 slots before [P])")
+@click.option("--label-map", default=None, help="label words, e.g. '0=terrible,1=great' (omit for facts)")
+@click.option("--label-field", default=None, help="data column holding the label (default: label)")
+@click.option("--text-fields", default=None, help="map template fields to data columns: 'sentence=text'")
+@click.option("--train", default=None, help="training split; {seed} is replaced by each seed")
+@click.option("--dev", default=None, help="the split every method selects on (best checkpoint or prompt)")
+@click.option("--test", default=None, help="the split the table reports, never used for selection")
+@click.option("--task-name", default=None, help="the task's name in the table (default: task)")
+@click.option("--seeds", type=IntList(), default=None, help="seeds, e.g. 13,21,42 (default 13,21,42; with --spec: "
+              "replaces the file's)")
+@click.option("--model", default=None, help=f"model alias, folder or hub name (default: the spec's, else {DEFAULT_MODEL})")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the spec's, else auto)")
+@click.option("--dtype", default=None, help="float32, bfloat16 or float16 (default: the spec's, else auto = float32)")
+@click.option("--steps", type=int, default=None, help="optimizer steps of every training method (equal steps)")
+@click.option("--iters", type=int, default=None, help="iterations of every discrete search (autoprompt, gcg)")
+@click.option("--batch-size", type=int, default=None, help="batch size of every method that has one")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="any other option for every method that has it, e.g. --set eval_every=10 (repeatable)")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="cells run at a time; above 1 on a local Ray (torch threads: cores / workers); 1 runs here "
+                   "without Ray, with the same numbers")
+@click.option("--threads", type=int, default=None, help="torch threads per Ray worker (default: cores / workers)")
+@click.option("--ray-address", default=None, help="run the cells on an existing Ray cluster (e.g. ray://host:10001 "
+              "or auto); its nodes need the data paths and torch/transformers/peft")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="the grid's folder: results.jsonl, table.md, table.csv, plots/, cells/<id>/; rerunning with "
+                   "the same folder skips finished cells")
+@click.option("--json", "as_json", is_flag=True, help="print the table as JSON rows")
+@click.pass_context
+def compare_command(ctx, spec, methods, seeds, model, device, dtype, steps, iters, batch_size, settings, workers, threads,
+                    ray_address, out, as_json, **task) -> None:
+    """Compare prompts and fine-tuning on the same tasks, one protocol: every method trains on train,
+    selects on dev, and is scored on test by the shared evaluator; each cell also records trainable
+    values, bytes stored, forward/backward tokens, wall time and peak memory. Writes results.jsonl
+    (one line per cell), table.md and table.csv (mean ± sd over seeds), one artifact per cell
+    (`autoprompt evaluate OUT/cells/ID`) and three plots. A failing cell is retried once, then
+    recorded with its error; Ctrl-C keeps the finished cells, and rerunning continues.
+
+    \b
+    Examples:
+      autoprompt compare --spec grid.yaml --workers 2 --out runs/grid
+      autoprompt compare --methods manual,autoprompt,prompt,prefix,lora --template '{sentence} It was [P] .' \\
+          --label-map '0=terrible,1=great' --train k-shot/sst2/16-{seed}/train.jsonl \\
+          --dev k-shot/sst2/16-{seed}/dev.jsonl --test k-shot/sst2/test.jsonl --seeds 13,21,42 --steps 30 --out runs/sst2
+    """
+    import compare as grid_api
+
+    defaults = {k: v for k, v in (("steps", steps), ("iters", iters), ("batch_size", batch_size)) if v is not None}
+    defaults.update(_settings(settings))
+    grid = _grid_source(spec, task, methods)
+    result = grid_api.compare(grid, methods if spec or methods else DEFAULT_METHODS,
+                              seeds if seeds or spec else [13, 21, 42], out=out, workers=workers,
+                              ray_address=ray_address, threads=threads, model=model, device=device,
+                              dtype=dtype, defaults=defaults)
+    if as_json:
+        click.echo(json.dumps({"out": str(result.out), "table": result.table, "ran": result.ran,
+                               "skipped": result.skipped, "failed": result.failed, "seconds": result.seconds},
+                              sort_keys=True, default=str))
+        return
+    click.echo(result.markdown)
+    click.echo(f"{result.ran} cells run, {result.skipped} finished before, {result.failed} failed, "
+               f"{result.seconds:.0f} s; wrote {result.out}/results.jsonl, table.md, table.csv"
+               + (", plots/" if result.plots else ""))
+
+
+def _grid_source(spec, task: dict, methods):
+    """The spec file, or the one task the flags describe; UserError for a mix or a missing flag."""
+    given = [k for k in TASK_FLAGS if task.get(k) is not None]
+    if spec:
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} describes a task; with --spec the tasks come from the file")
+        return spec
+    for key in ("template", "train", "dev", "test"):
+        if task.get(key) is None:
+            raise UserError(f"give --spec FILE, or --{key} (the flag form needs --template, --train, --dev and --test)")
+    values = {k: task[k] for k in TASK_FLAGS if task.get(k) is not None and k != "task_name"}
+    values["name"] = task.get("task_name") or "task"
+    return values
+
+
+def _settings(pairs) -> dict:
+    """KEY=VALUE pairs -> {key: value} (values read as YAML scalars: numbers, true/false, text)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: write KEY=VALUE, e.g. --set eval_every=10")
+        out[key.strip().replace("-", "_")] = _scalar(value.strip())
+    return out
+
+
+def _scalar(text: str):
+    try:
+        import yaml
+
+        value = yaml.safe_load(text)
+        return value if isinstance(value, str | int | float | bool) or value is None else text
+    except Exception:  # noqa: BLE001 - not YAML: keep the text
+        return text

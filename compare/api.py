@@ -1,0 +1,152 @@
+"""`compare(...)`: run a grid of tasks x methods x seeds, one protocol for every method, and return
+its rows, table and plots. Finished cells are read back from DIR/results.jsonl and skipped."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compare import store
+from compare.cells import Cell, grid_cells
+from compare.engine import default_threads, run_ray, run_sequential
+from compare.plots import write_plots
+from compare.spec import Grid, check_grid, grid_from_dict, load_spec, methods_from, seeds_from, task_from_dict
+from compare.table import aggregate, to_csv, to_markdown
+from frozen_lm.errors import Interrupted, UserError
+from frozen_lm.events import Callback, Event, notify
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareResult:
+    """out: the grid's folder; rows: one record per cell of this grid (results.jsonl, grid order);
+    table: one row per (task, method) with mean and sd over seeds; plots: the written PNGs; ran /
+    skipped / failed: cells run now, finished before, recorded as failed; status: 'done', 'stopped'
+    (by the callback) or 'interrupted'; seconds: wall time of this call."""
+
+    out: Path
+    rows: list[dict]
+    table: list[dict]
+    plots: list[Path] = field(default_factory=list)
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    status: str = "done"
+    seconds: float = 0.0
+    workers: int = 1
+
+    @property
+    def markdown(self) -> str:
+        return (self.out / store.TABLE_MD).read_text(encoding="utf-8")
+
+
+def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_address: str | None = None,
+            threads: int | None = None, callback: Callback | None = None, model: str | None = None,
+            device: str | None = None, dtype: str | None = None, defaults: dict | None = None) -> CompareResult:
+    """Run a grid and write DIR/results.jsonl, table.md, table.csv, plots/ and cells/<id>/ artifacts.
+
+    grid: a spec file (YAML, TOML, JSON), a spec dict, a `Grid`, or the task(s) (a dict or TaskDef,
+    or a list of them) with `methods` (names from compare.PRESETS or {name: config} mappings) and
+    `seeds`. model, device, dtype, defaults: override the spec's. workers: 1 runs here, in order, without Ray;
+    N > 1 runs N cells at a time on a local Ray (torch threads per worker: cores / N unless
+    `threads`); ray_address: an existing Ray cluster. callback(event) gets an Event('compare',
+    'cell', done, total, record) per finished cell; True stops the grid after the cells in flight.
+    Ctrl-C raises Interrupted (finished cells are kept; rerun to continue).
+    """
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    g = as_grid(grid, methods, seeds, model=model, defaults=defaults)
+    g.device, g.dtype = device or g.device, dtype or g.dtype
+    cells = grid_cells(g)
+    out = store.claim_grid_out(out)
+    store.write_text(out / store.GRID, _grid_json(cells))
+    finished = {i: r for i, r in store.read_records(out).items() if r.get("status") == "done"}
+    todo = [c for c in cells if c.id not in finished]
+    logger.info("%d cells: %d finished before (skipped), %d to run on %s", len(cells), len(cells) - len(todo),
+                len(todo), "1 worker" if workers == 1 and ray_address is None else f"{workers} Ray workers")
+    counter = {"done": len(cells) - len(todo), "ran": 0}
+
+    def on_record(record: dict) -> bool:
+        store.append_record(out, record)
+        counter["done"] += 1
+        counter["ran"] += 1
+        logger.info("[%d/%d] %s / %s / seed %s: %s", counter["done"], len(cells), record["task"], record["method"],
+                    record["seed"], _outcome(record))
+        return notify(callback, Event("compare", "cell", counter["done"], len(cells), record))
+
+    started = time.perf_counter()
+    try:
+        if workers == 1 and ray_address is None:
+            status = run_sequential(todo, out, on_record, threads)
+        else:
+            status = run_ray(todo, out, on_record, workers, ray_address, threads or default_threads(workers))
+    except KeyboardInterrupt:
+        result = finish(cells, out, "interrupted", started, counter["ran"], len(cells) - len(todo), workers)
+        raise Interrupted(f"interrupted: {counter['done']} of {len(cells)} cells are finished and kept in "
+                          f"{out / store.RESULTS}; run the same command again to continue", result) from None
+    return finish(cells, out, status, started, counter["ran"], len(cells) - len(todo), workers)
+
+
+def as_grid(grid, methods=None, seeds=None, *, model: str | None = None, defaults: dict | None = None) -> Grid:
+    """A Grid from any form `compare` takes (methods / seeds given here replace a spec's)."""
+    if isinstance(grid, str | Path):
+        g = load_spec(grid)
+    elif isinstance(grid, Grid):
+        g = grid
+    elif isinstance(grid, dict) and "tasks" in grid:
+        g = grid_from_dict(grid)
+    else:
+        tasks = grid if isinstance(grid, list) else [grid]
+        if methods is None or seeds is None:
+            raise UserError("give methods and seeds with the task(s), or a spec")
+        g = Grid([task_from_dict(t, f"tasks[{i}]" if len(tasks) > 1 else "task", None,
+                                 f"task{i + 1}" if len(tasks) > 1 else "task")
+                  for i, t in enumerate(tasks)], [], [])
+    if methods is not None:
+        g.methods = methods_from(methods)
+    if seeds is not None:
+        g.seeds = seeds_from(seeds)
+    if model is not None:
+        g.model = str(model)
+    if Path(g.model).expanduser().is_dir():  # a local folder: the same for every worker, whatever its folder
+        g.model = str(Path(g.model).expanduser().resolve())
+    if defaults:
+        g.defaults = {**g.defaults, **defaults}
+    return check_grid(g)
+
+
+def finish(cells: list[Cell], out: Path, status: str, started: float, ran: int, skipped: int,
+           workers: int) -> CompareResult:
+    """Read this grid's records back, write the table and the plots, and return the result."""
+    records = store.read_records(out)
+    rows = [records[c.id] for c in cells if c.id in records]
+    order = list(dict.fromkeys((c.task, c.method) for c in cells))
+    table = aggregate(rows, order)
+    memory = {r.get("memory_source") for r in rows if r.get("memory_source")}
+    store.write_text(out / store.TABLE_MD, to_markdown(table, _memory_words(memory)))
+    store.write_text(out / store.TABLE_CSV, to_csv(table))
+    plots = write_plots(table, out / "plots") if rows else []
+    failed = sum(r.get("status") == "failed" for r in rows)
+    return CompareResult(out, rows, table, plots, ran, skipped, failed, status,
+                         time.perf_counter() - started, workers)
+
+
+def _grid_json(cells: list[Cell]) -> str:
+    import json
+
+    return json.dumps({"cells": [c.to_dict() for c in cells]}, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def _outcome(record: dict) -> str:
+    if record.get("status") != "done":
+        return f"failed ({record.get('error')})"
+    return f"test {record['metric']} {record['test']:.4f} in {record['wall_s']:.1f} s"
+
+
+def _memory_words(sources: set[str]) -> str:
+    words = {"cuda": "CUDA allocated memory", "rss": "resident memory, peak reset per cell",
+             "rss-max": "resident memory; the peak could not be reset, so later cells may read low"}
+    return ", ".join(words.get(s, s) for s in sorted(sources)) or "resident memory"

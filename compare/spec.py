@@ -1,0 +1,327 @@
+"""A grid: tasks x methods x seeds, from a spec file (YAML, TOML or JSON), a dict, or Python objects.
+
+    model: smollm2-135m            # optional; device, dtype too
+    seeds: [13, 21, 42]
+    defaults: {steps: 30}          # given to every method whose config has the option
+    tasks:
+      - name: sst2
+        template: "{sentence} It was [P] ."             # hand-written, no [T] slots
+        trigger_template: "{sentence} [T] [T] [T] [P] ." # for discrete search (default: 3 slots before [P])
+        label_map: {"0": terrible, "1": great}
+        train: k-shot/sst2/16-{seed}/train.jsonl         # {seed} is the cell's seed
+        dev: k-shot/sst2/16-{seed}/dev.jsonl
+        test: k-shot/sst2/test.jsonl
+    methods: [manual, autoprompt, {lora: {r: 16}}, {name: lora-big, preset: lora, config: {r: 64}}]
+
+Relative paths are read from the spec file's folder (the working folder for flags and the API).
+Every mistake is one UserError naming the key, e.g. "grid.yaml: methods[2].config.rr: ...".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from compare.presets import PRESETS, preset
+from frozen_lm.errors import UserError
+from frozen_lm.registry import DEFAULT_MODEL
+from frozen_lm.templates import Template
+from frozen_lm.verbalizer import parse_label_map
+
+logger = logging.getLogger(__name__)
+TOP_KEYS = ("model", "device", "dtype", "seeds", "defaults", "tasks", "methods")
+TASK_KEYS = ("name", "template", "trigger_template", "label_map", "label_field", "text_fields", "train", "dev", "test")
+METHOD_KEYS = ("name", "preset", "config")
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """One task of a grid: its templates, label words and splits ({seed} in a path: the cell's seed)."""
+
+    name: str
+    template: str
+    train: str
+    dev: str
+    test: str
+    label_map: dict | None = None
+    trigger_template: str | None = None
+    label_field: str | None = None
+    text_fields: str | None = None
+
+    def template_for(self, kind: str) -> str:
+        """The hand-written template ('manual') or the one with [T] slots ('trigger')."""
+        if kind == "manual":
+            return self.template
+        return self.trigger_template or default_trigger_template(self.template)
+
+    def sources(self, seed: int) -> dict[str, str]:
+        return {s: getattr(self, s).replace("{seed}", str(seed)) for s in ("train", "dev", "test")}
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    """One method of a grid: a display name, its preset and the config values it changes."""
+
+    name: str
+    preset: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class Grid:
+    tasks: list[TaskDef]
+    methods: list[MethodDef]
+    seeds: list[int]
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    defaults: dict = field(default_factory=dict)
+    where: str = ""  # what error messages name first (the spec file)
+
+
+def default_trigger_template(template: str) -> str:
+    """Three [T] slots right before [P] (or [Y]) of a hand-written template."""
+    for slot in ("[P]", "[Y]"):
+        if slot in template:
+            return template.replace(slot, "[T] [T] [T] " + slot, 1)
+    return template
+
+
+# ---------------------------------------------------------------- files and dicts
+def load_spec(path) -> Grid:
+    """A grid from a .yaml/.yml, .toml or .json file; UserError (one line) for anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--spec {path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            spec = yaml.safe_load(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            spec = tomllib.loads(text)
+        elif suffix == ".json":
+            spec = json.loads(text)
+        else:
+            raise UserError(f"--spec {path}: use a .yaml, .yml, .toml or .json file")
+    except ImportError as e:
+        raise UserError(f"--spec {path}: reading it needs {e.name} (pip install 'autoprompt-suite[compare]')") from None
+    except UserError:
+        raise
+    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
+        first = " ".join(str(e).split())
+        raise UserError(f"{path} is not valid {suffix[1:].upper()}: {first}") from None
+    return grid_from_dict(spec, where=str(path), base=path.resolve().parent)
+
+
+def grid_from_dict(spec, where: str = "", base: Path | None = None) -> Grid:
+    """A grid from a parsed spec; relative data paths are read from `base` (default: the working folder)."""
+    if not isinstance(spec, dict):
+        raise UserError(f"{where or 'the spec'}: must be a mapping with tasks, methods and seeds")
+    _known(spec, TOP_KEYS, where, nested=False)
+    for key in ("tasks", "methods", "seeds"):
+        if key not in spec:
+            raise UserError(f"{_at(where, key)}: missing")
+    tasks = spec["tasks"] if isinstance(spec["tasks"], list) else [spec["tasks"]]
+    grid = Grid(tasks=[task_from_dict(t, _at(where, f"tasks[{i}]"), base, f"task{i + 1}") for i, t in enumerate(tasks)],
+                methods=methods_from(spec["methods"], where), seeds=seeds_from(spec["seeds"], _at(where, "seeds")),
+                model=str(spec.get("model", DEFAULT_MODEL)), device=str(spec.get("device", "auto")),
+                dtype=str(spec.get("dtype", "auto")), defaults=_mapping(spec.get("defaults", {}), _at(where, "defaults")),
+                where=where)
+    return check_grid(grid)
+
+
+def task_from_dict(d, where: str, base: Path | None = None, default_name: str = "task") -> TaskDef:
+    """A TaskDef from a mapping (templates and label words checked; data paths resolved and checked)."""
+    if isinstance(d, TaskDef):
+        return d
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: a task is a mapping with template, label_map, train, dev and test")
+    _known(d, TASK_KEYS, where)
+    for key in ("template", "train", "dev", "test"):
+        if not isinstance(d.get(key), str) or not d[key].strip():
+            raise UserError(f"{where}.{key}: missing (give a {'template' if key == 'template' else 'data file'})")
+    values = {k: d.get(k) for k in TASK_KEYS}
+    values["name"] = str(d.get("name") or default_name)
+    _check_templates(values, where)
+    try:
+        values["label_map"] = parse_label_map(d.get("label_map"))
+    except UserError as e:
+        raise UserError(f"{where}.label_map: {e}") from None
+    for key in ("train", "dev", "test"):
+        values[key] = _resolve(d[key], base)
+    return TaskDef(**values)
+
+
+def _check_templates(values: dict, where: str) -> None:
+    for key in ("template", "trigger_template"):
+        if values.get(key) is None:
+            continue
+        try:
+            t = Template.parse(values[key])
+        except UserError as e:
+            raise UserError(f"{where}.{key}: {e}") from None
+        if key == "template" and t.n_triggers:
+            raise UserError(f"{where}.template: has [T] slots; give the hand-written template here and the one with "
+                            "slots as trigger_template")
+        if key == "trigger_template" and not t.n_triggers:
+            raise UserError(f"{where}.trigger_template: has no [T] slots for discrete search")
+
+
+def methods_from(entries, where: str = "") -> list[MethodDef]:
+    """MethodDefs from names ('lora'), one-key mappings ({'lora': {'r': 16}}) or full mappings
+    ({'name': 'lora-r16', 'preset': 'lora', 'config': {...}}); a comma-separated string works too."""
+    if isinstance(entries, str):
+        entries = [e.strip() for e in entries.split(",") if e.strip()]
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{_at(where, 'methods')}: give a list of methods (known: {', '.join(PRESETS)})")
+    out = [_method(e, _at(where, f"methods[{i}]")) for i, e in enumerate(entries)]
+    names = [m.name for m in out]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise UserError(f"{_at(where, f'methods[{i}]')}: the name {name!r} is used twice; give one a 'name'")
+    return out
+
+
+def _method(entry, where: str) -> MethodDef:
+    if isinstance(entry, MethodDef):
+        preset(entry.preset, where)
+        return entry
+    if isinstance(entry, str):
+        preset(entry, where)
+        return MethodDef(entry, entry)
+    if isinstance(entry, dict) and len(entry) == 1 and next(iter(entry)) in PRESETS:
+        (name, config), = entry.items()
+        return MethodDef(name, name, _mapping(config or {}, f"{where}.{name}"))
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: give a method name or a mapping with preset (and name, config)")
+    if len(entry) == 1 and next(iter(entry)) not in METHOD_KEYS:
+        preset(str(next(iter(entry))), where)  # an unknown method name
+    _known(entry, METHOD_KEYS, where)
+    if "preset" not in entry:
+        raise UserError(f"{where}.preset: missing (one of: {', '.join(PRESETS)})")
+    preset(str(entry["preset"]), f"{where}.preset")
+    return MethodDef(str(entry.get("name") or entry["preset"]), str(entry["preset"]),
+                     _mapping(entry.get("config") or {}, f"{where}.config"))
+
+
+def seeds_from(value, where: str = "seeds") -> list[int]:
+    """[13, 21, 42] or '13,21,42' -> a list of distinct ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: give a list of whole numbers, e.g. [13, 21, 42]")
+    try:
+        seeds = [int(v) for v in value if not isinstance(v, bool | float)]
+    except (TypeError, ValueError):
+        seeds = []
+    if len(seeds) != len(value):
+        raise UserError(f"{where}: give whole numbers, got {value!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: a seed is listed twice ({value!r})")
+    return seeds
+
+
+def check_grid(grid: Grid) -> Grid:
+    """Unique task names; defaults known to some method; data files present for every seed."""
+    names = [t.name for t in grid.tasks]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise UserError(f"{_at(grid.where, f'tasks[{i}].name')}: {name!r} is used twice")
+    if not grid.tasks:
+        raise UserError(f"{_at(grid.where, 'tasks')}: give at least one task")
+    options = set().union(*(option_names(name) for name in PRESETS))  # a typo, not a method left out
+    for key in grid.defaults:
+        if key == "seed":
+            raise UserError(f"{_at(grid.where, 'defaults.seed')}: seeds come from 'seeds'")
+        if key not in options:
+            raise UserError(f"{_at(grid.where, 'defaults.' + key)}: no method has this option")
+    for i, task in enumerate(grid.tasks):
+        for seed in grid.seeds:
+            for split, source in task.sources(seed).items():
+                if _is_file(source) and not Path(source).exists():
+                    raise UserError(f"{_at(grid.where, f'tasks[{i}].{split}')}: {source} not found (seed {seed})")
+    return grid
+
+
+def option_names(preset_name: str) -> set[str]:
+    cls = preset(preset_name).registered().config
+    return {f.name for f in fields(cls) if f.init}
+
+
+def build_config(method: MethodDef, defaults: dict, seed: int, where: str):
+    """The method's config for one seed: preset defaults < grid defaults < the method's own values <
+    the preset's fixed values; UserError naming the key for an unknown option or a bad value."""
+    p = preset(method.preset, where)
+    cls = p.registered().config
+    names = option_names(method.preset)
+    for key, value in method.config.items():
+        if key not in names:
+            raise UserError(f"{where}.config.{key}: {method.preset} has no option {key!r} "
+                            f"(options: {', '.join(sorted(names - {'seed'}))})")
+        if key == "seed":
+            raise UserError(f"{where}.config.seed: seeds come from the grid's 'seeds'")
+        if key in p.fixed and value != p.fixed[key]:
+            raise UserError(f"{where}.config.{key}: fixed to {p.fixed[key]!r} by {method.preset!r}")
+    values = {**p.defaults, **{k: v for k, v in defaults.items() if k in names}, **method.config, **p.fixed, "seed": seed}
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(v, hints.get(k), f"{where}.config.{k}") for k, v in values.items()}
+    try:
+        return cls(**values)
+    except (UserError, TypeError, ValueError) as e:
+        raise UserError(f"{where}.config: {e}") from None
+
+
+# ---------------------------------------------------------------- helpers
+def _at(where: str, key: str) -> str:
+    """'grid.yaml: methods[2]', or just the key when there is no file to name."""
+    return f"{where}: {key}" if where else key
+
+
+def _coerce(value, hint, where: str):
+    """YAML reads 1e-3 as text: numbers given as text become the option's number type."""
+    text = str(hint)
+    if isinstance(value, str) and ("float" in text or "int" in text) and "str" not in text:
+        try:
+            return int(value) if "float" not in text else float(value)
+        except ValueError:
+            raise UserError(f"{where}: {value!r} is not a number") from None
+    if isinstance(value, int) and not isinstance(value, bool) and "float" in text:
+        return float(value)
+    return value
+
+
+def _known(d: dict, keys: tuple[str, ...], where: str, nested: bool = True) -> None:
+    for key in d:
+        if key not in keys:
+            name = f"{where}.{key}" if nested else _at(where, str(key))
+            raise UserError(f"{name}: unknown key (known: {', '.join(keys)})")
+
+
+def _mapping(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: give a mapping of option names to values")
+    return {str(k): v for k, v in value.items()}
+
+
+def _is_file(source: str) -> bool:
+    return not source.startswith(("demo:", "hf:"))
+
+
+def _resolve(source: str, base: Path | None) -> str:
+    """A data source with relative file paths made absolute (from `base`, else the working folder)."""
+    if not _is_file(source):
+        return source
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return str(path.resolve())

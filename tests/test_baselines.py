@@ -1,0 +1,140 @@
+"""baselines: LoRA, IA3, adapter (PEFT), BitFit, last k blocks and full fine-tuning on the task's
+label-word objective, with the frozen model untouched; artifacts keep only what trained and score
+again after loading; the manual template as a method; `autoprompt finetune` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import baselines
+from baselines import FinetuneConfig, finetune, run_manual
+from baselines.adapt import PEFT_PREFIX, block_index, ffn_output_modules
+from frozen_lm import PromptTask, evaluate, load_result
+from frozen_lm.errors import UserError
+from tests.conftest import assert_user_error
+
+pytest.importorskip("peft")
+LABELS = {"0": "terrible", "1": "great"}
+TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
+
+
+def snapshot(lm) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+
+
+def unchanged(lm, before) -> bool:
+    now = lm.model.state_dict()
+    return now.keys() == before.keys() and all(torch.equal(now[k], before[k]) for k in before)
+
+
+def cfg(method: str, **kw) -> FinetuneConfig:
+    return FinetuneConfig(method=method, steps=kw.pop("steps", 4), eval_every=2, lr=kw.pop("lr", 5e-2), batch_size=8,
+                          **kw)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "adapter", "bitfit", "last_k", "full"])
+def test_training_changes_logits_not_the_frozen_model(tiny, tmp_path, method):
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} It was [P] .", LABELS)
+    before = snapshot(lm)
+    modules = {type(m) for m in lm.model.modules()}
+    r = finetune(task, TRAIN, DEV, cfg(method, last_k=1), out=tmp_path / method, progress=False)
+    assert unchanged(lm, before), "the frozen weights changed"
+    assert {type(m) for m in lm.model.modules()} == modules, "PEFT layers leaked into the frozen model"
+    assert all(not p.requires_grad for p in lm.model.parameters())
+    rows = task.encode(DEV).rows
+    with torch.no_grad():
+        base = lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask)
+        adapted = r.bind(task).logits(rows)
+    assert not torch.allclose(base, adapted), "training changed nothing"
+    again = load_result(tmp_path / method)
+    assert type(again) is type(r) and again.config == r.config
+    assert evaluate(task, DEV, prompt=again) == evaluate(task, DEV, prompt=r) == r.metrics["dev"]
+    assert r.trainable_params == sum(t.numel() for t in r.tensors.values()) or method in ("full", "last_k")
+    assert r.best_step in range(0, 5) and r.steps_done == 4
+
+
+def test_artifacts_keep_only_what_trained(tiny):
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} It was [P] .", LABELS)
+    lora = finetune(task, TRAIN, None, cfg("lora", r=2), progress=False)
+    assert lora.tensors and all(k.startswith(PEFT_PREFIX) and ".lora_" in k for k in lora.tensors)
+    assert lora.trainable_params == 2 * 2 * ((32 + 32) + (32 + 8))  # 2 layers x rank 2 x (q: 32->32, v: 32->8)
+    ia3 = finetune(task, TRAIN, None, cfg("ia3"), progress=False)
+    assert all(".ia3_l." in k for k in ia3.tensors)
+    bitfit = finetune(task, TRAIN, None, cfg("bitfit"), progress=False)
+    assert all(k.endswith(".bias") for k in bitfit.tensors)  # zero-initialized: Llama has no biases
+    last = finetune(task, TRAIN, None, cfg("last_k", last_k=1), progress=False)
+    assert last.tensors and all(block_index(k) == 1 for k in last.tensors)
+    full = finetune(task, TRAIN, None, cfg("full"), progress=False)
+    assert len(full.tensors) <= len(lm.named_parameters())
+    assert "param.model.embed_tokens.weight" in full.tensors  # the tied head trains through the embeddings
+
+
+def test_models_with_biases_and_conv1d(tiny):
+    bert = tiny("bert")
+    task = PromptTask(bert, "{sentence} It was [P] .", LABELS)
+    before = snapshot(bert)
+    r = finetune(task, TRAIN, DEV, cfg("bitfit"), progress=False)
+    assert r.tensors and all(k.endswith("bias") for k in r.tensors)
+    assert set(r.tensors) <= {"param." + n for n in bert.named_parameters()}  # its own biases
+    assert unchanged(bert, before)
+    assert ffn_output_modules(bert)[0].endswith("layer.0.output.dense")
+    gpt2 = tiny("gpt2")
+    task = PromptTask(gpt2, "{sentence} It was[P]", LABELS)
+    before = snapshot(gpt2)
+    for method in ("lora", "adapter"):
+        r = finetune(task, TRAIN, DEV, cfg(method, steps=2), progress=False)
+        assert r.trainable_params > 0 and r.metrics["dev"]["n_scored"] == 32
+    assert unchanged(gpt2, before)
+
+
+def test_same_seed_same_result(tiny):
+    task = PromptTask(tiny("llama"), "{sentence} It was [P] .", LABELS)
+    a = finetune(task, TRAIN, DEV, cfg("lora", seed=3), progress=False)
+    b = finetune(task, TRAIN, DEV, cfg("lora", seed=3), progress=False)
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert [h["loss"] for h in a.history if "loss" in h] == [h["loss"] for h in b.history if "loss" in h]
+
+
+def test_mistakes(tiny):
+    lm = tiny("llama")
+    with pytest.raises(UserError, match=r"\[T\] slots"):
+        finetune(PromptTask(lm, "{sentence} [T] [P]", LABELS), TRAIN, DEV, cfg("lora"))
+    with pytest.raises(UserError, match="--method 'prefix' is unknown"):
+        FinetuneConfig(method="prefix")
+    with pytest.raises(UserError, match="--target-modules applies to lora, ia3 and adapter"):
+        FinetuneConfig(method="full", target_modules="q_proj")
+    with pytest.raises(UserError, match="--last-k 5: the model has 2 blocks"):
+        finetune(PromptTask(lm, "{sentence} It was [P] .", LABELS), TRAIN, None, cfg("last_k", last_k=5))
+    with pytest.raises(UserError, match="PEFT cannot apply lora"):
+        finetune(PromptTask(lm, "{sentence} It was [P] .", LABELS), TRAIN, None, cfg("lora", target_modules="nope"))
+
+
+def test_manual_method_saves_and_scores(tiny, tmp_path):
+    task = PromptTask(tiny("llama"), "{sentence} It was [P] .", LABELS)
+    r = run_manual(task, TRAIN, DEV, out=tmp_path / "m")
+    assert r.metrics["dev"] == evaluate(task, DEV)
+    assert evaluate(task, DEV, prompt=load_result(tmp_path / "m")) == r.metrics["dev"]
+    assert baselines.ManualResult.module == "baselines"
+
+
+def test_cli_finetune_then_evaluate(cli, tiny_folder, tmp_path):
+    model = tiny_folder("llama")
+    help_ = cli("finetune", "--help")
+    assert help_.exit_code == 0 and "--adapter-size" in help_.output and "--last-k" in help_.output
+    out = cli("finetune", "--model", model, "--method", "bitfit", "--steps", "3", "--eval-every", "1", "--out",
+              tmp_path / "ft", "--no-progress", "--json")
+    assert out.exit_code == 0, out.output
+    row = json.loads(out.output.strip().splitlines()[-1])
+    assert row["method"] == "bitfit" and row["steps"] == 3
+    scored = cli("evaluate", tmp_path / "ft", "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.output)["accuracy"] == row["dev_accuracy"]
+    assert_user_error(cli("finetune", "--model", model, "--template", "{sentence} [T] [P]", "--out", tmp_path / "x"),
+                      "[T] slots")
+    assert_user_error(cli("finetune", "--model", model, "--method", "ia3", "--r", "0", "--out", tmp_path / "y"),
+                      "--r must be at least 1")
