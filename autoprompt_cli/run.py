@@ -79,8 +79,7 @@ def build_command(method: Method) -> click.Command:
                             "result (default: the demo task's, when the data is the demo's)")(body)
     if spec.resumable:
         body = click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-                            help="continue a saved (or interrupted) run from its --out folder; only --iters (and "
-                                 "--patience) may differ from the saved run, e.g. --iters 40 to extend it")(body)
+                            help=_resume_help(method))(body)
     for deco in (json_option, progress_option, overwrite_option, out_option):
         body = deco(body)
     if spec.options:
@@ -88,6 +87,18 @@ def build_command(method: Method) -> click.Command:
     body = options_from(method.config)(body)
     body = options_from(TaskOptions)(body)
     return click.command(spec.name, help=spec.help, no_args_is_help=False)(body)
+
+
+def _resume_help(method: Method) -> str:
+    allowed = [_flag(name) for name in getattr(method.config, "RESUMABLE", ())]
+    which = (f"only {', '.join(allowed)} may differ from the saved run" if allowed
+             else "every option must equal the saved run's (leave them out)")
+    extend = ", e.g. --iters 40 to extend it" if "iters" in getattr(method.config, "RESUMABLE", ()) else ""
+    return f"continue a saved (or interrupted) run from its --out folder; {which}{extend}"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _printing():
@@ -136,7 +147,7 @@ def _resumed(ctx, method: Method, resume: str, opts: TaskOptions, kwargs: dict, 
     no_data = previous.task.target is not None and train is None
     if diffs:
         raise UserError(f"--resume {resume}: these options differ from the saved run: {'; '.join(diffs)}; "
-                        f"leave them out (only {', '.join('--' + a for a in allowed)} may change)")
+                        "leave them out" + (f" (only {', '.join(_flag(a) for a in allowed)} may change)" if allowed else ""))
     config = config_from(method.config, {**saved_cfg, **overrides})
     model = opts.model if given(ctx, "model") else previous.model.get("name")
     lm = load_lm(opts, model=model)

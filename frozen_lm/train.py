@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,13 +82,98 @@ class TrainResult:
     step_times: list[float] = field(default_factory=list)  # wall seconds of each optimizer step
 
 
+@dataclass
+class TrainCheckpoint:
+    """What continues a cut run exactly where it stopped: the trained tensors after the last finished
+    optimizer step, the optimizer's and the schedule's state, the best state so far and its score,
+    the history and the time spent. `tensors()` / `meta()` split it into what an artifact stores in
+    weights.safetensors and in JSON; `from_saved` joins them again.
+
+    eval_pending: the interruption came after step `step`'s update, before its dev evaluation (a
+    resumed run evaluates first).
+    """
+
+    step: int
+    params: dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    best_state: dict[str, torch.Tensor] | None
+    best_score: float | None
+    best_step: int
+    bad: int
+    best_metrics: dict | None
+    history: list[dict]
+    seconds: float
+    cpu: float
+    times: list[float]
+    eval_pending: bool = False
+    extra: dict = field(default_factory=dict)  # what the method adds to the saved meta (e.g. PEZ's kept prompt)
+
+    PREFIX = "checkpoint."
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"{self.PREFIX}param.{k}": v for k, v in self.params.items()}
+        out.update({f"{self.PREFIX}best.{k}": v for k, v in (self.best_state or {}).items()})
+        for idx, state in self.optimizer["state"].items():
+            out.update({f"{self.PREFIX}opt.{idx}.{k}": v for k, v in state.items() if torch.is_tensor(v)})
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def meta(self) -> dict:
+        plain = {idx: {k: v for k, v in state.items() if not torch.is_tensor(v)}
+                 for idx, state in self.optimizer["state"].items()}
+        return {"step": self.step, "param_names": list(self.params), "best_saved": self.best_state is not None,
+                "optimizer_groups": self.optimizer["param_groups"], "optimizer_plain": {str(k): v for k, v in plain.items()},
+                "scheduler": {k: v for k, v in self.scheduler.items() if k != "lr_lambdas"},
+                "best_score": self.best_score, "best_step": self.best_step, "bad": self.bad,
+                "best_metrics": self.best_metrics, "history": self.history, "seconds": self.seconds, "cpu": self.cpu,
+                "times": self.times, "eval_pending": self.eval_pending}
+
+    @classmethod
+    def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict) -> TrainCheckpoint:
+        """The checkpoint an artifact stored (KeyError / ValueError when a part is missing)."""
+        p = cls.PREFIX
+        names = meta["param_names"]
+        params = {k: tensors[f"{p}param.{k}"] for k in names}
+        best = {k: tensors[f"{p}best.{k}"] for k in names} if meta["best_saved"] else None
+        state: dict[int, dict] = {int(i): dict(v) for i, v in meta["optimizer_plain"].items()}
+        for key, value in tensors.items():
+            if key.startswith(f"{p}opt."):
+                idx, name = key[len(p) + 4:].split(".", 1)
+                state.setdefault(int(idx), {})[name] = value
+        return cls(meta["step"], params, {"state": state, "param_groups": meta["optimizer_groups"]},
+                   dict(meta["scheduler"]), best, meta["best_score"], meta["best_step"], meta["bad"], meta["best_metrics"],
+                   list(meta["history"]), meta["seconds"], meta["cpu"], list(meta["times"]), meta.get("eval_pending", False),
+                   {k: v for k, v in meta.items() if k not in _META_KEYS})
+
+
+_META_KEYS = {"step", "param_names", "best_saved", "optimizer_groups", "optimizer_plain", "scheduler", "best_score",
+              "best_step", "bad", "best_metrics", "history", "seconds", "cpu", "times", "eval_pending"}
+
+
 class TrainInterrupted(KeyboardInterrupt):
     """Ctrl-C during training: `result` is the TrainResult so far, with the best state restored
-    (stopped == 'interrupted')."""
+    (stopped == 'interrupted'); `checkpoint` continues the run (`Trainer.run(resume=checkpoint)`)."""
 
-    def __init__(self, result: TrainResult):
+    def __init__(self, result: TrainResult, checkpoint: TrainCheckpoint | None = None):
         super().__init__(f"interrupted after step {result.steps_done}")
-        self.result = result
+        self.result, self.checkpoint = result, checkpoint
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold Ctrl-C (SIGINT) until the block ends, so an optimizer update is never cut in half; raises
+    KeyboardInterrupt after the block when one came. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def make_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
@@ -159,6 +246,7 @@ class Trainer:
         self.progress, self.autocast = progress, autocast
         self.best_score: float | None = None
         self.best_step, self.bad, self.best_state, self.best_metrics = 0, 0, None, None
+        self._recorded = -1  # the last step whose evaluation and best-state record are done
 
     # ------------------------------------------------------------ checkpoints
     def _snapshot(self) -> dict[str, torch.Tensor]:
@@ -184,7 +272,9 @@ class Trainer:
         return self.s.patience > 0 and self.bad >= self.s.patience
 
     # ------------------------------------------------------------ the loop
-    def run(self) -> TrainResult:
+    def run(self, resume: TrainCheckpoint | None = None) -> TrainResult:
+        """Train; resume: a checkpoint of this run cut short (TrainInterrupted.checkpoint, or one an
+        artifact stored): the run continues from it and ends as the uninterrupted run would."""
         from tqdm.auto import tqdm
 
         s, params = self.s, list(self.params.values())
@@ -194,53 +284,61 @@ class Trainer:
         opt = make_optimizer(groups, s)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, s))
         stream = batches(self.n, s.batch_size, s.seed)
-        if s.keep_best:
-            self.best_state = self._snapshot()  # the initialization, kept if nothing better is ever seen
         history: list[dict] = []
-        if self.evaluate is not None and s.eval_first:
+        seconds, cpu, times, first = 0.0, 0.0, [], 1
+        if resume is not None:
+            history, seconds, cpu, times, first = self._resume(resume, opt, sched, stream)
+        elif s.keep_best:
+            self.best_state = self._snapshot()  # the initialization, kept if nothing better is ever seen
+        if self.evaluate is not None and s.eval_first and resume is None:
             history.append({"step": 0, "dev": self.evaluate()})  # for reference
-        stopped, note, seconds, cpu, step, times, done_before = "steps", None, 0.0, 0.0, 0, [], 0
-        bar = tqdm(total=s.steps, disable=not self.progress or not distributed.is_main(), leave=False,
+        stopped, note, step, pending = "steps", None, first - 1, None
+        bar = tqdm(total=s.steps, initial=first - 1, disable=not self.progress or not distributed.is_main(), leave=False,
                    desc=self.stage or self.method)
         try:
-            for step in range(1, s.steps + 1):
-                done_before = step - 1
+            if resume is not None and resume.eval_pending:
+                pending = history[-1]
+                stop, asked = self._after_step(pending, history, bar)
+                pending = None
+                if stop or asked:
+                    stopped = "early_stopping" if stop else "callback"
+                    first = s.steps + 1  # nothing more to train
+            for step in range(first, s.steps + 1):
                 start, start_cpu = time.perf_counter(), time.process_time()
                 loss = self._step(opt, stream, params)
-                sched.step()
-                times.append(time.perf_counter() - start)
-                seconds, cpu = seconds + times[-1], cpu + time.process_time() - start_cpu
-                bar.update(1)
-                entry = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"]}
-                history.append(entry)
+                with deferred_interrupt():  # the update and its record, never half done
+                    if math.isfinite(loss):
+                        opt.step()
+                    sched.step()
+                    times.append(time.perf_counter() - start)
+                    seconds, cpu = seconds + times[-1], cpu + time.process_time() - start_cpu
+                    bar.update(1)
+                    entry = {"step": step, "loss": loss, "lr": opt.param_groups[0]["lr"]}
+                    history.append(entry)
+                    pending = entry
                 if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
                     stopped, note = "nan", self._nan_note(loss, step)
                     logger.warning(note)
                     break
-                last = step == s.steps
-                stop = False
-                if (s.eval_every and step % s.eval_every == 0) or last:
-                    entry["dev"] = self.evaluate() if self.evaluate is not None else None
-                    stop = self._record_eval(step, entry["dev"], last)
-                    if stop:
-                        stopped = "early_stopping"
-                        logger.info("early stopping at step %d (best dev at step %d)", step, self.best_step)
-                bar.set_postfix(loss=f"{loss:.4f}", **({"dev": f"{metric_of(entry['dev']):.4f}"} if entry.get("dev") else {}))
-                asked = notify(self.callback, Event(self.method, "step", step, s.steps, {k: v for k, v in entry.items() if k != "step"}, self.stage))
+                stop, asked = self._after_step(entry, history, bar)
+                pending = None
                 if stop:
+                    stopped = "early_stopping"
                     break
                 if asked:
                     stopped = "callback"
-                    self._record_eval(step, entry.get("dev") if "dev" in entry else self._eval_now(entry), True)
                     break
         except KeyboardInterrupt:
             bar.close()
             for p in params:
                 p.requires_grad_(False)
+            done = len([h for h in history if h.get("step", 0) > 0 and "loss" in h])
+            pending = pending is not None and self._recorded != pending["step"]
+            checkpoint = self._checkpoint(done, opt, sched, history, seconds, cpu, times, pending)
             self._restore()  # a step cut in half leaves nothing behind
-            raise TrainInterrupted(TrainResult(self.best_step, self.best_score, done_before, "interrupted", history,
-                                               seconds / max(done_before, 1), cpu / max(done_before, 1), None,
-                                               self.best_metrics, times)) from None
+            raise TrainInterrupted(TrainResult(self.best_step, self.best_score, done, "interrupted", history,
+                                               seconds / max(done, 1), cpu / max(done, 1), None,
+                                               self.best_metrics, times), checkpoint) from None
         finally:
             bar.close()
             for p in params:
@@ -252,6 +350,49 @@ class Trainer:
         done = step - (stopped == "nan")
         return TrainResult(self.best_step, self.best_score, done, stopped, history, seconds / max(step, 1),
                            cpu / max(step, 1), note, self.best_metrics, times)
+
+    def _after_step(self, entry: dict, history: list[dict], bar) -> tuple[bool, bool]:
+        """Dev evaluation (when due), best-state tracking, the bar and the callback after step
+        entry['step']: (early stopping says stop, the callback asked to stop)."""
+        s, step = self.s, entry["step"]
+        last = step == s.steps
+        stop = False
+        if (s.eval_every and step % s.eval_every == 0) or last:
+            entry["dev"] = self.evaluate() if self.evaluate is not None else None
+            stop = self._record_eval(step, entry["dev"], last)
+            if stop:
+                logger.info("early stopping at step %d (best dev at step %d)", step, self.best_step)
+        self._recorded = step
+        bar.set_postfix(loss=f"{entry['loss']:.4f}", **({"dev": f"{metric_of(entry['dev']):.4f}"} if entry.get("dev") else {}))
+        asked = notify(self.callback, Event(self.method, "step", step, s.steps, {k: v for k, v in entry.items() if k != "step"}, self.stage))
+        if asked and not stop:
+            self._record_eval(step, entry.get("dev") if "dev" in entry else self._eval_now(entry), True)
+        return stop, bool(asked) and not stop
+
+    def _checkpoint(self, step: int, opt, sched, history, seconds, cpu, times, eval_pending: bool) -> TrainCheckpoint:
+        """The run's state after `step` finished updates (before the best state is restored)."""
+        best = self.best_state
+        if best is None and self.best_step == step and self.s.keep_best:
+            best = self._snapshot()  # the current state is the best one (not copied at a last evaluation)
+        return TrainCheckpoint(step, self._snapshot(), opt.state_dict(), sched.state_dict(), best, self.best_score,
+                               self.best_step, self.bad, self.best_metrics, [dict(h) for h in history], seconds, cpu,
+                               list(times), eval_pending)
+
+    def _resume(self, c: TrainCheckpoint, opt, sched, stream) -> tuple[list, float, float, list, int]:
+        """Load a checkpoint into the tensors, optimizer, schedule, batch stream and best-state record;
+        (history, seconds, cpu seconds, step times, first step to run)."""
+        if sorted(c.params) != sorted(self.params):
+            raise ValueError(f"the checkpoint trains {sorted(c.params)}, this run {sorted(self.params)}")
+        with torch.no_grad():
+            for k, v in self.params.items():
+                v.copy_(c.params[k].to(v.device, v.dtype))
+        opt.load_state_dict(c.optimizer)  # (moves the state to each tensor's device)
+        sched.load_state_dict({**c.scheduler, "lr_lambdas": [None] * len(opt.param_groups)})
+        for _ in range(c.step * self.s.grad_accum):
+            next(stream)
+        self.best_state = None if c.best_state is None else {k: v.clone() for k, v in c.best_state.items()}
+        self.best_score, self.best_step, self.bad, self.best_metrics = c.best_score, c.best_step, c.bad, c.best_metrics
+        return [dict(h) for h in c.history], c.seconds, c.cpu, list(c.times), c.step + 1
 
     def _eval_now(self, entry: dict) -> dict | None:
         entry["dev"] = self.evaluate() if self.evaluate is not None else None
@@ -274,8 +415,9 @@ class Trainer:
         return mine, float(self.weights[mine].sum()) / total if total else 0.0
 
     def _step(self, opt, stream, params) -> float:
-        """One optimizer step over grad_accum micro-batches; returns the mean loss (its sum over the
-        processes' weighted shares when there are several; non-finite: no step)."""
+        """The gradients of one optimizer step over grad_accum micro-batches (clipped; the caller
+        updates); returns the mean loss (its sum over the processes' weighted shares when there are
+        several; non-finite: no update)."""
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(self.s.grad_accum):
@@ -298,5 +440,4 @@ class Trainer:
             return total
         if self.s.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
-        opt.step()
         return total

@@ -90,4 +90,4 @@ def after(result: TuneResult, task, options: TuneOptions | None) -> None:
 
 COMMAND = Command(name="tune", help=HELP, summary=summary, headline=headline,
                   manual_template=lambda cfg: cfg.num_virtual_tokens is not None, needs_dev=False,
-                  options=TuneOptions, check=check, after=after)
+                  options=TuneOptions, check=check, after=after, resumable=True)

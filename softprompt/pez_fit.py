@@ -23,7 +23,7 @@ from frozen_lm.evaluate import TriggerBound, score
 from frozen_lm.events import Callback, notify
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import Trainer, TrainResult
+from frozen_lm.train import TrainCheckpoint, Trainer, TrainResult
 from softprompt.config import TuneConfig
 from softprompt.pez import PezPrompt
 from softprompt.train import autocast, loss_kind, on_device, ranked, train_settings
@@ -106,8 +106,27 @@ class PezFit:
         rows = self.train_rows.subset(index)
         return self.module.loss(self.task, rows, loss_kind(self.cfg), self.cfg.fluency_weight)
 
-    def run(self, callback: Callback | None = None, progress: bool = False) -> TrainResult:
-        """Train; a patience stop says 'early_stopping'. Raises TrainInterrupted on Ctrl-C."""
+    def state(self) -> dict:
+        """What continues this fit besides the Trainer's checkpoint: the loss-call count and the kept prompt."""
+        t = self.tracker
+        best = None if t is None or t.best is None else {
+            "step": t.best.step, "ids": [int(i) for i in t.best.ids], "metrics": t.best.metrics, "rank": list(t.best.rank)}
+        return {"calls": self.calls, "best": best, "stale": t.stale if t is not None else 0}
+
+    def load_state(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+        if self.tracker is not None:
+            best = state.get("best")
+            self.tracker.best = None if best is None else Kept(best["step"], torch.tensor(best["ids"], dtype=torch.long),
+                                                                 dict(best["metrics"]), tuple(best["rank"]))
+            self.tracker.stale = int(state.get("stale", 0))
+
+    def run(self, callback: Callback | None = None, progress: bool = False, resume: TrainCheckpoint | None = None
+            ) -> TrainResult:
+        """Train; a patience stop says 'early_stopping'. Raises TrainInterrupted on Ctrl-C. resume: a cut
+        run's Trainer checkpoint, whose `pez` entry (see `state`) restores the kept prompt."""
+        if resume is not None:
+            self.load_state(resume.extra["pez"])
         asked = []
 
         def on_event(event) -> bool:
@@ -119,7 +138,7 @@ class PezFit:
         trainer = Trainer({"vectors": self.module.vectors}, self.loss, len(self.train_rows), settings, self.tracker,
                           callback=on_event, method=self.cfg.artifact_method, progress=progress,
                           autocast=autocast(self.task.lm, self.cfg))
-        run = trainer.run()
+        run = trainer.run(resume)
         if run.stopped == "callback" and not asked:
             run.stopped = "early_stopping"
             logger.info("early stopping at step %d (best dev prompt at step %d)", run.steps_done, self.best_step)

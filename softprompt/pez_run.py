@@ -18,29 +18,31 @@ from frozen_lm.events import Callback
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.results import base_fields
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import TrainInterrupted
+from frozen_lm.train import TrainCheckpoint, TrainInterrupted
 from softprompt.config import TuneConfig
 from softprompt.pez_fit import PezFit, discrete_metrics
 from softprompt.result import PezResult
-from softprompt.run import build_module, timings_of
+from softprompt.run import build_module, interrupted_message, timings_of, with_checkpoint
 from softprompt.train import loss_kind
 
 logger = logging.getLogger(__name__)
 
 
 def tune_pez(task: PromptTask, eff: PromptTask, k: int, examples: dict[str, Encoded], config: TuneConfig, data: dict,
-             started: float, *, out=None, callback: Callback | None = None, progress: bool = False) -> PezResult:
-    """Train PEZ on the effective task `eff` (k slots) with encoded splits; see `softprompt.tune`."""
+             started: float, *, out=None, callback: Callback | None = None, progress: bool = False,
+             resume: TrainCheckpoint | None = None) -> PezResult:
+    """Train PEZ on the effective task `eff` (k slots) with encoded splits; see `softprompt.tune`.
+    resume: the training state of a cut run (its checkpoint meta also holds the kept prompt's record)."""
     module, init = build_module(task.lm, eff, config, k)
     fitter = PezFit(module, eff, examples["train"], examples.get("dev"), config)
     try:
-        run = fitter.run(callback, progress)
+        run = fitter.run(callback, progress, resume=resume)
     except TrainInterrupted as stop:
         result = pez_result(task, eff, config, fitter, stop.result, {}, data, started, init, "interrupted")
-        where = f"; the best prompt (step {result.best_step}) is saved in {out}" if out is not None else ""
+        with_checkpoint(result, stop.checkpoint, {"pez": fitter.state()})
         if out is not None:
             result.save(out)
-        raise Interrupted(f"interrupted after step {stop.result.steps_done}{where}", result) from None
+        raise Interrupted(interrupted_message(stop, result, out), result) from None
     ids = fitter.kept_ids()
     metrics = {"train": split_scores(eff, examples["train"], ids, config)}
     if "dev" in examples:

@@ -30,7 +30,8 @@ class TuneResult(Result):
     """template: the effective template (the one the prompt was trained with); best_step / best_dev:
     the kept checkpoint and its dev score; steps_done; stopped: 'steps', 'early_stopping', 'nan' or
     'callback'; note: what happened on a 'nan' stop; init_ids: the tokens the prompt started from
-    (None for a random init). tensors: prompt_embeddings + init_embeddings, or prefix + prefix_init.
+    (None for a random init). tensors: prompt_embeddings + init_embeddings, or prefix + prefix_init
+    (an interrupted run adds its training state, 'checkpoint.*', described by `checkpoint`).
     metrics: 'train' and 'dev' from the shared evaluator (target strings add 'score', the dev ranking:
     exact match, ties broken by the per-token probability exp(-loss))."""
 
@@ -44,6 +45,7 @@ class TuneResult(Result):
     stopped: str = "steps"
     note: str | None = None
     init_ids: list[int] | None = None
+    checkpoint: dict | None = None  # an interrupted run's training state (with tensors 'checkpoint.*'): resume= continues it
 
     @property
     def kind(self) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
 
@@ -22,7 +23,7 @@ from frozen_lm.events import Callback
 from frozen_lm.model import FrozenLM
 from frozen_lm.results import base_fields
 from frozen_lm.task import PromptTask
-from frozen_lm.train import TrainInterrupted
+from frozen_lm.train import TrainCheckpoint, TrainInterrupted
 from softprompt.config import TuneConfig
 from softprompt.effective import effective_task
 from softprompt.init import prefix_init, prompt_init
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *, out=None, overwrite: bool = False,
-         callback: Callback | None = None, progress: bool = True) -> TuneResult:
+         resume=None, callback: Callback | None = None, progress: bool = True) -> TuneResult:
     """Prompt tuning (a trainable vector per [T] slot) or prefix tuning (trainable key/values at every
     layer) of `task`'s frozen model.
 
@@ -44,11 +45,20 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     folder holding another run is refused unless overwrite=True; an unwritable one before training).
     callback(event) gets a 'step' Event after every optimizer step; returning True stops the run
     (the result says status 'stopped'). Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the
-    best checkpoint so far (saved first when `out` is given). progress: show a progress bar.
+    best checkpoint so far (saved first when `out` is given) and the state that continues the run:
+    resume (that result, or its folder) continues it with the same task, config and data, and ends
+    with the result the uninterrupted run would have given (a finished run is returned as saved).
+    progress: show a progress bar.
     """
     config = check_config(task, config or TuneConfig())
+    previous = previous_run(resume, task, config)
     if out is not None:
-        claim_out(out, overwrite)
+        claim_out(out, overwrite, resume=_same_folder(resume, out))
+    if previous is not None and previous.status == "done":
+        logger.info("the saved run finished (%d steps); nothing to continue", previous.steps_done)
+        if out is not None and not _same_folder(resume, out):
+            previous.save(out)
+        return previous
     started = time.perf_counter()
     eff, k = effective_task(task, config.placement, config.num_virtual_tokens)
     lm = task.lm
@@ -58,19 +68,22 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     loaded = {name: data_mod.load(source) for name, source in splits.items()}
     examples = {name: encode_split(eff, ds, name) for name, ds in loaded.items()}
     data = {name: data_mod.describe(splits[name], ds) for name, ds in loaded.items()}
+    checkpoint = saved_checkpoint(previous, data)
     if config.method == "pez":
         from softprompt.pez_run import tune_pez
 
-        return tune_pez(task, eff, k, examples, config, data, started, out=out, callback=callback, progress=progress)
+        return tune_pez(task, eff, k, examples, config, data, started, out=out, callback=callback, progress=progress,
+                        resume=checkpoint)
     module, ids = build_module(lm, eff, config, k)
     try:
-        run = fit(module, eff, examples["train"], examples.get("dev"), config, callback=callback, progress=progress)
+        run = fit(module, eff, examples["train"], examples.get("dev"), config, callback=callback, progress=progress,
+                  resume=checkpoint)
     except TrainInterrupted as stop:
         result = _result(task, eff, config, module, ids, stop.result, {}, data, started, "interrupted")
-        where = f"; the best checkpoint (step {stop.result.best_step}) is saved in {out}" if out is not None else ""
+        with_checkpoint(result, stop.checkpoint)
         if out is not None:
             result.save(out)
-        raise Interrupted(f"interrupted after step {stop.result.steps_done}{where}", result) from None
+        raise Interrupted(interrupted_message(stop, result, out), result) from None
     metrics = {"train": split_metrics(module, eff, on_device(examples["train"], lm.device), config.eval_batch_size)}
     if "dev" in examples:
         metrics["dev"] = run.last_metrics or split_metrics(module, eff, on_device(examples["dev"], lm.device),
@@ -80,6 +93,64 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     if out is not None:
         result.save(out)
     return result
+
+
+def previous_run(resume, task: PromptTask, config: TuneConfig) -> TuneResult | None:
+    """The saved run to continue (a TuneResult or its folder), checked against this task and config."""
+    if resume is None:
+        return None
+    from frozen_lm.results import load_result
+
+    previous = resume if isinstance(resume, TuneResult) else load_result(resume)
+    if not isinstance(previous, TuneResult):
+        raise UserError(f"{resume} holds a {previous.method!r} run, not a tune run; resume needs the folder of "
+                        "`autoprompt tune --out`")
+    previous.check_model(task.lm)
+    diffs = [f"task {k} ({v!r} saved, {getattr(task.spec, k)!r} now)" for k, v in asdict(previous.task).items()
+             if getattr(task.spec, k) != v]
+    saved, now = asdict(previous.config), asdict(config)
+    diffs += [f"{name.replace('_', '-')} ({saved.get(name)!r} saved, {value!r} now)" for name, value in now.items()
+              if saved.get(name) != value]
+    if diffs:
+        raise UserError("resume: these differ from the saved run, so it would not continue the same training: "
+                        + "; ".join(diffs) + " (leave them out to take the saved run's)")
+    if previous.status != "done" and previous.checkpoint is None:
+        raise UserError(f"{resume}: this {previous.status} run stored no training state to continue from "
+                        "(only a run cut by Ctrl-C or SIGTERM does); start it again")
+    return previous
+
+
+def saved_checkpoint(previous: TuneResult | None, data: dict) -> TrainCheckpoint | None:
+    """The training state a cut run stored (None: start from the beginning)."""
+    if previous is None:
+        return None
+    for split, now in data.items():
+        saved = previous.data.get(split, {})
+        if saved.get("sha256") and saved["sha256"] != now["sha256"]:
+            raise UserError(f"resume: the {split} split differs from the saved run's ({now['source']}, {now['rows']} "
+                            f"rows now; {saved.get('source')}, {saved.get('rows')} rows saved); give the saved run's data")
+    try:
+        return TrainCheckpoint.from_saved(previous.tensors, previous.checkpoint)
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"resume: the saved training state is damaged ({type(e).__name__}: {e}); start the run again") from None
+
+
+def with_checkpoint(result: TuneResult, checkpoint: TrainCheckpoint | None, extra: dict | None = None) -> TuneResult:
+    """The result of a cut run carrying what continues it (tensors 'checkpoint.*', the rest in results.json)."""
+    if checkpoint is not None:
+        result.tensors = {**result.tensors, **checkpoint.tensors()}
+        result.checkpoint = {**checkpoint.meta(), **(extra or {})}
+    return result
+
+
+def interrupted_message(stop: TrainInterrupted, result: TuneResult, out) -> str:
+    where = f"; the best checkpoint (step {result.best_step}) is saved in {out}" if out is not None else ""
+    how = f"; continue with: autoprompt tune --resume {out}" if out is not None else "; continue with tune(..., resume=result)"
+    return f"interrupted after step {stop.result.steps_done}{where}{how}"
+
+
+def _same_folder(resume, out) -> bool:
+    return isinstance(resume, (str, Path)) and out is not None and Path(resume).resolve() == Path(out).resolve()
 
 
 def check_config(task: PromptTask, config: TuneConfig) -> TuneConfig:

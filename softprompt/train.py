@@ -17,7 +17,7 @@ import torch
 from frozen_lm.evaluate import evaluate
 from frozen_lm.events import Callback
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import Trainer, TrainResult, TrainSettings, loss_weights
+from frozen_lm.train import TrainCheckpoint, Trainer, TrainResult, TrainSettings, loss_weights
 from softprompt.config import TuneConfig
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def on_device(data: Encoded | None, device) -> Encoded | None:
 
 
 def fit(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None, cfg: TuneConfig, *,
-        callback: Callback | None = None, progress: bool = False) -> TrainResult:
-    """Train `module` in place (the model stays frozen); on return it holds the best checkpoint."""
+        callback: Callback | None = None, progress: bool = False, resume: TrainCheckpoint | None = None) -> TrainResult:
+    """Train `module` in place (the model stays frozen); on return it holds the best checkpoint.
+    resume: the state of a cut run of the same module and config, to continue from."""
     lm = task.lm
     module.to(lm.device)
     train_rows = train_data.rows.to(lm.device)
@@ -93,4 +94,4 @@ def fit(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None,
     trainer = Trainer(dict(module.named_parameters()), loss_fn, len(train_rows), train_settings(cfg, dev is not None),
                       dev_metrics if dev is not None else None, callback=callback, method=cfg.artifact_method,
                       progress=progress, autocast=autocast(lm, cfg), weights=loss_weights(task, train_rows, loss_kind(cfg)))
-    return trainer.run()
+    return trainer.run(resume)
