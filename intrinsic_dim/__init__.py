@@ -8,12 +8,12 @@ space (the weights), prompt space (soft-prompt vectors) or prefix space (prefix 
         space="prompt", num_virtual_tokens=20, dims=[500], optimizer="cma"))   # Black-Box Tuning
 
 Modules: config (IntrinsicDimConfig), run (the `measure` function: references, baseline, sweep,
-result), result (D90Result), honest (no d90 without a baseline above chance), train (subspace and
-full training runs on the shared Trainer), cma (CMA-ES runs), spaces (prompt and prefix space on
-softprompt's inits and Bounds), objective (model space: label words or a linear head), apply (model
-weights as a Bound for the shared evaluator), subspace (theta_0 + P(theta_d), SAID), projections
-(dense, sparse, fastfood), sweep (d90 search), params (which tensors move), memory (projection size
-limits), plot.
+result), resume (continuing a saved run), result (D90Result), honest (no d90 without a baseline
+above chance), train (subspace and full training runs on the shared Trainer), cma (CMA-ES runs),
+spaces (prompt and prefix space on softprompt's inits and Bounds), objective (model space: label
+words or a linear head), apply (model weights as a Bound for the shared evaluator), subspace
+(theta_0 + P(theta_d), SAID), projections (dense, sparse, fastfood), sweep (d90 search), params
+(which tensors move), memory (projection size limits), plot.
 """
 
 from frozen_lm.methods import Command, Method, register_method
@@ -46,13 +46,16 @@ register_method(Method(
     name=METHOD, config=IntrinsicDimConfig, run=measure, result=D90Result, module=__name__,
     command=Command(
         name="intrinsic-dim", summary=_summary, headline=_headline, details=_details, out_key="artifact",
+        resumable=True,
         manual_template=lambda cfg: cfg.space == "model" or cfg.num_virtual_tokens is not None,
         help="""Intrinsic dimension: train theta = theta_0 + P(theta_d) with only theta_d in R^d trainable,
     sweep d and report d90, the smallest d that reaches 90% of the full training score
     (Li et al., 2018; Aghajanyan et al., 2020), in model space (the weights), prompt space (a soft
     prompt at the [T] slots, IPT / Black-Box Tuning) or prefix space (prefix key/values). No d90
     is reported when full training does not beat the majority class and theta_0 by --min-gain.
-    --optimizer cma trains theta_d by CMA-ES without gradients (pip install cmaes).
+    --optimizer cma trains theta_d by CMA-ES without gradients (pip install cmaes). The artifact
+    is rewritten after every finished run; after Ctrl-C, --resume OUT continues the sweep without
+    training the finished runs again (only --plot and --max-projection-gib may change).
 
     \b
     Examples:
@@ -61,4 +64,5 @@ register_method(Method(
       autoprompt intrinsic-dim --space prompt --num-virtual-tokens 20 --template '{sentence} It was [P] .' --dims 10,100,1000
       autoprompt intrinsic-dim --space prompt --num-virtual-tokens 20 --dims 500 --optimizer cma --steps 100
       autoprompt intrinsic-dim --space prefix --num-virtual-tokens 5 --projection dense --dims 10,100
+      autoprompt intrinsic-dim --resume runs/intrinsic-dim-20250101-120000
     """)))

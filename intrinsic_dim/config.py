@@ -90,6 +90,9 @@ class IntrinsicDimConfig:
     plot: bool = field(default=True, metadata={"help": "write d90.png (needs matplotlib)"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
+    # what a resumed run may change: neither changes a number (the plot; a memory limit that only refuses)
+    RESUMABLE = ("plot", "max_projection_gib")
+
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
             raise UserError(f"unknown projection {self.projection!r}; choose one of: {', '.join(PROJECTIONS)}")

@@ -29,8 +29,10 @@ class D90Result(Result):
     init_ids: the tokens a prompt or prefix started from (None for model space or a random init).
     per_dim: one row per d (mean, std, min, max, n_seeds, reached). D: numbers in the moving
     tensors; n_tensors: how many tensors. baseline_run, runs: each run's record (d, seed, score,
-    train_loss, seconds, steps, s_per_step). saved_run: the record of the run whose theta_d
-    (+ said_scale) the tensors hold. plot_path: the plot written with the artifact (None if none).
+    train_loss, seconds, steps, s_per_step, cpu_s_per_step, forward_passes, optimizer; stopped when
+    a callback cut it short). saved_run: the record of the run whose theta_d (+ said_scale) the
+    tensors hold; an unfinished result (status not 'done') also holds every finished run's as
+    `runs.{i}.theta_d` (i: its index in runs), so `measure(..., resume=)` can continue it. plot_path: the plot written with the artifact (None if none).
     trigger_ids: the prompt tokens that filled the template's [T] slots (None without slots)."""
 
     module = "intrinsic_dim"

@@ -8,8 +8,11 @@ training beats both by config.min_gain (intrinsic_dim.honest).
 
 Nothing is written unless `out` is given; then the artifact (the saved run's theta_d, and theta_0 of
 a prompt or prefix) and, when config.plot, d90.png (under torchrun by process 0 alone; every
-process trains on its share of each batch through the shared Trainer). A callback gets the runs' 'step' events and a
-'run' event after each finished run; returning True stops the sweep, and the result keeps what is done.
+process trains on its share of each batch through the shared Trainer). The artifact is also written
+after every finished run (status 'running', with every finished run's tensors), so Ctrl-C or a crash
+loses at most the run in progress, and `resume=` continues it (intrinsic_dim.resume). A callback
+gets the runs' 'step' events and a 'run' event after each finished run; returning True stops the
+sweep, and the result keeps what is done.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from intrinsic_dim.config import CMA_MAX_DIM, IntrinsicDimConfig
 from intrinsic_dim.honest import majority_rate, refusal
 from intrinsic_dim.memory import check_projection, limit_bytes
 from intrinsic_dim.result import METHOD, D90Result
+from intrinsic_dim.resume import Restored, check_inputs, load_previous, restore, run_tensors, same_out
 from intrinsic_dim.spaces import make_objective
 from intrinsic_dim.subspace import projection_dim
 from intrinsic_dim.sweep import StopSweep, Sweep, run_sweep
@@ -44,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = None, *, prompt=None, out=None,
-            overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> D90Result:
+            resume=None, overwrite: bool = False, callback: Callback | None = None,
+            progress: bool = True) -> D90Result:
     """Measure the task's intrinsic dimension d90 in config.space (see IntrinsicDimConfig): the model's
     weights, a soft prompt at the template's [T] slots, or a prefix.
 
@@ -52,14 +57,23 @@ def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = No
     is scored on dev with the shared evaluator. prompt (model space): fills the template's [T] slots
     (a DiscretePrompt, trigger text or a search result); needed when the template has slots.
     out: the artifact folder to write (nothing is written without it; a folder holding another run
-    is refused unless overwrite=True, and an unwritable one before any training). callback(event): 'step'
+    is refused unless overwrite=True or it is the run being resumed, and an unwritable one before any
+    training). resume: a D90Result or its folder (interrupted, stopped, or written while running) to
+    continue: its baseline and finished runs are taken as they are, the rest trained, and the result
+    equals an uninterrupted run's (timings aside; a finished run gives back an equal result without
+    training). Task, data, prompt (default: the saved one) and config must equal the saved run's,
+    except plot and max_projection_gib (IntrinsicDimConfig.RESUMABLE). callback(event): 'step'
     events of each run (an optimizer step, or a CMA-ES generation) and a 'run' event after each
-    finished run (stage 'baseline' or 'd=D seed=S'); returning True stops the sweep (status
-    'stopped'). No d90 is reported when full training does not beat the dev majority-class rate and
-    the theta_0 score by config.min_gain (result.d90_refused says why). Ctrl-C raises
-    `frozen_lm.errors.Interrupted` carrying the runs done so far (saved first when `out` is given).
+    finished run (stage 'baseline' or 'd=D seed=S'; runs taken from `resume` send none); returning
+    True stops the sweep (status 'stopped'). No d90 is reported when full training does not beat the
+    dev majority-class rate and the theta_0 score by config.min_gain (result.d90_refused says why).
+    Ctrl-C raises `frozen_lm.errors.Interrupted` carrying the runs done so far (saved first when
+    `out` is given, to be continued with resume=out).
     """
     config = config or IntrinsicDimConfig()
+    previous = load_previous(resume, task, config)
+    if previous is not None and prompt is None and previous.trigger_ids:
+        prompt = DiscretePrompt.from_ids(task.lm.tokenizer, previous.trigger_ids)  # the saved run's
     trigger = prompt_ids(task, prompt) if config.space == "model" else _no_prompt(config, prompt)
     if config.space == "model":
         check_movable(task.lm)
@@ -69,26 +83,38 @@ def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = No
         load_cmaes()  # a missing package: say so before any work
     objective, base = make_objective(task, config)
     if out is not None:
-        claim_out(out, overwrite)
+        claim_out(out, overwrite, resume=same_out(resume, out))
     if out is not None and config.plot:
         from intrinsic_dim.plot import pyplot
 
         pyplot()  # no matplotlib: say so before any training
-    started = time.perf_counter()
     train_rows, dev_rows, data = _splits(objective.task, train, dev, config, trigger)
-    job = _Measure(task, config, objective, base, train_rows, dev_rows, callback)
+    restored = None
+    if previous is not None:
+        check_inputs(previous, trigger, data, next(iter(base.values())) if config.space != "model" else None)
+        restored = restore(previous, task.lm.device)
+    job = _Measure(task, config, objective, base, train_rows, dev_rows, callback, restored)
+    started = time.perf_counter() - (restored.seconds if restored else 0.0)  # the saved run's time counts too
+    if out is not None:
+        job.checkpoint = lambda: job.result(data, trigger, "running", started).save(out)
     try:
         job.run(progress)
     except KeyboardInterrupt:
-        result = job.result(data, trigger, "interrupted", started)
-        if out is not None:
-            result.save(out)
-        where = f"; the runs done are saved in {out}" if out is not None else ""
-        raise Interrupted(f"interrupted after {len(job.runs)} subspace runs{where}", result) from None
+        raise _interrupted(job.result(data, trigger, "interrupted", started), job, out) from None
     result = job.result(data, trigger, "stopped" if job.stopped else "done", started)
     if out is not None:
         save(result, out)
     return result
+
+
+def _interrupted(result: D90Result, job: _Measure, out) -> Interrupted:
+    """Interrupted carrying the runs done so far, saved first (when `out` is given) to be resumed."""
+    where = ""
+    if out is not None:
+        result.save(out)
+        where = f"; the runs done are saved in {out}; continue with: autoprompt intrinsic-dim --resume {out}"
+    done = sum(not r.stopped for r in job.runs)
+    return Interrupted(f"interrupted after {done} finished subspace runs{where}", result)
 
 
 def save(result: D90Result, out) -> Path:
@@ -162,8 +188,10 @@ class _Measure:
     """The baseline and the sweep on encoded splits; keeps every run for the result."""
 
     def __init__(self, task: PromptTask, config: IntrinsicDimConfig, objective, base, train, dev,
-                 callback: Callback | None):
+                 callback: Callback | None, restored: Restored | None = None):
         self.task, self.cfg, self.train, self.dev, self.callback = task, config, train, dev, callback
+        self.restored = restored or Restored()
+        self.checkpoint = None  # called after each trained run (measure: rewrite the artifact)
         self.objective, self.base = objective, base
         self.D = sum(t.numel() for t in self.base.values())
         self.majority, self.manual, self.refused = majority_rate(dev), None, None
@@ -223,6 +251,11 @@ class _Measure:
 
     def _baseline(self) -> float:
         cfg = self.cfg
+        saved = self.restored.take_baseline()
+        if saved is not None:
+            self.baseline = saved
+            self._taken(saved, "baseline")
+            return saved.score
         settings = TrainSettings(cfg.baseline_steps or cfg.steps, cfg.batch_size, cfg.baseline_lr, seed=cfg.seed,
                                  optimizer="adam" if cfg.optimizer == "cma" else cfg.optimizer)
         run = train_full(self.objective, self.base, settings, self.train, self.dev,
@@ -235,7 +268,13 @@ class _Measure:
 
     def _run_fn(self, d: int, s: int) -> float:
         cfg = self.cfg
-        seed, d_proj = cfg.seed + s, projection_dim(d, len(self.base), cfg.said)
+        seed = cfg.seed + s
+        saved = self.restored.take(d, seed)
+        if saved is not None:
+            self.runs.append(saved)
+            self._taken(saved, f"d={d} seed={seed}")
+            return saved.score
+        d_proj = projection_dim(d, len(self.base), cfg.said)
         check_projection(cfg.projection, self.D, d_proj, self.limit)
         stage, steps = f"d={d} seed={seed}", self._steps(d)
         if cfg.optimizer == "cma":
@@ -267,10 +306,19 @@ class _Measure:
             self.stopped = True
             return
         self.done += 1
+        if self.checkpoint is not None:
+            self.checkpoint()
         metrics = {"score": run.score, "train_loss": run.loss, "d": run.d, "seed": run.seed,
                    "forward_passes": run.forward_passes}
         if notify(self.callback, Event(METHOD, "run", self.done, self.planned, metrics, stage)):
             self.stopped = True
+
+    def _taken(self, run: Run, stage: str) -> None:
+        """A finished run taken from the resumed result: counted, no event."""
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{stage} score={run.score:.3f} (saved)")
+        self.done += 1
+        logger.info("%s: taken from the saved run (%s %.4f)", stage, self.task.metric, run.score)
 
     # ------------------------------------------------------------ the result
     def _sweep(self) -> Sweep | None:
@@ -300,9 +348,12 @@ class _Measure:
         return report
 
     def result(self, data: dict, trigger, status: str, started: float) -> D90Result:
+        """The result so far; an unfinished one (status not 'done') keeps every finished run's tensors."""
         report = self._report()
         chosen = self._chosen(report.get("d90"))
         tensors = dict(chosen.tensors) if chosen else {}
+        if status != "done":
+            tensors.update(run_tensors(self.runs))
         if trigger is not None:
             tensors["trigger_ids"] = torch.tensor(trigger, dtype=torch.long)
         if self.cfg.space != "model":

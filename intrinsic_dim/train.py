@@ -52,8 +52,18 @@ class Run:
     def record(self) -> dict:
         out = {"d": self.d, "seed": self.seed, "score": self.score, "train_loss": self.loss,
                "seconds": round(self.seconds, 3), "steps": self.steps, "s_per_step": round(self.step_seconds, 4),
-               "forward_passes": self.forward_passes, "optimizer": self.optimizer}
+               "cpu_s_per_step": round(self.step_cpu_seconds, 4), "forward_passes": self.forward_passes,
+               "optimizer": self.optimizer}
         return {**out, "stopped": True} if self.stopped else out
+
+    @classmethod
+    def from_record(cls, record: dict, losses: list[float], tensors: dict[str, torch.Tensor]) -> Run:
+        """A saved run back from its record, its losses (the result's history) and trained tensors;
+        its record() equals the saved one."""
+        return cls(record["d"], record["seed"], record["score"], record["train_loss"], record["seconds"],
+                   record["steps"], record["s_per_step"], record.get("cpu_s_per_step", 0.0),
+                   bool(record.get("stopped")), list(losses), tensors, record["forward_passes"],
+                   record.get("optimizer", "adam"))
 
 
 def examples_seen(n: int, batch_size: int, steps: int) -> int:
