@@ -6,8 +6,10 @@ is N slots. LAMA templates (`[X] ... [Y] .`) are
 accepted: `[X]` becomes `{sub_label}` and `[Y]` becomes `[P]`. Any other `[...]` (such as `[CLS]`)
 is ordinary text, which the tokenizer maps to its special token.
 
-Whitespace before a slot belongs to it: `{sentence} It was [P]` puts a space before the label word,
-which matters for BPE tokenizers (`Ġgreat` vs `great`) and not for WordPiece.
+Plain spaces before a slot belong to it: `{sentence} It was [P]` puts a space before the label word,
+which matters for BPE tokenizers (`Ġgreat` vs `great`) and not for WordPiece. Other whitespace (a
+newline, a tab) stays in the text before the slot, as written: a chat template's
+`<|im_start|>assistant\n[P]` scores the reply after the newline, not after a space.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ class Template:
         for piece in _SLOT.split(text.strip()):
             if not piece:
                 continue
-            if piece.isspace():
+            if not piece.strip(" "):  # only plain spaces: they belong to the next slot
                 space = True
                 continue
             segments.append(_segment(piece, space, text))
-            space = piece[-1].isspace() if segments[-1].kind == "text" else False
+            space = piece.endswith(" ") if segments[-1].kind == "text" else False
         count = sum(s.kind == "predict" for s in segments)
         if count == 0:
             raise UserError(f"template {text!r} has no [P]; add [P] where the label word goes, e.g. '{{sentence}} It was [P] .'")
@@ -97,7 +99,7 @@ def _segment(piece: str, space: bool, text: str) -> Segment:
         if not match:
             raise UserError(f"template {text!r}: {piece!r} is not a field name; use letters, digits and _ as in {{sentence}}")
         return Segment("field", match.group(1), space=space)
-    return Segment("text", piece.rstrip())
+    return Segment("text", piece.rstrip(" "))  # a newline or tab before the next slot stays in the text
 
 
 def check_for_model(template: Template, is_masked: bool) -> None:

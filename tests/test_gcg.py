@@ -73,6 +73,26 @@ def test_chat_template_places_the_slots_inside_the_user_turn(tiny):
     assert plain.template.text == "write a poem . [T] [T][P]"
 
 
+def test_a_newline_before_the_reply_stays_in_the_prompt(tiny):
+    """A chat template ending 'assistant\\n' (SmolLM2, Llama 3, ...): the row holds the newline and the
+    target follows it, exactly the ids of the rendered text + the target (as nanoGCG builds them)."""
+    lm = tiny("gpt2")
+    tok = lm.tokenizer
+    tok.chat_template = ("{% for m in messages %}<|user|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    try:
+        task = PromptTask(lm, "write a poem . [T]x2", target="great film", chat=True)
+        assert not task.template.predict_space and task.template.text.endswith("<|assistant|>\n[P]")
+        rows = task.encode(task.default_data(), [5, 6]).rows
+        ids = rows.input_ids[0, : int(rows.attention_mask[0].sum())].tolist()
+        target = tok("great film", add_special_tokens=False).input_ids
+        before = tok("<|user|>\nwrite a poem .", add_special_tokens=False).input_ids
+        after = tok("<|end|>\n<|assistant|>\n", add_special_tokens=False).input_ids
+        assert ids == before + [5, 6] + after + target[:-1] and rows.targets[0].tolist() == target
+    finally:
+        tok.chat_template = None
+
+
 # ---------------------------------------------------------------- GCG pieces
 def test_multi_position_candidates():
     trigger = torch.tensor([3, 4, 5, 6])
