@@ -7,6 +7,10 @@ Two paths, same numbers (up to float rounding):
   example, so one row holds that shared prefix once followed by the tails (trigger to [P]) of many
   candidates; a block mask lets each tail see the prefix and itself only, and position ids restart
   after the prefix for every tail. Scoring then costs the tails, not N whole sequences.
+- cached (causal LMs, long tails x many candidates, e.g. GCG's 20-token slots x 64 candidates):
+  the packed row's attention grows with the square of its length, so past CACHED_LENGTH tokens
+  the shared prefix is run once into key/values (`FrozenLM.compute_prefix`) and the candidates'
+  tails are a batch of short rows attending to it.
 Chunk sizes come from a token budget that halves on out-of-memory and stays halved.
 Under torch.distributed each process scores its share of the examples and the per-candidate sums
 are all-reduced, so every process gets the same scores.
@@ -80,6 +84,20 @@ def stack_rows(rows: Rows, n: int) -> Rows:
                 rep(rows.labels), rows.word_row, rows.k, None if rows.targets is None else rep(rows.targets))
 
 
+CACHED_LENGTH = 1024  # a packed row longer than this: run the prefix once and batch the tails
+
+
+def use_cache(lm, rows: Rows, n_candidates: int) -> bool:
+    """Whether packed scoring of n candidates should run the shared prefix once into key/values and
+    batch the tails: a packed row would be long (its attention grows with the square of its
+    length), the architecture takes a key/value prefix, and every row has at least two tokens
+    before its first [T] (the prefix ends one token early, so every read lies in a tail)."""
+    start = rows.trigger_pos[:, 0]
+    tail = int((rows.attention_mask.sum(1) - start).max()) + 1
+    return (lm.supports_prefix and bool((start >= 2).all())
+            and int(start.max()) - 1 + n_candidates * tail > CACHED_LENGTH)
+
+
 def can_pack(lm, rows: Rows) -> bool:
     """Packing needs a causal LM and at least one token before the first [T] of every row."""
     return not lm.is_masked and rows.trigger_pos.shape[1] > 0 and bool((rows.trigger_pos[:, 0] > 0).all())
@@ -139,6 +157,8 @@ def _score_local(task, rows: Rows, triggers: torch.Tensor, packed: bool, budget:
     triggers = triggers.to(task.lm.device)
     out = Scores.zeros(triggers.shape[0])
     scorer = _score_packed if packed else _score_full
+    if packed and use_cache(task.lm, rows, triggers.shape[0]):
+        scorer = _score_cached
     task = _Kind(task, kind, rows.predict_pos.shape[1] if fluency else None)
     rows = with_fluency_reads(rows) if fluency else rows
     groups = [rows] if packed else length_groups(rows, triggers.shape[0], budget.full_tokens)
@@ -232,6 +252,35 @@ def _score_packed(task, rows, triggers, budget, acc: Scores, split=True) -> int:
     ids, mask, pos, read = pack(rows, triggers[:n], p_max, t_max)
     logits = task.lm.logits_at(read, input_ids=ids, attention_mask=mask, position_ids=pos)
     logits = logits.view(n_rows, n, m, -1).transpose(0, 1).reshape(n * n_rows, m, -1)
+    _accumulate(task, logits, rows, n, acc, triggers)
+    return n
+
+
+def _score_cached(task, rows, triggers, budget, acc: Scores, split=True) -> int:
+    """Candidates scored as a batch of tails (n * R rows, candidate-major) attending to the key/values
+    of each example's prefix, computed once per pass; the prefix stops one token before the first
+    [T], so the reads (the task's, and the fluency read before the first slot) all lie in the tails."""
+    lm = task.lm
+    start = rows.trigger_pos[:, 0] - 1
+    p_max, length = int(start.max()), rows.attention_mask.sum(1)
+    t_max = int((length - start).max())
+    n_rows, m = rows.input_ids.shape[0], rows.predict_pos.shape[1]
+    n = min(budget.tokens // (n_rows * t_max), budget.logits // (n_rows * m * lm.vocab_size), triggers.shape[0])
+    if n < 1 and split:
+        return _split_examples(_score_cached, task, rows, triggers, budget, acc, p_max + t_max)
+    n = max(1, n)
+    j = torch.arange(p_max, device=rows.input_ids.device)
+    prefix_ok = j[None] < start[:, None]
+    prefix = lm.compute_prefix(torch.where(prefix_ok, rows.input_ids[:, :p_max], 0), prefix_ok.long())
+    k = torch.arange(t_max, device=rows.input_ids.device)
+    src = (start[:, None] + k[None]).clamp(max=rows.input_ids.shape[1] - 1)
+    tail_ok = (start[:, None] + k[None]) < length[:, None]
+    tail_rows = replace(rows, input_ids=torch.where(tail_ok, rows.input_ids.gather(1, src), 0),
+                        trigger_pos=rows.trigger_pos - start[:, None])
+    ids = tail_rows.with_triggers(triggers[:n]).reshape(n * n_rows, t_max)
+    which = torch.arange(n_rows, device=ids.device).repeat(n)
+    read = (rows.predict_pos - start[:, None]).clamp(min=0).repeat(n, 1)  # (padded reads: ignored)
+    logits = lm.logits_at(read, input_ids=ids, attention_mask=tail_ok.long().repeat(n, 1), prefix=prefix.select(which))
     _accumulate(task, logits, rows, n, acc, triggers)
     return n
 

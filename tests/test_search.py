@@ -82,6 +82,34 @@ def test_packed_scoring_equals_full_passes(kind, labels):
         assert abs(float(lp.sum()) - float(full[0][n])) < 1e-3
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_cached_prefix_scoring_equals_full_passes(kind, monkeypatch):
+    """Long packed rows switch to the cached path (prefix key/values once, tails batched): same scores,
+    for label words (with the fluency reads) and for target strings, also split across passes."""
+    import autoprompt.scoring as scoring
+
+    lm = tiny_lm(kind)
+    triggers = torch.randint(5, 200, (9, 3), generator=torch.Generator().manual_seed(1))
+    labels = PromptTask(lm, "{sentence} [T] [T] the [T] [P]", "0=terrible|awful movie,1=great")
+    target = PromptTask(lm, "write a review . [T] [T] [T] now :", target="a great film")
+    for task, data in ((labels, data_mod.load("demo:sentiment:dev")), (target, target.default_data())):
+        rows = task.encode(data).rows
+        full = score_triggers(task, rows, triggers, packed=False, fluency=not task.is_target)
+        assert not scoring.use_cache(lm, rows, triggers.shape[0])  # short rows stay packed
+        monkeypatch.setattr(scoring, "CACHED_LENGTH", 0)
+        assert scoring.use_cache(lm, rows, triggers.shape[0])
+        calls = []
+        real = scoring._score_cached
+        monkeypatch.setattr(scoring, "_score_cached", lambda *a, calls=calls, real=real, **k: calls.append(1) or real(*a, **k))
+        for budget in (None, Budget(tokens=60, full_tokens=60)):  # one pass, then several
+            cached = score_triggers(task, rows, triggers, packed=True, budget=budget, fluency=not task.is_target)
+            torch.testing.assert_close(full.loglik, cached.loglik, atol=1e-4, rtol=1e-5)
+            torch.testing.assert_close(full.fluency, cached.fluency, atol=1e-4, rtol=1e-5)
+            assert torch.equal(full.correct, cached.correct)
+        assert calls
+        monkeypatch.undo()
+
+
 def test_length_groups_cover_every_example_once_with_padding_trimmed():
     lm = tiny_lm("gpt2")
     task = PromptTask(lm, "{sentence} [T] [P]", "0=terrible|awful movie,1=great")
