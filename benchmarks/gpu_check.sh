@@ -51,7 +51,8 @@ for model in $MODELS; do
     step 180 "$PY" -c "from frozen_lm.model import FrozenLM; FrozenLM.load('$model', device='cpu')"
     step 150 "$PY" -m benchmarks.gpu_check speed --model "$model" --dtype bfloat16 --iters 5 --steps 20
     for dtype in float32 bfloat16; do
-        one="$OUT/$model-$dtype-1.pt"; two="$OUT/$model-$dtype-2.pt"
+        tag=$(basename "$model")  # an alias, or a model folder's name
+        one="$OUT/$tag-$dtype-1.pt"; two="$OUT/$tag-$dtype-2.pt"
         rm -f "$one" "$two"
         step 90 "$PY" -m benchmarks.gpu_check run --model "$model" --dtype "$dtype" --save "$one"
         step 120 "${TORCHRUN[@]}" -m benchmarks.gpu_check run --model "$model" --dtype "$dtype" --save "$two"

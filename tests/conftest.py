@@ -64,6 +64,12 @@ def cli():
     return invoke
 
 
+def need_cmaes(optimizer: str) -> None:
+    """Skip (with the reason) a CMA-ES test where the optional cmaes package is not installed."""
+    if optimizer == "cma":
+        pytest.importorskip("cmaes", reason="--optimizer cma needs the optional cmaes package (pip install cmaes)")
+
+
 def assert_user_error(result, *fragments: str) -> str:
     """Exit code 2, one line 'Error: ...', no traceback; each fragment appears in the message."""
     out = result.output.strip()

@@ -72,7 +72,7 @@ def _worker(rank: int, port: int, out: str, folder: str) -> None:
     """One of WORLD processes, set up as torchrun sets them up (the library joins the group itself)."""
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+                      MASTER_PORT=str(port), FROZEN_LM_DIST_BACKEND="gloo", CUDA_VISIBLE_DEVICES="")  # CPU, also on a GPU machine
     writes = []
     real_replace = os.replace
 

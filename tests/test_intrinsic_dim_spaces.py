@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_user_error
+from conftest import assert_user_error, need_cmaes
 
 from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError
@@ -168,6 +168,7 @@ def test_planted_prompt_space_problem_measures_d90_near_k():
 
 
 def test_cma_es_solves_a_planted_quadratic_in_a_few_generations():
+    need_cmaes("cma")
     target = torch.tensor([0.8, -0.5, 0.3, 0.6, -0.9])
     calls = []
 
@@ -187,6 +188,7 @@ def test_cma_es_solves_a_planted_quadratic_in_a_few_generations():
 
 
 def test_cma_run_on_the_planted_prompt_beats_its_start():
+    need_cmaes("cma")
     planted, one = PlantedPrompt(4, 16, 8), _OneRow()
     D, d = 64, 16
     sigma = sigma_in_z(0.2, theta_std(planted.base()), D, d)
@@ -235,6 +237,7 @@ def test_theta_0_is_tunes_init(tiny):
 
 @pytest.mark.parametrize("space,optimizer", [("prompt", "adam"), ("prompt", "cma"), ("prefix", "cma")])
 def test_prompt_space_training_leaves_the_weights_bit_identical(tiny, space, optimizer):
+    need_cmaes(optimizer)
     lm = tiny("llama")
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     r = measure(PromptTask(lm, TEMPLATE, LABELS), TRAIN, DEV, _config(space=space, optimizer=optimizer), progress=False)
@@ -247,6 +250,7 @@ def test_prompt_space_training_leaves_the_weights_bit_identical(tiny, space, opt
 @pytest.mark.parametrize("kind,space,optimizer", [("llama", "prompt", "adam"), ("gpt2", "prefix", "adam"),
                                                   ("bert", "prompt", "cma"), ("llama", "prefix", "cma")])
 def test_save_load_and_evaluate_equal_the_saved_run(tiny, tmp_path, kind, space, optimizer):
+    need_cmaes(optimizer)
     task = PromptTask(tiny(kind), TEMPLATE, LABELS)
     cfg = _config(space=space, optimizer=optimizer, dims=[30], baseline_score=0.5, projection="sparse")
     r = measure(task, TRAIN, DEV, cfg, out=tmp_path / "run", progress=False)
@@ -263,6 +267,7 @@ def test_save_load_and_evaluate_equal_the_saved_run(tiny, tmp_path, kind, space,
 
 
 def test_same_seed_same_run_and_forward_passes_are_counted(tiny):
+    need_cmaes("cma")
     task = PromptTask(tiny("llama"), TEMPLATE, LABELS)
     cfg = _config(optimizer="cma", dims=[10], baseline_score=0.5, popsize=6, steps=4)
     runs = [measure(task, TRAIN, DEV, cfg, progress=False) for _ in range(2)]
@@ -280,6 +285,7 @@ def test_same_seed_same_run_and_forward_passes_are_counted(tiny):
 
 
 def test_callback_gets_cma_generations_and_stops(tiny):
+    need_cmaes("cma")
     task = PromptTask(tiny("llama"), TEMPLATE, LABELS)
     events = []
 
@@ -336,6 +342,7 @@ def test_plot_draws_chance_and_theta_0_lines_and_curves_per_space(tmp_path):
 
 # ----------------------------------------------------------------- command line
 def test_cli_prompt_space_end_to_end_and_evaluate(cli, tiny_folder, tmp_path):
+    need_cmaes("cma")
     out = tmp_path / "p"
     result = cli("intrinsic-dim", "--model", tiny_folder("llama"), "--space", "prompt", "--num-virtual-tokens", "3",
                  "--dims", "5,20", "--steps", "3", "--baseline-steps", "3", "--optimizer", "cma", "--popsize", "5",

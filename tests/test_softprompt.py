@@ -421,7 +421,7 @@ def test_peft_export_round_trip(cli, tiny_folder, tmp_path):
     folder = tiny_folder("gpt2")
     _cli_tune(cli, folder, tmp_path / "run", "--num-virtual-tokens", 3, "--template", "{sentence} it was [P]",
               "--export-peft", tmp_path / "peft")
-    result, lm = load_result(tmp_path / "run"), FrozenLM.load(folder)
+    result, lm = load_result(tmp_path / "run"), FrozenLM.load(folder, device="cpu")  # PEFT runs on the CPU
     assert result.template.startswith("[T][T][T]{sentence}") and result.task.template == "{sentence} it was [P]"
     bound = result.bind(result.task_for(lm))
     rows = bound.task.encode(_demo()).rows.subset([0, 1, 2])
@@ -440,7 +440,7 @@ def test_peft_prefix_export_round_trip(cli, tiny_folder, tmp_path):
     folder = tiny_folder("llama")  # one key/value head: PEFT's grouped-query layout
     _cli_tune(cli, folder, tmp_path / "run", "--method", "prefix", "--num-virtual-tokens", 2, "--template",
               "{sentence} it was [P]", "--export-peft", tmp_path / "peft")
-    result, lm = load_result(tmp_path / "run"), FrozenLM.load(folder)
+    result, lm = load_result(tmp_path / "run"), FrozenLM.load(folder, device="cpu")  # PEFT runs on the CPU
     bound = result.bind(result.task_for(lm))
     rows = bound.task.encode(_demo()).rows.subset([0, 1, 2])
     ours = bound.logits(rows)
