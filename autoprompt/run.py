@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
 from frozen_lm.events import Callback, Event, notify
-from frozen_lm.results import base_fields, load_result
+from frozen_lm.results import base_fields, previous_result, resume_diffs
 from frozen_lm.task import PromptTask
 
 logger = logging.getLogger(__name__)
@@ -188,20 +187,10 @@ class _Run:
 
 def _previous(resume, task: PromptTask, config: SearchConfig) -> SearchResult | None:
     """The saved search to continue, checked against this task and config."""
-    if resume is None:
+    previous = previous_result(resume, SearchResult, task, "search")
+    if previous is None:
         return None
-    previous = resume if isinstance(resume, SearchResult) else load_result(resume)
-    if not isinstance(previous, SearchResult):
-        raise UserError(f"{resume} holds a {previous.method!r} run, not an autoprompt search; resume needs a search result")
-    previous.check_model(task.lm)
-    diffs = [f"template ({previous.task.template!r} saved, {task.spec.template!r} now)"
-             if previous.task.template != task.spec.template else None]
-    diffs += [f"task {k} ({v!r} saved, {getattr(task.spec, k)!r} now)" for k, v in asdict(previous.task).items()
-              if k != "template" and getattr(task.spec, k) != v]
-    saved, now = asdict(previous.config), asdict(config)
-    diffs += [f"{f.name.replace('_', '-')} ({saved[f.name]!r} saved, {now[f.name]!r} now)" for f in fields(SearchConfig)
-              if f.name not in SearchConfig.RESUMABLE and saved[f.name] != now[f.name]]
-    diffs = [d for d in diffs if d]
+    diffs = resume_diffs(previous, task, config, SearchConfig.RESUMABLE)
     if diffs:
         raise UserError("resume: these differ from the saved run, so it would not continue the same search: "
                         + "; ".join(diffs) + f" (only {', '.join(SearchConfig.RESUMABLE)} may change)")

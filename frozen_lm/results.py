@@ -139,3 +139,28 @@ def base_fields(method: str, config, task: PromptTask, data: dict | None = None)
     """The Result fields every run fills the same way."""
     return {"method": method, "config": config, "task": task.spec, "model": model_info(task.lm),
             "data": data or {}, "versions": versions(), "lm": task.lm}
+
+
+def previous_result(resume, result_class: type[Result], task: PromptTask, command: str) -> Result | None:
+    """The saved run to continue: `resume` (a result of `result_class`, or its artifact folder) checked
+    to be that method's and of this task's model; None when not resuming."""
+    if resume is None:
+        return None
+    previous = resume if isinstance(resume, result_class) else load_result(resume)
+    if not isinstance(previous, result_class):
+        raise UserError(f"{resume} holds a {previous.method!r} run, not an `autoprompt {command}` run; resume needs "
+                        f"the --out folder of `autoprompt {command}`")
+    previous.check_model(task.lm)
+    return previous
+
+
+def resume_diffs(previous: Result, task: PromptTask, config, allowed: tuple[str, ...] = ()) -> list[str]:
+    """What differs between a saved run and this one (its task spec, its config except `allowed`
+    fields), as 'name (saved value saved, new value now)' lines; empty when the run continues it."""
+    saved_task, now_task = asdict(previous.task), asdict(task.spec)
+    diffs = [f"{'template' if k == 'template' else 'task ' + k} ({v!r} saved, {now_task.get(k)!r} now)"
+             for k, v in saved_task.items() if now_task.get(k) != v]
+    saved, now = asdict(previous.config), asdict(config)
+    diffs += [f"{f.name.replace('_', '-')} ({saved.get(f.name)!r} saved, {now[f.name]!r} now)"
+              for f in fields(config) if f.name not in allowed and saved.get(f.name) != now[f.name]]
+    return diffs

@@ -17,13 +17,13 @@ The task, the data, the prompt and the config must equal the saved run's, except
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from frozen_lm.errors import UserError
-from frozen_lm.results import load_result
+from frozen_lm.results import previous_result, resume_diffs
 from frozen_lm.task import PromptTask
 from intrinsic_dim.config import IntrinsicDimConfig
 from intrinsic_dim.result import D90Result
@@ -50,14 +50,10 @@ def same_out(resume, out) -> bool:
 def load_previous(resume, task: PromptTask, config: IntrinsicDimConfig) -> D90Result | None:
     """The saved run to continue (a D90Result or its folder), checked against this model, task and
     config; UserError naming what differs."""
-    if resume is None:
+    previous = previous_result(resume, D90Result, task, "intrinsic-dim")
+    if previous is None:
         return None
-    previous = resume if isinstance(resume, D90Result) else load_result(resume)
-    if not isinstance(previous, D90Result):
-        raise UserError(f"{resume} holds a {previous.method!r} run, not an intrinsic-dim run; resume needs the "
-                        "--out folder of `autoprompt intrinsic-dim`")
-    previous.check_model(task.lm)
-    diffs = _task_diffs(previous, task) + _config_diffs(previous.config, config)
+    diffs = resume_diffs(previous, task, config, IntrinsicDimConfig.RESUMABLE)
     if diffs:
         raise UserError(f"resume {_name(resume)}: these differ from the saved run, so its runs would not belong to "
                         f"this one: {'; '.join(diffs)}; give the saved values (only "
@@ -69,17 +65,6 @@ def load_previous(resume, task: PromptTask, config: IntrinsicDimConfig) -> D90Re
 
 def _name(resume) -> str:
     return "the given result" if isinstance(resume, D90Result) else str(resume)
-
-
-def _task_diffs(previous: D90Result, task: PromptTask) -> list[str]:
-    saved, now = asdict(previous.task), asdict(task.spec)
-    return [f"task {k} ({v!r} saved, {now.get(k)!r} now)" for k, v in saved.items() if now.get(k) != v]
-
-
-def _config_diffs(saved: IntrinsicDimConfig, now: IntrinsicDimConfig) -> list[str]:
-    old, new = asdict(saved), asdict(now)
-    return [f"{f.name.replace('_', '-')} ({old[f.name]!r} saved, {new[f.name]!r} now)" for f in fields(IntrinsicDimConfig)
-            if f.name not in IntrinsicDimConfig.RESUMABLE and old[f.name] != new[f.name]]
 
 
 def check_inputs(previous: D90Result, trigger: list[int] | None, data: dict, theta_0: torch.Tensor | None) -> None:

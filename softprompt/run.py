@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback
 from frozen_lm.model import FrozenLM
-from frozen_lm.results import base_fields
+from frozen_lm.results import base_fields, previous_result, resume_diffs
 from frozen_lm.task import PromptTask
 from frozen_lm.train import TrainCheckpoint, TrainInterrupted
 from softprompt.config import TuneConfig
@@ -97,20 +97,10 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
 
 def previous_run(resume, task: PromptTask, config: TuneConfig) -> TuneResult | None:
     """The saved run to continue (a TuneResult or its folder), checked against this task and config."""
-    if resume is None:
+    previous = previous_result(resume, TuneResult, task, "tune")
+    if previous is None:
         return None
-    from frozen_lm.results import load_result
-
-    previous = resume if isinstance(resume, TuneResult) else load_result(resume)
-    if not isinstance(previous, TuneResult):
-        raise UserError(f"{resume} holds a {previous.method!r} run, not a tune run; resume needs the folder of "
-                        "`autoprompt tune --out`")
-    previous.check_model(task.lm)
-    diffs = [f"task {k} ({v!r} saved, {getattr(task.spec, k)!r} now)" for k, v in asdict(previous.task).items()
-             if getattr(task.spec, k) != v]
-    saved, now = asdict(previous.config), asdict(config)
-    diffs += [f"{name.replace('_', '-')} ({saved.get(name)!r} saved, {value!r} now)" for name, value in now.items()
-              if saved.get(name) != value]
+    diffs = resume_diffs(previous, task, config)
     if diffs:
         raise UserError("resume: these differ from the saved run, so it would not continue the same training: "
                         + "; ".join(diffs) + " (leave them out to take the saved run's)")
