@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from frozen_lm.errors import UserError
+from frozen_lm.train import LoopOptions
 
 METHODS = ("lora", "ia3", "adapter", "bitfit", "last_k", "full")
 PEFT_METHODS = ("lora", "ia3", "adapter")  # through PEFT, on a copy of the module tree sharing the frozen weights
@@ -18,7 +19,7 @@ DEFAULT_LR = {"lora": 1e-3, "ia3": 1e-2, "adapter": 1e-3, "bitfit": 1e-3, "last_
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(LoopOptions):
     """Options of the lecture's fine-tuning baselines, trained on the task's template and label words
     (the same objective as prompt tuning): LoRA and (IA)3 through PEFT, a bottleneck adapter (PEFT
     LoRA on each block's feed-forward output projection; the `adapters` package does not run with
@@ -43,19 +44,6 @@ class FinetuneConfig:
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "adam", "adafactor", "sgd"]})
     lr: float | None = field(default=None, metadata={
         "help": "peak learning rate (default: lora 1e-3, ia3 1e-2, adapter 1e-3, bitfit 1e-3, last_k 1e-4, full 2e-5)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
-    steps: int = field(default=100, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=8, metadata={"help": "examples per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step (gradient accumulation)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
-    schedule: str = field(default="linear", metadata={
-        "help": "learning-rate decay after warmup", "choices": ["linear", "cosine", "constant"]})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: no clipping)"})
-    eval_every: int = field(default=10, metadata={"help": "score the dev split every N steps (0: only at the end)"})
-    patience: int = field(default=0, metadata={
-        "help": "stop after this many dev evaluations without improvement (0: never stop early)"})
-    eval_batch_size: int = field(default=32, metadata={"help": "examples per forward pass when scoring"})
-    seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -64,12 +52,7 @@ class FinetuneConfig:
             self.lr = DEFAULT_LR[self.method]
         if not self.lr > 0 or math.isinf(self.lr):
             raise UserError(f"--lr must be positive, got {self.lr}")
-        for name in ("r", "adapter_size", "last_k", "steps", "batch_size", "grad_accum", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "patience", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        self.check_loop(("r", "adapter_size", "last_k"))
         if not self.lora_alpha > 0:
             raise UserError(f"--lora-alpha must be positive, got {self.lora_alpha}")
         if self.target_modules is not None and not self.modules:

@@ -141,6 +141,34 @@ def base_fields(method: str, config, task: PromptTask, data: dict | None = None)
             "data": data or {}, "versions": versions(), "lm": task.lm}
 
 
+@dataclass
+class TrainedResult(Result):
+    """A result of the shared training loop (frozen_lm.train): template: the template it trained on;
+    best_step / best_dev: the kept checkpoint and its dev score; steps_done; stopped: 'steps',
+    'early_stopping', 'nan', 'callback' or 'interrupted'; note: what happened on a 'nan' stop."""
+
+    saved_to = None  # the folder the result was last saved to (runtime only, not a field)
+
+    template: str = ""
+    best_step: int = 0
+    best_dev: float | None = None
+    steps_done: int = 0
+    stopped: str = "steps"
+    note: str | None = None
+
+    @property
+    def metric(self) -> str:
+        """The score the run reports: exact_match (target strings), p_at_1 (facts) or accuracy."""
+        if self.task.target is not None or self.task.target_field is not None:
+            return "exact_match"
+        return "p_at_1" if self.task.label_map is None else "accuracy"
+
+    def save(self, out) -> Path:
+        path = super().save(out)
+        self.saved_to = path
+        return path
+
+
 def previous_result(resume, result_class: type[Result], task: PromptTask, command: str) -> Result | None:
     """The saved run to continue: `resume` (a result of `result_class`, or its artifact folder) checked
     to be that method's and of this task's model; None when not resuming."""

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from frozen_lm.errors import UserError
+from frozen_lm.train import LoopOptions
 
 METHODS = {"prompt": "prompt_tuning", "prefix": "prefix_tuning", "pez": "pez"}  # method -> artifact method name
 INIT_KINDS = ("random", "vocab", "labels", "text:")
@@ -19,7 +20,7 @@ PEZ_METRICS = ("cosine", "l2")
 
 
 @dataclass
-class TuneConfig:
+class TuneConfig(LoopOptions):
     """Options of prompt tuning (Lester et al., 2021), prefix tuning (Li & Liang, 2021) and PEZ
     (Wen et al., 2023: a continuous prompt trained through its projection onto token embeddings,
     whose result is the best discrete prompt)."""
@@ -53,20 +54,7 @@ class TuneConfig:
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "adafactor"]})
     lr: float | None = field(default=None, metadata={
         "help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without; pez 0.1)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay"})
-    steps: int = field(default=100, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=8, metadata={"help": "examples per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step (gradient accumulation)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warmup steps"})
-    schedule: str = field(default="linear", metadata={
-        "help": "learning-rate decay after warmup", "choices": ["linear", "cosine", "constant"]})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: no clipping)"})
-    eval_every: int = field(default=10, metadata={"help": "score the dev split every N steps (0: only at the end)"})
-    patience: int = field(default=0, metadata={
-        "help": "stop after this many dev evaluations without improvement (0: never stop early)"})
-    eval_batch_size: int = field(default=32, metadata={"help": "examples per forward pass when scoring"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for the forward pass on CUDA (ignored on CPU)"})
-    seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -79,12 +67,7 @@ class TuneConfig:
             self.lr = DEFAULT_LR["prefix_direct" if direct else self.method]
         if not self.lr > 0 or math.isnan(self.lr):
             raise UserError(f"--lr must be positive, got {self.lr}")
-        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", "prefix_hidden"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "patience", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        self.check_loop(("prefix_hidden",))
         if not self.fluency_weight >= 0 or math.isinf(self.fluency_weight):
             raise UserError(f"--fluency-weight must be 0 or more, got {self.fluency_weight}")
         if self.fluency_weight and self.method != "pez":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from frozen_lm.errors import UserError
-from frozen_lm.results import Result
+from frozen_lm.results import TrainedResult
 from softprompt.config import METHODS
 from softprompt.effective import effective_task
 from softprompt.prefix import PrefixBound
@@ -26,7 +26,7 @@ ARTIFACTS = tuple(METHODS.values())  # prompt_tuning, prefix_tuning, pez
 
 
 @dataclass
-class TuneResult(Result):
+class TuneResult(TrainedResult):
     """template: the effective template (the one the prompt was trained with); best_step / best_dev:
     the kept checkpoint and its dev score; steps_done; stopped: 'steps', 'early_stopping', 'nan' or
     'callback'; note: what happened on a 'nan' stop; init_ids: the tokens the prompt started from
@@ -36,14 +36,7 @@ class TuneResult(Result):
     exact match, ties broken by the per-token probability exp(-loss))."""
 
     module = "softprompt"
-    saved_to = None  # the folder the result was last saved to (runtime only, not a field)
 
-    template: str = ""
-    best_step: int = 0
-    best_dev: float | None = None
-    steps_done: int = 0
-    stopped: str = "steps"
-    note: str | None = None
     init_ids: list[int] | None = None
     checkpoint: dict | None = None  # an interrupted run's training state (with tensors 'checkpoint.*'): resume= continues it
 
@@ -51,13 +44,6 @@ class TuneResult(Result):
     def kind(self) -> str:
         """'prompt', 'prefix' or 'pez'."""
         return {artifact: method for method, artifact in METHODS.items()}.get(self.method, "prompt")
-
-    @property
-    def metric(self) -> str:
-        """The score the run reports: exact_match (target strings), p_at_1 (facts) or accuracy."""
-        if self.task.target is not None or self.task.target_field is not None:
-            return "exact_match"
-        return "p_at_1" if self.task.label_map is None else "accuracy"
 
     @property
     def n_slots(self) -> int:
@@ -111,11 +97,6 @@ class TuneResult(Result):
             return export_peft_prefix(folder, self.tensors["prefix"], lm, name)
         self.require("prompt_embeddings")
         return export_peft(folder, self.tensors["prompt_embeddings"], lm, self.template, name)
-
-    def save(self, out) -> Path:
-        path = super().save(out)
-        self.saved_to = path
-        return path
 
     @classmethod
     def from_artifact(cls, art, config):
