@@ -213,12 +213,31 @@ def _measure_space(lm, space: str, split: str, dims: list[int], args):
         if event.kind == "run":
             print(f"  {space} s{split} {event.stage}: dev {event.metrics['score']:.4f}", flush=True)
 
-    r = intrinsic_dim.measure(task, str(folder / "train.jsonl"), str(folder / "dev.jsonl"), cfg,
-                              out=Path(args.out) / f"{space}-s{split}", overwrite=True, callback=say, progress=False)
+    out = Path(args.out) / f"{space}-s{split}"
+    r = _finished(out, cfg, folder) if args.reuse else None
+    if r is None:
+        r = intrinsic_dim.measure(task, str(folder / "train.jsonl"), str(folder / "dev.jsonl"), cfg, out=out,
+                                  overwrite=True, callback=say, progress=False)
     record = {"space": space, "split": split, "D": r.D, "per_dim": r.per_dim, "baseline": r.baseline, "d90": r.d90,
               "refused": (r.d90_refused or {}).get("reason"), "majority": r.majority, "manual": r.manual,
               "seconds": round(r.timings["total_seconds"]), "artifact": str(Path(args.out) / f"{space}-s{split}")}
     return record, r
+
+
+def _finished(out: Path, cfg, folder: Path):
+    """The result an earlier invocation saved in `out` with the same config and split (--reuse), or None."""
+    from frozen_lm.errors import UserError
+    from frozen_lm.results import load_result
+
+    try:
+        r = load_result(out)
+    except (UserError, OSError):
+        return None
+    source = (r.data.get("train") or {}).get("source")
+    if r.status != "done" or r.config != cfg or source != str((folder / "train.jsonl").resolve()):
+        return None
+    print(f"  {out}: reusing the finished run of an earlier invocation (--reuse)", flush=True)
+    return r
 
 
 def _cma_vs_gradient(lm, split: str, baseline: float, test, args) -> list[dict]:
@@ -235,9 +254,11 @@ def _cma_vs_gradient(lm, split: str, baseline: float, test, args) -> list[dict]:
             optimizer=optimizer, steps=args.cma_generations if cma else args.steps,
             batch_size=args.cma_batch if cma else 8, popsize=args.popsize if cma else None, baseline_score=baseline,
             eval_batch_size=32, plot=False, seed=0)
-        r = intrinsic_dim.measure(task, str(folder / "train.jsonl"), str(folder / "dev.jsonl"), cfg,
-                                  out=Path(args.out) / f"{optimizer}-d{args.cma_d}-s{split}", overwrite=True,
-                                  progress=False)
+        out = Path(args.out) / f"{optimizer}-d{args.cma_d}-s{split}"
+        r = _finished(out, cfg, folder) if args.reuse else None
+        if r is None:
+            r = intrinsic_dim.measure(task, str(folder / "train.jsonl"), str(folder / "dev.jsonl"), cfg, out=out,
+                                      overwrite=True, progress=False)
         run = r.runs[0]
         rows.append({"optimizer": optimizer, "split": split, "d": args.cma_d, "steps": run["steps"],
                      "dev": run["score"], "test": evaluate(task, test, prompt=r)["accuracy"],
@@ -344,6 +365,8 @@ def main() -> None:
     sp.add_argument("--popsize", type=int, default=POPSIZE)
     sp.add_argument("--test-limit", type=int, default=None, help="score at most this many test rows")
     sp.add_argument("--docs", default="docs", help="where the table and the plot go")
+    sp.add_argument("--reuse", action="store_true",
+                    help="take a run an earlier invocation finished (same config and split) instead of running it")
     sp.add_argument("--out", default="runs/bench-intrinsic-dim-spaces", help="artifacts and spaces.json")
     args = p.parse_args()
     if args.cmd == "one":
