@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +24,7 @@ from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
 from frozen_lm.events import Callback, Event, notify
-from frozen_lm.results import base_fields, previous_result, resume_diffs
+from frozen_lm.results import base_fields, previous_result, resume_diffs, resumes_into
 from frozen_lm.task import PromptTask
 
 logger = logging.getLogger(__name__)
@@ -59,8 +58,7 @@ def search(task: PromptTask, train, dev, config: SearchConfig | None = None, *, 
         raise UserError("give a dev split: the split used to pick the best trigger")
     previous = _previous(resume, task, config)
     if out is not None:
-        same = resume is not None and not isinstance(resume, SearchResult) and Path(resume).resolve() == Path(out).resolve()
-        claim_out(out, overwrite, resume=same)
+        claim_out(out, overwrite, resume=resumes_into(resume, out))
     data = {"train": data_mod.describe(train, train_ds), "dev": data_mod.describe(dev, dev_ds)}
     if previous is not None:
         _check_data(previous, data)

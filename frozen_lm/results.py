@@ -11,6 +11,7 @@ Fields of a subclass go to results.json; `tensors` to weights.safetensors; the r
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -167,6 +168,13 @@ class TrainedResult(Result):
         path = super().save(out)
         self.saved_to = path
         return path
+
+
+def resumes_into(resume, out) -> bool:
+    """Whether `out` is the artifact folder being resumed (then `claim_out` lets the run continue in
+    it); False when resume is None or a result object."""
+    return (out is not None and isinstance(resume, (str, os.PathLike))
+            and Path(resume).resolve() == Path(out).resolve())
 
 
 def previous_result(resume, result_class: type[Result], task: PromptTask, command: str) -> Result | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -39,12 +38,6 @@ def run_tensors(runs: list[Run]) -> dict[str, torch.Tensor]:
     that share memory, and the chosen run's are saved under their own names too)."""
     return {f"{PREFIX}{i}.{name}": t.detach().clone() for i, run in enumerate(runs) if not run.stopped
             for name, t in run.tensors.items()}
-
-
-def same_out(resume, out) -> bool:
-    """Whether `out` is the folder being resumed (then claim_out lets the run continue in it)."""
-    return (out is not None and resume is not None and not isinstance(resume, D90Result)
-            and Path(resume).resolve() == Path(out).resolve())
 
 
 def load_previous(resume, task: PromptTask, config: IntrinsicDimConfig) -> D90Result | None:

@@ -30,7 +30,7 @@ from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.events import Callback, Event, notify
-from frozen_lm.results import base_fields
+from frozen_lm.results import base_fields, resumes_into
 from frozen_lm.task import PromptTask
 from frozen_lm.train import TrainSettings, metric_of
 from intrinsic_dim.cma import CMASettings, default_popsize, load_cmaes, sigma_in_z, theta_std, train_cma
@@ -38,7 +38,7 @@ from intrinsic_dim.config import CMA_MAX_DIM, IntrinsicDimConfig
 from intrinsic_dim.honest import majority_rate, refusal
 from intrinsic_dim.memory import check_projection, limit_bytes
 from intrinsic_dim.result import METHOD, D90Result
-from intrinsic_dim.resume import Restored, check_inputs, load_previous, restore, run_tensors, same_out
+from intrinsic_dim.resume import Restored, check_inputs, load_previous, restore, run_tensors
 from intrinsic_dim.spaces import make_objective
 from intrinsic_dim.subspace import projection_dim
 from intrinsic_dim.sweep import StopSweep, Sweep, run_sweep
@@ -83,7 +83,7 @@ def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = No
         load_cmaes()  # a missing package: say so before any work
     objective, base = make_objective(task, config)
     if out is not None:
-        claim_out(out, overwrite, resume=same_out(resume, out))
+        claim_out(out, overwrite, resume=resumes_into(resume, out))
     if out is not None and config.plot:
         from intrinsic_dim.plot import pyplot
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -21,7 +20,7 @@ from frozen_lm.artifact import claim_out
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback
 from frozen_lm.model import FrozenLM
-from frozen_lm.results import base_fields, previous_result, resume_diffs
+from frozen_lm.results import base_fields, previous_result, resume_diffs, resumes_into
 from frozen_lm.task import PromptTask
 from frozen_lm.train import TrainCheckpoint, TrainInterrupted
 from softprompt.config import TuneConfig
@@ -53,10 +52,10 @@ def tune(task: PromptTask, train, dev=None, config: TuneConfig | None = None, *,
     config = check_config(task, config or TuneConfig())
     previous = previous_run(resume, task, config)
     if out is not None:
-        claim_out(out, overwrite, resume=_same_folder(resume, out))
+        claim_out(out, overwrite, resume=resumes_into(resume, out))
     if previous is not None and previous.status == "done":
         logger.info("the saved run finished (%d steps); nothing to continue", previous.steps_done)
-        if out is not None and not _same_folder(resume, out):
+        if out is not None and not resumes_into(resume, out):
             previous.save(out)
         return previous
     started = time.perf_counter()
@@ -126,10 +125,12 @@ def saved_checkpoint(previous: TuneResult | None, data: dict) -> TrainCheckpoint
 
 
 def with_checkpoint(result: TuneResult, checkpoint: TrainCheckpoint | None, extra: dict | None = None) -> TuneResult:
-    """The result of a cut run carrying what continues it (tensors 'checkpoint.*', the rest in results.json)."""
+    """The result of a cut run carrying what continues it (tensors 'checkpoint.*', the rest in results.json);
+    extra: the method's own state, saved as the checkpoint's `extra`."""
     if checkpoint is not None:
+        checkpoint = replace(checkpoint, extra={**checkpoint.extra, **(extra or {})})
         result.tensors = {**result.tensors, **checkpoint.tensors()}
-        result.checkpoint = {**checkpoint.meta(), **(extra or {})}
+        result.checkpoint = checkpoint.meta()
     return result
 
 
@@ -137,10 +138,6 @@ def interrupted_message(stop: TrainInterrupted, result: TuneResult, out) -> str:
     where = f"; the best checkpoint (step {result.best_step}) is saved in {out}" if out is not None else ""
     how = f"; continue with: autoprompt tune --resume {out}" if out is not None else "; continue with tune(..., resume=result)"
     return f"interrupted after step {stop.result.steps_done}{where}{how}"
-
-
-def _same_folder(resume, out) -> bool:
-    return isinstance(resume, (str, Path)) and out is not None and Path(resume).resolve() == Path(out).resolve()
 
 
 def check_config(task: PromptTask, config: TuneConfig) -> TuneConfig:
