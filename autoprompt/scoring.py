@@ -272,17 +272,24 @@ def _score_cached(task, rows, triggers, budget, acc: Scores, split=True) -> int:
     j = torch.arange(p_max, device=rows.input_ids.device)
     prefix_ok = j[None] < start[:, None]
     prefix = lm.compute_prefix(torch.where(prefix_ok, rows.input_ids[:, :p_max], 0), prefix_ok.long())
-    k = torch.arange(t_max, device=rows.input_ids.device)
-    src = (start[:, None] + k[None]).clamp(max=rows.input_ids.shape[1] - 1)
-    tail_ok = (start[:, None] + k[None]) < length[:, None]
-    tail_rows = replace(rows, input_ids=torch.where(tail_ok, rows.input_ids.gather(1, src), 0),
-                        trigger_pos=rows.trigger_pos - start[:, None])
+    tail_ok, tail_rows = _tails(rows, start, t_max)
     ids = tail_rows.with_triggers(triggers[:n]).reshape(n * n_rows, t_max)
     which = torch.arange(n_rows, device=ids.device).repeat(n)
     read = (rows.predict_pos - start[:, None]).clamp(min=0).repeat(n, 1)  # (padded reads: ignored)
     logits = lm.logits_at(read, input_ids=ids, attention_mask=tail_ok.long().repeat(n, 1), prefix=prefix.select(which))
     _accumulate(task, logits, rows, n, acc, triggers)
     return n
+
+
+def _tails(rows: Rows, start: torch.Tensor, t_max: int) -> tuple[torch.Tensor, Rows]:
+    """Each row's tokens from position start[r] on, in t_max columns: (valid (R, t_max) bool, the
+    rows holding those tails, their slot positions shifted to match)."""
+    k = torch.arange(t_max, device=rows.input_ids.device)
+    src = (start[:, None] + k[None]).clamp(max=rows.input_ids.shape[1] - 1)
+    ok = (start[:, None] + k[None]) < rows.attention_mask.sum(1)[:, None]
+    tail_rows = replace(rows, input_ids=torch.where(ok, rows.input_ids.gather(1, src), 0),
+                        trigger_pos=rows.trigger_pos - start[:, None])
+    return ok, tail_rows
 
 
 def pack(rows: Rows, triggers: torch.Tensor, p_max: int, t_max: int):
@@ -296,15 +303,11 @@ def pack(rows: Rows, triggers: torch.Tensor, p_max: int, t_max: int):
     dev = rows.input_ids.device
     n, n_rows = triggers.shape[0], rows.input_ids.shape[0]
     start = rows.trigger_pos[:, 0]
-    length = rows.attention_mask.sum(1)
     j = torch.arange(p_max, device=dev)
     prefix = torch.where(j[None] < start[:, None], rows.input_ids[:, :p_max], 0) if p_max else rows.input_ids[:, :0]
     prefix_ok = j[None] < start[:, None]
     k = torch.arange(t_max, device=dev)
-    src = (start[:, None] + k[None]).clamp(max=rows.input_ids.shape[1] - 1)
-    tail_ok = (start[:, None] + k[None]) < length[:, None]
-    tail_rows = replace(rows, input_ids=torch.where(tail_ok, rows.input_ids.gather(1, src), 0),
-                        trigger_pos=rows.trigger_pos - start[:, None])
+    tail_ok, tail_rows = _tails(rows, start, t_max)
     tails = tail_rows.with_triggers(triggers)  # (n, R, t_max)
     ids = torch.cat([prefix, tails.permute(1, 0, 2).reshape(n_rows, n * t_max)], dim=1)
     valid = torch.cat([prefix_ok, tail_ok.repeat(1, n)], dim=1)
