@@ -158,7 +158,7 @@ class TrainCheckpoint:
                 "scheduler": {k: v for k, v in self.scheduler.items() if k != "lr_lambdas"},
                 "best_score": self.best_score, "best_step": self.best_step, "bad": self.bad,
                 "best_metrics": self.best_metrics, "history": self.history, "seconds": self.seconds, "cpu": self.cpu,
-                "times": self.times, "eval_pending": self.eval_pending}
+                "times": self.times, "eval_pending": self.eval_pending, "extra": self.extra}
 
     @classmethod
     def from_saved(cls, tensors: dict[str, torch.Tensor], meta: dict) -> TrainCheckpoint:
@@ -175,11 +175,7 @@ class TrainCheckpoint:
         return cls(meta["step"], params, {"state": state, "param_groups": meta["optimizer_groups"]},
                    dict(meta["scheduler"]), best, meta["best_score"], meta["best_step"], meta["bad"], meta["best_metrics"],
                    list(meta["history"]), meta["seconds"], meta["cpu"], list(meta["times"]), meta.get("eval_pending", False),
-                   {k: v for k, v in meta.items() if k not in _META_KEYS})
-
-
-_META_KEYS = {"step", "param_names", "best_saved", "optimizer_groups", "optimizer_plain", "scheduler", "best_score",
-              "best_step", "bad", "best_metrics", "history", "seconds", "cpu", "times", "eval_pending"}
+                   dict(meta.get("extra") or {}))
 
 
 class TrainInterrupted(KeyboardInterrupt):
