@@ -189,19 +189,22 @@ class TrainInterrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def deferred_interrupt():
-    """Hold Ctrl-C (SIGINT) until the block ends, so an optimizer update is never cut in half; raises
-    KeyboardInterrupt after the block when one came. A no-op outside the main thread."""
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, so an optimizer update is never cut in
+    half; a signal that came is then raised again, to the handler that was installed before (Ctrl-C:
+    KeyboardInterrupt; the CLI turns SIGTERM into one too). A no-op outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if caught:
-        raise KeyboardInterrupt
+        signal.raise_signal(caught[0])
 
 
 def make_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:

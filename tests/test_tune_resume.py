@@ -164,6 +164,27 @@ def test_an_update_is_never_cut_in_half():
     assert done == ["update finished"]
 
 
+def test_sigterm_is_held_too_and_reaches_its_handler_after_the_update():
+    """SIGTERM inside deferred_interrupt is held, then delivered to the handler installed before
+    (the CLI's turns it into KeyboardInterrupt, so the run saves its state as on Ctrl-C)."""
+    import os
+    import signal
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("update finished")
+        assert done == ["update finished"] and signal.getsignal(signal.SIGTERM) is terminate
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_trainer_checkpoint_round_trips_through_saved_tensors_and_json():
     """A Trainer cut at step 2 and resumed from its checkpoint's tensors + JSON meta ends where an
     uninterrupted one does (AdamW state, linear schedule, batch position)."""
