@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "load": (["benchmarks/bench_load.py"], ["benchmarks/bench_load.py", "--reps", "2"]),
     "search_speed": (["-m", "benchmarks.bench_search_speed", "--iters", "3", "--dev-size", "100"],
                      ["-m", "benchmarks.bench_search_speed", "--iters", "2", "--dev-size", "32"]),
+    "ab_scoring": (["benchmarks/ab_scoring.py", "--commit", "9895c87", "--rounds", "5"],
+                   ["benchmarks/ab_scoring.py", "--commit", "9895c87", "--rounds", "1"]),
     "search_quality": (["-m", "benchmarks.bench_search_quality", "--part", "all"],
                        ["-m", "benchmarks.bench_search_quality", "--part", "bert", "--iters", "2"]),
     "start": (["-m", "benchmarks.bench_start"], ["-m", "benchmarks.bench_start", "--part", "sst2", "--iters", "1",

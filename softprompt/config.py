@@ -15,7 +15,12 @@ from frozen_lm.train import LoopOptions
 
 METHODS = {"prompt": "prompt_tuning", "prefix": "prefix_tuning", "pez": "pez"}  # method -> artifact method name
 INIT_KINDS = ("random", "vocab", "labels", "text:")
-DEFAULT_LR = {"prompt": 0.03, "prefix": 1e-4, "prefix_direct": 5e-3, "pez": 0.1}
+DEFAULT_LR = {"prompt": 0.03, "prefix": 1e-4, "prefix_direct": 5e-3}
+# pez: the default learning rate is this many times the RMS coordinate of the model's token embeddings
+# (softprompt.init.embedding_rms), resolved when the model is known (softprompt.run.check_config):
+# Adam moves every coordinate by about lr per step, and the distance between neighbouring tokens
+# scales with the embeddings, so a fixed lr means different things on different models.
+PEZ_LR_SCALE = 2.0
 PEZ_METRICS = ("cosine", "l2")
 
 
@@ -53,7 +58,8 @@ class TuneConfig(LoopOptions):
                 "objective, for readable prompts; results report the prompt's perplexity"})
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "adafactor"]})
     lr: float | None = field(default=None, metadata={
-        "help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without; pez 0.1)"})
+        "help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without; pez 2x the "
+                "RMS coordinate of the model's token embeddings, 0.27 on smollm2-135m; the saved config holds the value)"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for the forward pass on CUDA (ignored on CPU)"})
 
     def __post_init__(self):
@@ -62,10 +68,10 @@ class TuneConfig(LoopOptions):
         if self.num_virtual_tokens is not None and self.num_virtual_tokens < 1:
             raise UserError(f"--num-virtual-tokens must be at least 1, got {self.num_virtual_tokens}")
         parse_init(self.init)
-        if self.lr is None:
+        if self.lr is None and self.method != "pez":  # pez: resolved from the model (see PEZ_LR_SCALE)
             direct = self.method == "prefix" and not self.prefix_projection
             self.lr = DEFAULT_LR["prefix_direct" if direct else self.method]
-        if not self.lr > 0 or math.isnan(self.lr):
+        if self.lr is not None and (not self.lr > 0 or math.isnan(self.lr)):
             raise UserError(f"--lr must be positive, got {self.lr}")
         self.check_loop(("prefix_hidden",))
         if not self.fluency_weight >= 0 or math.isinf(self.fluency_weight):

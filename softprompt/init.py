@@ -85,6 +85,11 @@ def typical_norm(lm: FrozenLM) -> float:
     return float(lm.embedding_matrix.detach().float().norm(dim=-1).median()) * lm.embed_scale
 
 
+def embedding_rms(lm: FrozenLM) -> float:
+    """Root mean square coordinate of the token embeddings as the model sees them (embed_scale included)."""
+    return float(lm.embedding_matrix.detach().float().pow(2).mean().sqrt()) * lm.embed_scale
+
+
 def random_vectors(lm: FrozenLM, k: int, generator: torch.Generator) -> torch.Tensor:
     """(k, H) uniform in [-1, 1] per coordinate, each vector rescaled to the median token-embedding norm."""
     v = torch.rand(k, lm.hidden_size, generator=generator) * 2 - 1

@@ -23,9 +23,9 @@ from frozen_lm.model import FrozenLM
 from frozen_lm.results import base_fields, previous_result, resume_diffs, resumes_into
 from frozen_lm.task import PromptTask
 from frozen_lm.train import TrainCheckpoint, TrainInterrupted
-from softprompt.config import TuneConfig
+from softprompt.config import PEZ_LR_SCALE, TuneConfig
 from softprompt.effective import effective_task
-from softprompt.init import prefix_init, prompt_init
+from softprompt.init import embedding_rms, prefix_init, prompt_init
 from softprompt.prefix import PrefixParams
 from softprompt.prompt import SoftPrompt
 from softprompt.result import TuneResult
@@ -142,7 +142,10 @@ def interrupted_message(stop: TrainInterrupted, result: TuneResult, out) -> str:
 
 def check_config(task: PromptTask, config: TuneConfig) -> TuneConfig:
     """The config a task trains with (UserError before any work for what cannot run): a target-string
-    task always uses the LM loss (loss 'lm'); 'lm' needs one; the fluency term needs a causal LM."""
+    task always uses the LM loss (loss 'lm'); 'lm' needs one; the fluency term needs a causal LM;
+    PEZ without an lr takes PEZ_LR_SCALE times the token embeddings' RMS coordinate (saved as the lr)."""
+    if config.lr is None:
+        config = replace(config, lr=round(PEZ_LR_SCALE * embedding_rms(task.lm), 6))
     if task.is_target and config.loss != "lm":
         logger.debug("a target-string task trains with the LM loss of its target (--loss lm)")
         config = replace(config, loss="lm")

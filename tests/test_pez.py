@@ -15,6 +15,7 @@ from frozen_lm.evaluate import DiscretePrompt, evaluate
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
+from frozen_lm.testing import tiny_lm
 from softprompt import PezResult, TuneConfig
 from softprompt.init import special_ids, typical_norm
 from softprompt.pez import PezPrompt, Projector, pez_loss
@@ -188,6 +189,31 @@ def test_same_seed_same_result(tiny):
     assert runs[0].history == runs[1].history and runs[0].metrics == runs[1].metrics
     other = _pez(task, seed=4)
     assert not torch.equal(other.tensors["prompt_embeddings"], runs[0].tensors["prompt_embeddings"])
+
+
+def test_default_lr_follows_the_embedding_scale_and_is_saved(tiny, tmp_path):
+    """PEZ's default lr is PEZ_LR_SCALE x the RMS embedding coordinate: scaling the embeddings by c
+    scales it by c (Adam moves each coordinate by about lr, so the steps keep their size relative to
+    the distances between tokens); an lr given explicitly is kept; the config saved holds the value."""
+    from softprompt.config import PEZ_LR_SCALE
+    from softprompt.init import embedding_rms
+
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
+    assert TuneConfig(method="pez").lr is None and TuneConfig().lr == 0.03
+    rms = float(lm.embedding_matrix.float().pow(2).mean().sqrt())
+    assert embedding_rms(lm) == pytest.approx(rms)
+    r = _pez(task, steps=1)
+    assert r.config.lr == pytest.approx(PEZ_LR_SCALE * rms, rel=1e-4)
+    r.save(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert json.dumps(saved).count(str(r.config.lr)) >= 1
+    assert load_result(tmp_path / "run").config.lr == r.config.lr
+    assert _pez(task, steps=1, lr=0.05).config.lr == 0.05
+    big = tiny_lm("llama")
+    with torch.no_grad():
+        big.embedding_matrix.mul_(10.0)
+    assert embedding_rms(big) == pytest.approx(10 * rms, rel=1e-5)
 
 
 def test_patience_stops_and_callback_stops(tiny):
