@@ -35,14 +35,16 @@ def probe_sample(searcher, rows, pool: torch.Tensor, n_beam: int, g: torch.Gener
     cfg, task = searcher.cfg, searcher.task
     n_cand = pool.shape[0] - n_beam
     cands = pool[n_beam:]
-    draft = score_triggers(searcher.draft, rows, cands, None, searcher.budget, searcher.kind)
+    draft = score_triggers(searcher.draft, rows, cands, None, searcher.budget, searcher.kind, share=searcher.share)
     probe = torch.randperm(n_cand, generator=g)[: max(2, n_cand // cfg.probe_ratio)]
     scored = torch.cat([torch.arange(n_beam), n_beam + probe])
-    first = score_triggers(task, rows, pool[scored], searcher.packed, searcher.budget, searcher.kind, fluency)
+    first = score_triggers(task, rows, pool[scored], searcher.packed, searcher.budget, searcher.kind, fluency,
+                           searcher.share)
     agree = rank_agreement(draft.loglik[probe], first.loglik[n_beam:])
     k = max(1, int((1 - max(agree, 0.0)) * n_cand / cfg.probe_factor))
     best = [int(i) for i in torch.argsort(draft.loglik, descending=True) if int(i) not in set(probe.tolist())][:k]
-    more = score_triggers(task, rows, cands[best], searcher.packed, searcher.budget, searcher.kind, fluency)
+    more = score_triggers(task, rows, cands[best], searcher.packed, searcher.budget, searcher.kind, fluency,
+                          searcher.share)
     out = Scores.zeros(pool.shape[0])
     out.loglik.fill_(float("-inf"))
     for index, part in ((scored, first), (n_beam + torch.tensor(best, dtype=torch.long), more)):

@@ -128,14 +128,18 @@ def with_fluency_reads(rows: Rows) -> Rows:
 
 @torch.no_grad()
 def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None = None,
-                   budget: Budget | None = None, kind: str = "vocab", fluency: bool = False) -> Scores:
+                   budget: Budget | None = None, kind: str = "vocab", fluency: bool = False,
+                   share: bool = False) -> Scores:
     """Sum over the examples of the label log-likelihood, the number correct and the clipped margin
     (how far the label is below the top prediction), per candidate.
 
     rows: B encoded examples (their slot tokens are ignored); triggers (N, S); kind: the label
     log-likelihood normalized over the vocabulary ("vocab") or over the classes ("classes"); target
     strings: summed over their tokens ("vocab") or nanoGCG's mellowmax ("mellowmax"). fluency: also
-    sum each example's mean trigger-token log-prob in context (read in the same passes).
+    sum each example's mean trigger-token log-prob in context (read in the same passes). share
+    (packed scoring without fluency): candidates whose leading slots agree are scored in groups whose
+    shared prefix runs through those slots (`slot_groups`), so each tail starts at its first differing
+    slot; the same scores up to float rounding.
     Several processes: each scores its share of the examples, and the sums are all-reduced (every
     process must call this with the same arguments).
     """
@@ -143,12 +147,72 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     if packed is None:  # one candidate has nothing to share: a plain pass is cheaper
         packed = can_pack(task.lm, rows) and triggers.shape[0] > 1
     if distributed.world_size() == 1:
-        return _score_local(task, rows, triggers, packed, budget, kind, fluency)
+        return _score_shared(task, rows, triggers, packed, budget, kind, fluency, share)
     mine = distributed.shard_rows(rows)
-    out = (_score_local(task, mine, triggers, packed, budget, kind, fluency) if mine.n_examples
+    out = (_score_shared(task, mine, triggers, packed, budget, kind, fluency, share) if mine.n_examples
            else Scores.zeros(triggers.shape[0]))
     sums = distributed.all_reduce_sum(torch.stack([out.loglik, out.correct.double(), out.margin, out.fluency]))
     return Scores(sums[0], sums[1].round().long(), sums[2], sums[3])
+
+
+def _score_shared(task, rows: Rows, triggers: torch.Tensor, packed: bool, budget: Budget, kind: str,
+                  fluency: bool, share: bool) -> Scores:
+    """_score_local over the groups of `slot_groups` (one group of everything unless share applies)."""
+    if not (share and packed and not fluency and triggers.shape[0] > 1 and triggers.shape[1] > 1):
+        return _score_local(task, rows, triggers, packed, budget, kind, fluency)
+    out = Scores.zeros(triggers.shape[0])
+    for index, j in slot_groups(rows, triggers):
+        part_rows, part = share_slots(rows, triggers[index], j)
+        got = _score_local(task, part_rows, part, packed, budget, kind, fluency)
+        for total, value in zip(out, got):
+            total[index] = value
+    return out
+
+
+def shared_slots(triggers: torch.Tensor) -> int:
+    """How many leading slots all candidates (N, S) have in common, at most S - 1 (a tail keeps a slot)."""
+    same = (triggers == triggers[:1]).all(0).long()
+    return min(int(same.cumprod(0).sum()), triggers.shape[1] - 1)
+
+
+def share_slots(rows: Rows, triggers: torch.Tensor, j: int) -> tuple[Rows, torch.Tensor]:
+    """The first j slots, the same in every candidate (N, S), written into the rows' tokens; the rows
+    then have only the later slots, and so do the candidates (N, S - j) returned with them."""
+    if j == 0:
+        return rows, triggers
+    first = triggers[0, :j].to(rows.input_ids.device)
+    ids = rows.input_ids.scatter(1, rows.trigger_pos[:, :j], first[None].expand(rows.input_ids.shape[0], -1))
+    return replace(rows, input_ids=ids, trigger_pos=rows.trigger_pos[:, j:]), triggers[:, j:]
+
+
+def slot_groups(rows: Rows, triggers: torch.Tensor, sizes: tuple[int, ...] = (1, 2, 4, 8),
+                min_group: int = 8) -> list[tuple[torch.Tensor, int]]:
+    """Candidates (N, S) in groups [(indices, shared leading slots)], for scoring each group behind a
+    prefix that runs through its shared slots (GCG: every candidate is the current trigger with one
+    or a few slots changed, so sorting by the first changed slot gives groups that share a lot).
+
+    Candidates are sorted (stably) by the first slot where they differ from the per-slot most common
+    token, then cut into g equal groups, g from `sizes` (groups of at least min_group), choosing the
+    g with the fewest estimated tokens: each group's candidates times its tail length (the tail
+    shrinks by the tokens its shared slots span in every row), plus a prefix pass per group."""
+    n, s = triggers.shape
+    ref = triggers.mode(dim=0).values
+    differs = triggers != ref
+    first = torch.where(differs.any(1), differs.long().argmax(1), torch.full((n,), s))
+    order = torch.argsort(first, stable=True)
+    start = rows.trigger_pos[:, :1]
+    saved = (rows.trigger_pos - start).min(0).values.tolist()  # tokens a tail loses when j slots are shared
+    tail = int((rows.attention_mask.sum(1, keepdim=True) - start).max())
+    prefix = int(start.max())
+    best, best_cost = [(order, shared_slots(triggers))], None
+    for g in sizes:
+        if g > 1 and n // g < min_group:
+            break
+        groups = [(c, shared_slots(triggers[c])) for c in order.tensor_split(g)]
+        cost = sum(len(c) * (tail - saved[j]) + prefix for c, j in groups)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = groups, cost
+    return best
 
 
 def _score_local(task, rows: Rows, triggers: torch.Tensor, packed: bool, budget: Budget, kind: str,

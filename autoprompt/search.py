@@ -116,6 +116,13 @@ class Searcher:
             return "mellowmax" if self.cfg.mellowmax else "vocab"
         return self.cfg.loss
 
+    @property
+    def share(self) -> bool:
+        """Score candidates in groups that share their leading slots (autoprompt.scoring.slot_groups):
+        GCG's candidates change random slots, so most share a long run of them. AutoPrompt keeps
+        the stop-9 scoring passes (its README numbers were measured on them)."""
+        return self.cfg.method == "gcg"
+
     def _label_tokens(self) -> list[int]:
         """Tokens the trigger may not use: label words, or every training answer for facts (target
         strings: none)."""
@@ -280,7 +287,7 @@ class Searcher:
         probe sampling), unscored candidates get -inf log-likelihood."""
         fluency = self.cfg.fluency_weight > 0
         if self.draft is None or pool.shape[0] - n_beam < 2:
-            return score_triggers(self.task, rows, pool, self.packed, self.budget, self.kind, fluency)
+            return score_triggers(self.task, rows, pool, self.packed, self.budget, self.kind, fluency, self.share)
         return probe_sample(self, rows, pool, n_beam, g, fluency)
 
     def decode(self, trigger: torch.Tensor) -> list[str]:

@@ -36,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import OUT, ROOT, SHARED, require, save_json, threads_line  # noqa: E402
 
 KSHOT = SHARED / "k-shot"
-METHODS = ["manual", "autoprompt", "gcg", "pez", "prompt", "prefix", "lora", "ia3", "adapter", "bitfit", "last_k",
+# PEZ keeps the best projection it has scored on dev, so it scores one after every step (a projection
+# seen before is not scored again); the training methods score dev every 10 steps (their checkpoints)
+METHODS = ["manual", "autoprompt", "gcg", {"pez": {"eval_every": 1}}, "prompt", "prefix", "lora", "ia3", "adapter", "bitfit", "last_k",
            "full"]
 TIMING_METHODS = ["manual", "prompt", "lora", "bitfit"]
 TASKS = {

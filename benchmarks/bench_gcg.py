@@ -14,7 +14,8 @@ per step (nanoGCG: its whole run / 10; ours: the mean iteration time) and the lo
 cross-entropy per target token) at the start and the end.
 (b) SST-2 LM-BFF 16-shot splits (seeds 13 21 42), 872 test rows, label words terrible/great: the
 manual template, prompt tuning with 20 virtual tokens before it (text init) and its nearest-token
-reading, PEZ on the same 20 slots and init, AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'.
+reading, PEZ on the same 20 slots and init (default lr, its dev split scoring the projection after
+every step: a projection already scored is not scored again), AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'.
 (c) AutoPrompt with fluency weight 0, 1 and 4 on the same splits: test accuracy, the prompt's
 perplexity, the prompts.
 """
@@ -135,7 +136,7 @@ def part_sst2(args) -> list[dict]:
         row["soft_prompt"] = acc(manual, s)
         row["nearest_reading"] = acc(manual, softprompt.nearest(s, k=1).prompt)
         pez = softprompt.tune(manual, train, dev, softprompt.TuneConfig(
-            method="pez", num_virtual_tokens=20, init=SOFT_INIT, steps=40, eval_every=5, seed=seed), progress=False)
+            method="pez", num_virtual_tokens=20, init=SOFT_INIT, steps=40, eval_every=1, seed=seed), progress=False)
         row["pez"], row["pez_prompt"] = acc(manual, pez), pez.prompt.text
         ap = autoprompt.search(slots5, train, dev, autoprompt.SearchConfig(iters=20, num_cand=16, seed=seed),
                                progress=False)

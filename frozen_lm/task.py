@@ -267,11 +267,11 @@ def target_scores(logits: torch.Tensor, targets: torch.Tensor, kind: str = "voca
     logits = logits[:, :m].float()
     valid = targets >= 0
     index = targets.clamp(min=0)[..., None]
-    lp = torch.log_softmax(logits, dim=-1)
-    tok = lp.gather(2, index).squeeze(2)
-    top = lp.topk(min(2, lp.shape[-1]), dim=-1).values
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # log-probs = logits - lse, never materialized (V is large)
+    tok = (logits.gather(2, index) - lse).squeeze(2)
+    top = logits.topk(min(2, logits.shape[-1]), dim=-1).values - lse
     other = torch.where(tok < top[..., 0], top[..., 0], top[..., -1])
-    hit = (lp.argmax(-1) == targets) | ~valid
+    hit = (logits.argmax(-1) == targets) | ~valid
     margin = ((tok - other).clamp(max=0) * valid).sum(1)
     if kind == "mellowmax":
         label = logits.gather(2, index).squeeze(2)

@@ -16,7 +16,7 @@ from autoprompt.candidates import (
     one_slot_variants,
 )
 from autoprompt.config import SearchConfig
-from autoprompt.scoring import Budget, Scores, length_groups, score_triggers
+from autoprompt.scoring import Budget, Scores, length_groups, score_triggers, slot_groups
 from autoprompt.search import Searcher
 from autoprompt_cli import main
 from frozen_lm import data as data_mod
@@ -108,6 +108,53 @@ def test_cached_prefix_scoring_equals_full_passes(kind, monkeypatch):
             assert torch.equal(full.correct, cached.correct)
         assert calls
         monkeypatch.undo()
+
+
+def _gcg_like(trigger: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """n candidates that each change one random slot of trigger (S,), as GCG's with n_replace=1."""
+    g = torch.Generator().manual_seed(seed)
+    out = trigger[None].repeat(n, 1)
+    out[torch.arange(n), torch.randint(0, trigger.shape[0], (n,), generator=g)] = torch.randint(5, 200, (n,), generator=g)
+    return out
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_shared_slot_scoring_equals_full_passes(cached, monkeypatch):
+    """share=True scores GCG-like candidates in groups whose prefix runs through their common leading
+    slots: the same sums as whole-sequence passes, in the candidates' own order, on the packed and the
+    cached path, for label words (a field and a word between the slots) and target strings."""
+    import autoprompt.scoring as scoring
+
+    if cached:
+        monkeypatch.setattr(scoring, "CACHED_LENGTH", 0)
+    lm = tiny_lm("llama")
+    labels = PromptTask(lm, "{sentence} [T] [T] the [T] [T] [T] [P]", "0=terrible|awful movie,1=great")
+    target = PromptTask(lm, "write a review . [T] [T] [T] [T] [T] [T] now :", target="a great film")
+    for task, data in ((labels, data_mod.load("demo:sentiment:dev")), (target, target.default_data())):
+        rows = task.encode(data).rows
+        s = rows.trigger_pos.shape[1]
+        triggers = torch.cat([torch.full((1, s), 7), _gcg_like(torch.full((s,), 7), 40, 0),
+                              torch.randint(5, 200, (3, s), generator=torch.Generator().manual_seed(2))])
+        groups = scoring.slot_groups(rows, triggers)
+        assert len(groups) > 1 and any(j > 0 for _, j in groups)
+        assert sorted(torch.cat([i for i, _ in groups]).tolist()) == list(range(len(triggers)))
+        for index, j in groups:
+            assert bool((triggers[index][:, :j] == triggers[index][:1, :j]).all())
+        full = score_triggers(task, rows, triggers, packed=False)
+        shared = score_triggers(task, rows, triggers, packed=True, share=True)
+        torch.testing.assert_close(full.loglik, shared.loglik, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(full.margin, shared.margin, atol=1e-4, rtol=1e-5)
+        assert torch.equal(full.correct, shared.correct)
+        assert scoring.use_cache(lm, scoring.share_slots(rows, triggers[groups[-1][0]], groups[-1][1])[0], 8) == cached
+
+
+def test_slot_groups_keep_one_group_when_nothing_is_shared():
+    lm = tiny_lm("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
+    rows = task.encode(data_mod.load("demo:sentiment:dev")).rows
+    different = torch.randint(5, 200, (32, 3), generator=torch.Generator().manual_seed(0))
+    [(index, j)] = slot_groups(rows, different)
+    assert j == 0 and len(index) == 32
 
 
 def test_length_groups_cover_every_example_once_with_padding_trimmed():
