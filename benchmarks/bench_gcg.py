@@ -2,22 +2,24 @@
 
     python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~25 min
     python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~60 min
-    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~25 min
+    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~45 min
 
 (a) GCG side by side with nanoGCG 0.3.0, which needs transformers <= 4.47.1 and so runs in its own
 venv (`python -m venv V && V/bin/pip install torch==2.13.0 transformers==4.47.1 nanogcg==0.3.0`;
 never a dependency of this package). The same weights (the project's cached smollm2-135m folder,
 given a 4.x config and tokenizer_config in runs/bench/smollm2-4x), chat message 'Write a short poem
 about the sea.' with 20 optimized tokens after it (init 'x x ... x'), target 'Sure, here is a poem
-about the sea', search width 64, top-k 64, 10 steps, seeds 0 1 2, fp32 on the CPU. Reported: seconds
-per step (nanoGCG: its whole run / 10; ours: the mean iteration time) and the loss (mean
-cross-entropy per target token) at the start and the end.
+about the sea', search width 64, top-k 64, 10 steps, seeds 0 1 2, on the CPU in float32 and in
+bfloat16 (--dtypes; this CPU runs bfloat16 matmuls on AMX, about 10x its fp32 rate). Reported:
+seconds per step (nanoGCG: its whole run / 10; ours: the mean iteration time) and the loss (mean
+cross-entropy per target token) at the start and the end, in the run's dtype and, for every final
+prompt, scored by one fp32 evaluator.
 (b) SST-2 LM-BFF 16-shot splits (seeds 13 21 42), 872 test rows, label words terrible/great: the
 manual template, prompt tuning with 20 virtual tokens before it (text init) and its nearest-token
 reading, PEZ on the same 20 slots and init (default lr, its dev split scoring the projection after
 every step: a projection already scored is not scored again), AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'.
-(c) AutoPrompt with fluency weight 0, 1 and 4 on the same splits: test accuracy, the prompt's
-perplexity, the prompts.
+(c) AutoPrompt and PEZ on '[T]x5 {sentence} It was [P] .' with fluency weight 0, 1 and 4 on the
+same splits: test accuracy, the prompt's perplexity, the prompts.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ NANOGCG_DRIVER = r"""
 import json, sys, time, torch, transformers
 import nanogcg
 from nanogcg import GCGConfig
-folder, seed, steps, init, message, target = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:7]
+folder, seed, steps, init, message, target, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:8]
 torch.set_num_threads(2)
-model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=getattr(torch, dtype))
 tok = transformers.AutoTokenizer.from_pretrained(folder)
 config = GCGConfig(num_steps=steps, search_width=64, topk=64, optim_str_init=init, seed=seed, verbosity="WARNING")
 start = time.perf_counter()
@@ -80,35 +82,43 @@ def converted_folder(lm_name: str = "smollm2-135m") -> Path:
 
 
 def part_nanogcg(args) -> list[dict]:
+    """Both implementations in each dtype (the weights and every pass in it; on this CPU bfloat16
+    matmuls run on AMX). Every final prompt is also scored by one fp32 evaluator, so losses compare
+    across dtypes and implementations ('final_loss_fp32')."""
     import autoprompt
     from autoprompt import SearchConfig
-    from frozen_lm import FrozenLM, PromptTask
+    from frozen_lm import FrozenLM, PromptTask, evaluate
 
     folder = converted_folder()
-    lm = FrozenLM.load("smollm2-135m")
-    task = PromptTask(lm, MESSAGE + " [T]x20", target=TARGET, chat=True)
+    judge = PromptTask(FrozenLM.load("smollm2-135m"), MESSAGE + " [T]x20", target=TARGET, chat=True)
+    fp32_loss = lambda prompt: evaluate(judge, judge.default_data(), prompt=prompt)["loss"]  # noqa: E731
     rows = []
-    for seed in args.seeds:
-        cfg = SearchConfig(method="gcg", iters=args.steps, search_width=64, topk=64, initial_trigger=INIT, seed=seed)
-        start = time.perf_counter()
-        r = autoprompt.search(task, None, None, cfg, progress=False)
-        ours = time.perf_counter() - start
-        losses = [h["train_loss"] for h in r.history]
-        rows.append({"run": "ours", "seed": seed, "s_per_step": r.timings["seconds_per_iteration"], "total_s": ours,
-                     "start_loss": r.metrics["start_dev"]["loss"], "final_loss": r.metrics["dev"]["loss"],
-                     "reproduces": r.metrics["generations"][0]["reproduces"], "losses": losses,
-                     "prompt": r.trigger_text})
-        if args.nanogcg_python:
-            proc = subprocess.run([args.nanogcg_python, "-c", NANOGCG_DRIVER, str(folder), str(seed), str(args.steps),
-                                   INIT, MESSAGE, TARGET], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"nanoGCG failed:\n{proc.stderr[-3000:]}")
-            n = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append({"run": f"nanoGCG 0.3.0 (transformers {n['transformers']})", "seed": seed,
-                         "s_per_step": n["seconds"] / args.steps, "total_s": n["seconds"], "start_loss": None,
-                         "final_loss": n["best_loss"], "reproduces": None, "losses": n["losses"],
-                         "prompt": n["best_string"]})
-        print_table([{k: v for k, v in rows[-1].items() if k != "losses"}])
+    for dtype in args.dtypes:
+        lm = FrozenLM.load("smollm2-135m", dtype=dtype)
+        task = PromptTask(lm, MESSAGE + " [T]x20", target=TARGET, chat=True)
+        for seed in args.seeds:
+            cfg = SearchConfig(method="gcg", iters=args.steps, search_width=64, topk=64, initial_trigger=INIT, seed=seed)
+            start = time.perf_counter()
+            r = autoprompt.search(task, None, None, cfg, progress=False)
+            ours = time.perf_counter() - start
+            losses = [h["train_loss"] for h in r.history]
+            rows.append({"run": "ours", "dtype": dtype, "seed": seed, "s_per_step": r.timings["seconds_per_iteration"],
+                         "total_s": ours, "start_loss": r.metrics["start_dev"]["loss"],
+                         "final_loss": r.metrics["dev"]["loss"], "final_loss_fp32": fp32_loss(r),
+                         "reproduces": r.metrics["generations"][0]["reproduces"], "losses": losses,
+                         "prompt": r.trigger_text})
+            print_table([{k: v for k, v in rows[-1].items() if k != "losses"}])
+            if args.nanogcg_python:
+                proc = subprocess.run([args.nanogcg_python, "-c", NANOGCG_DRIVER, str(folder), str(seed), str(args.steps),
+                                       INIT, MESSAGE, TARGET, dtype], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"nanoGCG failed:\n{proc.stderr[-3000:]}")
+                n = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append({"run": f"nanoGCG 0.3.0 (transformers {n['transformers']})", "dtype": dtype, "seed": seed,
+                             "s_per_step": n["seconds"] / args.steps, "total_s": n["seconds"], "start_loss": None,
+                             "final_loss": n["best_loss"], "final_loss_fp32": fp32_loss(n["best_string"]),
+                             "reproduces": None, "losses": n["losses"], "prompt": n["best_string"]})
+                print_table([{k: v for k, v in rows[-1].items() if k != "losses"}])
     return rows
 
 
@@ -151,37 +161,46 @@ def part_sst2(args) -> list[dict]:
 
 def part_fluency(args) -> list[dict]:
     import autoprompt
+    import softprompt
     from frozen_lm import FrozenLM, PromptTask, evaluate
 
     lm = FrozenLM.load("smollm2-135m")
     task = PromptTask(lm, "[T]x5 " + MANUAL, LABELS)
     rows = []
-    for weight in args.weights:
-        for seed in args.seeds:
-            train, dev, test = _sst2(seed)
-            cfg = autoprompt.SearchConfig(iters=20, num_cand=16, fluency_weight=weight, seed=seed)
-            r = autoprompt.search(task, train, dev, cfg, progress=False)
-            rows.append({"weight": weight, "seed": seed, "test": evaluate(task, test, prompt=r)["accuracy"],
-                         "perplexity": r.metrics["prompt_perplexity"], "prompt": r.filled_template})
-            print_table(rows[-1:])
+    for method in args.fluency_methods:
+        for weight in args.weights:
+            for seed in args.seeds:
+                train, dev, test = _sst2(seed)
+                if method == "autoprompt":
+                    cfg = autoprompt.SearchConfig(iters=20, num_cand=16, fluency_weight=weight, seed=seed)
+                    r = autoprompt.search(task, train, dev, cfg, progress=False)
+                else:  # PEZ on the same 5 slots, 40 steps, the projection scored on dev after every step
+                    cfg = softprompt.TuneConfig(method="pez", steps=40, eval_every=1, fluency_weight=weight, seed=seed)
+                    r = softprompt.tune(task, train, dev, cfg, progress=False)
+                rows.append({"method": method, "weight": weight, "seed": seed,
+                             "test": evaluate(task, test, prompt=r)["accuracy"],
+                             "perplexity": r.metrics["prompt_perplexity"], "prompt": r.filled_template})
+                print_table(rows[-1:])
     return rows
 
 
 def summarize(part: str, rows: list[dict]) -> None:
     mean_sd = lambda xs: f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"  # noqa: E731
     if part == "nanogcg":
-        for run in dict.fromkeys(r["run"] for r in rows):
-            rs = [r for r in rows if r["run"] == run]
-            print(f"{run}: {statistics.mean(r['s_per_step'] for r in rs):.2f} s/step, final loss "
-                  f"{statistics.mean(r['final_loss'] for r in rs):.3f} (seeds {[r['seed'] for r in rs]})")
+        for run, dtype in dict.fromkeys((r["run"], r["dtype"]) for r in rows):
+            rs = [r for r in rows if r["run"] == run and r["dtype"] == dtype]
+            print(f"{run}, {dtype}: {statistics.mean(r['s_per_step'] for r in rs):.2f} s/step, final loss "
+                  f"{statistics.mean(r['final_loss'] for r in rs):.3f} in its dtype, "
+                  f"{statistics.mean(r['final_loss_fp32'] for r in rs):.3f} scored in fp32 (seeds {[r['seed'] for r in rs]})")
     elif part == "sst2":
         cols = ["manual", "soft_prompt", "nearest_reading", "pez", "autoprompt", "gcg"]
         print_table([{"method": c, **{f"s{r['seed']}": f"{100 * r[c]:.1f}" for r in rows}, "mean ± sd": mean_sd([r[c] for r in rows])}
                      for c in cols])
     else:
-        print_table([{"weight": w, "test mean ± sd": mean_sd([r["test"] for r in rows if r["weight"] == w]),
-                      "perplexity mean": statistics.mean(r["perplexity"] for r in rows if r["weight"] == w)}
-                     for w in dict.fromkeys(r["weight"] for r in rows)])
+        groups = dict.fromkeys((r.get("method", "autoprompt"), r["weight"]) for r in rows)
+        pick = lambda m, w: [r for r in rows if r.get("method", "autoprompt") == m and r["weight"] == w]  # noqa: E731
+        print_table([{"method": m, "weight": w, "test mean ± sd": mean_sd([r["test"] for r in pick(m, w)]),
+                      "perplexity mean": statistics.mean(r["perplexity"] for r in pick(m, w))} for m, w in groups])
 
 
 def main() -> None:
@@ -190,6 +209,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 4.0])
+    ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],
+                    help="part fluency: the methods run with each weight")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                    help="part nanogcg: the dtypes both implementations run in")
     ap.add_argument("--nanogcg-python", default=None, help="python of a venv with nanogcg 0.3.0 (part nanogcg)")
     args = ap.parse_args()
     args.seeds = args.seeds or ([0, 1, 2] if args.part == "nanogcg" else [13, 21, 42])
