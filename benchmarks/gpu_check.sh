@@ -8,6 +8,12 @@
 # Usage: benchmarks/gpu_check.sh            (PYTHON=... to choose the interpreter; GPU_CHECK_MODELS,
 #        GPU_CHECK_SECONDS=540 the time budget, GPU_CHECK_OUT=runs/gpu_check where the files go)
 # A model alias that is not installed is skipped with a note (make setup; make setup-gemma).
+# A GPU machine that cannot receive the real weights (a lent one takes 64 MiB): export the
+# architectures here (`python -m benchmarks.random_weights export gemma3-270m .gpu/gemma3-270m`, the
+# same for smollm2-135m; .gpu/ is git-ignored, carry it), build seeded random weights there
+# (`python -m benchmarks.random_weights build .gpu/gemma3-270m`), then
+# GPU_CHECK_MODELS=".gpu/smollm2-135m .gpu/gemma3-270m": speeds, memory and equality are the real
+# architectures'; accuracies mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
