@@ -19,12 +19,13 @@ from baselines.config import FinetuneConfig
 from baselines.result import METHOD, FinetuneResult
 from frozen_lm import data as data_mod
 from frozen_lm.artifact import claim_out
+from frozen_lm.checkpoint import TrainInterrupted
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.evaluate import evaluate
 from frozen_lm.events import Callback
 from frozen_lm.results import base_fields
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import Trainer, TrainInterrupted, TrainResult, TrainSettings
+from frozen_lm.train import Trainer, TrainResult, TrainSettings
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from frozen_lm.checkpoint import TrainCheckpoint
 from frozen_lm.evaluate import TriggerBound, score
 from frozen_lm.events import Callback, notify
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import TrainCheckpoint, Trainer, TrainResult
+from frozen_lm.train import Trainer, TrainResult
 from softprompt.config import TuneConfig
 from softprompt.pez import PezPrompt
 from softprompt.train import autocast, loss_kind, on_device, ranked, train_settings

@@ -12,13 +12,13 @@ import logging
 
 import torch
 
+from frozen_lm.checkpoint import TrainCheckpoint, TrainInterrupted
 from frozen_lm.errors import Interrupted
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.events import Callback
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.results import base_fields
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import TrainCheckpoint, TrainInterrupted
 from softprompt.config import TuneConfig
 from softprompt.pez_fit import PezFit, discrete_metrics
 from softprompt.result import PezResult

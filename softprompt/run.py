@@ -17,12 +17,12 @@ import torch
 
 from frozen_lm import data as data_mod
 from frozen_lm.artifact import claim_out
+from frozen_lm.checkpoint import TrainCheckpoint, TrainInterrupted
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback
 from frozen_lm.model import FrozenLM
 from frozen_lm.results import base_fields, previous_result, resume_diffs, resumes_into
 from frozen_lm.task import PromptTask
-from frozen_lm.train import TrainCheckpoint, TrainInterrupted
 from softprompt.config import PEZ_LR_SCALE, TuneConfig
 from softprompt.effective import effective_task
 from softprompt.init import embedding_rms, prefix_init, prompt_init

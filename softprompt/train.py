@@ -14,10 +14,11 @@ import math
 
 import torch
 
+from frozen_lm.checkpoint import TrainCheckpoint
 from frozen_lm.evaluate import evaluate
 from frozen_lm.events import Callback
 from frozen_lm.task import Encoded, PromptTask
-from frozen_lm.train import TrainCheckpoint, Trainer, TrainResult, TrainSettings, loss_weights
+from frozen_lm.train import Trainer, TrainResult, TrainSettings, loss_weights
 from softprompt.config import TuneConfig
 
 logger = logging.getLogger(__name__)

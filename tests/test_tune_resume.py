@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import softprompt.train as train_mod
+from frozen_lm.checkpoint import deferred_interrupt
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
-from frozen_lm.train import Trainer, TrainSettings, deferred_interrupt
+from frozen_lm.train import Trainer, TrainSettings
 from softprompt import TuneConfig, tune
 from tests.conftest import assert_user_error
 
@@ -188,7 +189,7 @@ def test_sigterm_is_held_too_and_reaches_its_handler_after_the_update():
 def test_trainer_checkpoint_round_trips_through_saved_tensors_and_json():
     """A Trainer cut at step 2 and resumed from its checkpoint's tensors + JSON meta ends where an
     uninterrupted one does (AdamW state, linear schedule, batch position)."""
-    from frozen_lm.train import TrainCheckpoint, TrainInterrupted
+    from frozen_lm.checkpoint import TrainCheckpoint, TrainInterrupted
 
     target = torch.linspace(-1, 1, 12)
     data = torch.randn(10, 12, generator=torch.Generator().manual_seed(0))
