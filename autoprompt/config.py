@@ -41,7 +41,8 @@ class SearchConfig:
     initial_trigger: str = field(default="auto", metadata={
         "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for masked LMs, as the paper; else 'the')"})
     patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (score, or log-likelihood at equal score; 0 = never)"})
-    no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers"})
+    no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers",
+                                                          "flag": "--no-capitalized"})
     ascii_only: bool = field(default=False, metadata={"help": "never use tokens with non-ASCII characters as triggers"})
     packing: str = field(default="auto", metadata={
         "help": "score causal-LM candidates packed behind one shared prefix per example (auto = when possible)",
