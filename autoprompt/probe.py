@@ -31,7 +31,7 @@ def load_draft(name: str, task, rows):
 
 def probe_sample(searcher, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator, fluency: bool) -> Scores:
     """Scores of the pool (beam first): the beam, a probe set and the draft's best are target-scored;
-    the rest get -inf log-likelihood (never chosen)."""
+    the rest get -inf log-likelihood and margin (never chosen, whatever --score ranks by)."""
     cfg, task = searcher.cfg, searcher.task
     n_cand = pool.shape[0] - n_beam
     cands = pool[n_beam:]
@@ -46,7 +46,8 @@ def probe_sample(searcher, rows, pool: torch.Tensor, n_beam: int, g: torch.Gener
     more = score_triggers(task, rows, cands[best], searcher.packed, searcher.budget, searcher.kind, fluency,
                           searcher.share)
     out = Scores.zeros(pool.shape[0])
-    out.loglik.fill_(float("-inf"))
+    out.loglik.fill_(float("-inf"))  # every ranking (log-likelihood, accuracy + margin) puts them last
+    out.margin.fill_(float("-inf"))
     for index, part in ((scored, first), (n_beam + torch.tensor(best, dtype=torch.long), more)):
         for field in ("loglik", "correct", "margin", "fluency"):
             getattr(out, field)[index] = getattr(part, field)

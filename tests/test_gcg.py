@@ -216,6 +216,32 @@ def test_probe_sampling_with_a_draft_model(tiny_folder):
         SearchConfig(draft_model="x")
 
 
+
+@pytest.mark.parametrize("score", ["loglik", "accuracy", "margin", "auto"])
+def test_probe_sampling_never_picks_a_candidate_the_model_did_not_score(monkeypatch, score):
+    """Unscored candidates get -inf log-likelihood and margin, so no ranking puts one first (with
+    margin ranking, all scored candidates wrong, a 0 margin on an unscored one used to win)."""
+    from types import SimpleNamespace
+
+    import autoprompt.probe as probe
+    from autoprompt.scoring import Scores
+    from autoprompt.search import Searcher
+
+    def all_wrong(task, rows, triggers, *args, **kwargs):
+        n = triggers.shape[0]
+        return Scores(torch.full((n,), -5.0, dtype=torch.float64), torch.zeros(n, dtype=torch.long),
+                      torch.full((n,), -1.0, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+
+    monkeypatch.setattr(probe, "score_triggers", all_wrong)
+    cfg = SearchConfig(method="gcg", score=score)
+    searcher = SimpleNamespace(cfg=cfg, task=None, draft=None, budget=None, kind="vocab", packed=True, share=True)
+    pool = torch.arange(65 * 2).view(65, 2)
+    out = probe.probe_sample(searcher, None, pool, 1, torch.Generator().manual_seed(0), False)
+    scored = torch.isfinite(out.loglik)
+    assert scored.sum() < 65 and torch.isneginf(out.margin[~scored]).all()
+    ranker = SimpleNamespace(cfg=cfg, task=SimpleNamespace(is_facts=True))
+    assert scored[Searcher._rank(ranker, out).argmax()]
+
 # ---------------------------------------------------------------- the command line
 def test_cli_gcg_on_a_target(cli, tiny_folder, tmp_path):
     out = tmp_path / "gcg"
