@@ -14,7 +14,8 @@ def allowed_tokens(tokenizer, vocab_size: int, exclude: list[int] | tuple[int, .
 
     Removed: special tokens, `exclude` (the label words' tokens), tokens that do not survive
     decode -> re-encode (so a saved trigger reads back as the same ids), empty tokens, and optionally
-    tokens with an upper-case letter or a non-ASCII character.
+    tokens with an upper-case letter, or (ascii_only) any character that is not printable ASCII:
+    non-ASCII letters, and also newlines, tabs and control characters, as nanoGCG's filter.
     """
     ok = torch.ones(vocab_size, dtype=torch.bool)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -23,7 +24,7 @@ def allowed_tokens(tokenizer, vocab_size: int, exclude: list[int] | tuple[int, .
     for i, (text, ids) in enumerate(zip(texts, encoded)):
         if (i in special or not text.strip() or list(ids) != [i]
                 or (no_capitalized and any(c.isupper() for c in text))
-                or (ascii_only and not text.isascii())):
+                or (ascii_only and not (text.isascii() and text.isprintable()))):
             ok[i] = False
     if exclude:
         ok[torch.as_tensor(list(exclude), dtype=torch.long)] = False

@@ -43,7 +43,8 @@ class SearchConfig:
     patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (score, or log-likelihood at equal score; 0 = never)"})
     no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers",
                                                           "flag": "--no-capitalized"})
-    ascii_only: bool = field(default=False, metadata={"help": "never use tokens with non-ASCII characters as triggers"})
+    ascii_only: bool = field(default=False, metadata={
+        "help": "triggers use printable ASCII tokens only (no non-ASCII letters, newlines, tabs or control characters)"})
     packing: str = field(default="auto", metadata={
         "help": "score causal-LM candidates packed behind one shared prefix per example (auto = when possible)",
         "choices": ["auto", "on", "off"]})
@@ -61,7 +62,8 @@ class SearchConfig:
     mellowmax: bool = field(default=False, metadata={
         "help": "target strings: rank and differentiate the mellowmax of the target's -logits (nanoGCG's option) "
                 "instead of their cross-entropy"})
-    allow_non_ascii: bool = field(default=False, metadata={"help": "gcg: let triggers use tokens with non-ASCII text"})
+    allow_non_ascii: bool = field(default=False, metadata={
+        "help": "gcg: let triggers use any token (default, as nanoGCG: printable ASCII tokens only)"})
     filter_retokenized: bool = field(default=True, metadata={
         "help": "gcg: drop candidates whose text does not tokenize back to the same ids in its context"})
     early_stop: bool = field(default=False, metadata={

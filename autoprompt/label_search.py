@@ -31,7 +31,7 @@ class LabelSearchConfig:
     k: int = field(default=10, metadata={"help": "label words to show per class", "flag": "--k"})
     limit: int = field(default=2000, metadata={"help": "at most this many training examples (0 = all)"})
     no_capitalized: bool = field(default=False, metadata={"help": "skip tokens with capital letters", "flag": "--no-capitalized"})
-    ascii_only: bool = field(default=False, metadata={"help": "skip tokens with non-ASCII characters", "flag": "--ascii-only"})
+    ascii_only: bool = field(default=False, metadata={"help": "skip tokens that are not printable ASCII", "flag": "--ascii-only"})
     reg: float = field(default=1.0, metadata={"help": "inverse L2 strength of the logistic classifier"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 

@@ -150,13 +150,19 @@ class Searcher:
                      best_dev_loglik=dev_ll, current_dev_loglik=dev_ll)
 
     def _batches(self, it: int) -> tuple[torch.Generator, list[torch.Tensor], torch.Tensor]:
+        """(the iteration's generator, its gradient batches, its scoring batch): consecutive slices of
+        random permutations of the training rows; a slice that would run past the end of one
+        permutation starts a new one, so a batch never holds an example twice."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
         n = len(self.train)
-        b, e = min(self.cfg.batch_size, n), min(self.cfg.eval_size, n)  # a batch never holds an example twice
-        need = b * self.cfg.accumulation_steps + e
-        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])
-        grads = [order[i * b:(i + 1) * b] for i in range(self.cfg.accumulation_steps)]
-        return g, grads, order[b * self.cfg.accumulation_steps: need]
+        b, e = min(self.cfg.batch_size, n), min(self.cfg.eval_size, n)
+        order, at, out = torch.randperm(n, generator=g), 0, []
+        for size in [b] * self.cfg.accumulation_steps + [e]:
+            if at + size > n:
+                order, at = torch.randperm(n, generator=g), 0
+            out.append(order[at:at + size])
+            at += size
+        return g, out[:-1], out[-1]
 
     def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
         """(S, V) one-hot gradient averaged over the batches, and the mean loss. With a fluency weight

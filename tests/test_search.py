@@ -62,6 +62,47 @@ def test_allowed_tokens_filters_specials_labels_and_case():
     assert ok[tok.convert_tokens_to_ids("movie")]
 
 
+
+def test_ascii_only_keeps_printable_ascii_tokens_only():
+    """--ascii-only (GCG's default) drops non-ASCII letters and also tabs, newlines and control
+    characters inside a token, as nanoGCG's filter does."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "ok": 1, "tab\there": 2, "line\n": 3, "caf\u00e9": 4, "bell\x07": 5}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")),
+                                  unk_token="[UNK]")
+    assert allowed_tokens(tok, 6).tolist() == [False, True, True, True, True, True]
+    assert allowed_tokens(tok, 6, ascii_only=True).tolist() == [False, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("n,batch,eval_size,accum", [(40, 32, 32, 1), (10, 4, 3, 3), (32, 32, 32, 1), (7, 7, 7, 2)])
+def test_search_batches_never_hold_an_example_twice(n, batch, eval_size, accum):
+    """Gradient and scoring batches are slices of random permutations; one that would cross into the
+    next permutation starts it instead (40 rows, 32 + 32: the scoring batch used to repeat 24)."""
+    rows = [{"sentence": f"film {i}", "label": i % 2} for i in range(n)]
+    task = PromptTask(tiny_lm("gpt2"), "{sentence} [T] [P]", {"0": "terrible", "1": "great"})
+    cfg = SearchConfig(batch_size=batch, eval_size=eval_size, accumulation_steps=accum)
+    searcher = Searcher(task, cfg, task.encode(rows), task.encode(rows))
+    for it in range(1, 6):
+        _, grads, scoring = searcher._batches(it)
+        assert [len(b) for b in grads] == [min(batch, n)] * accum and len(scoring) == min(eval_size, n)
+        for b in [*grads, scoring]:
+            assert len(set(b.tolist())) == len(b)
+
+
+def test_search_batches_are_the_old_draws_when_no_batch_crosses_a_permutation():
+    """32 rows, batches of 32 and 32 (the SST-2 16-shot setting): the same draws as one concatenation of
+    permutations, so no earlier result changes."""
+    rows = [{"sentence": f"film {i}", "label": i % 2} for i in range(32)]
+    task = PromptTask(tiny_lm("gpt2"), "{sentence} [T] [P]", {"0": "terrible", "1": "great"})
+    searcher = Searcher(task, SearchConfig(), task.encode(rows), task.encode(rows))
+    g, grads, scoring = searcher._batches(3)
+    ref = torch.Generator().manual_seed(0 * 1_000_003 + 3)
+    order = torch.cat([torch.randperm(32, generator=ref) for _ in range(2)])
+    assert torch.equal(grads[0], order[:32]) and torch.equal(scoring, order[32:])
+    assert torch.equal(torch.rand(4, generator=g), torch.rand(4, generator=ref))
+
 # ---------------------------------------------------------------- the planted task
 def test_search_finds_the_planted_trigger():
     """Labels are what the model predicts with a secret trigger token; the search must find a
