@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from autoprompt.search import State
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.results import Result
@@ -43,6 +45,11 @@ class SearchResult(Result):
         self.require("trigger_ids")
         ids = [int(i) for i in self.tensors["trigger_ids"]]
         return DiscretePrompt(ids, list(self.trigger_tokens), self.trigger_text)
+
+    def task_tensors(self) -> dict[str, torch.Tensor]:
+        """The best trigger's token ids (the beam and its scores are the search's state, for --resume)."""
+        self.require("trigger_ids")
+        return {"trigger_ids": self.tensors["trigger_ids"]}
 
     @property
     def iterations(self) -> int:

@@ -78,7 +78,7 @@ def run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
               "metric": task.metric, "dev": scores["dev"][task.metric], "test": scores["test"][task.metric],
               "dev_metrics": scores["dev"], "test_metrics": scores["test"],
               "trainable_params": _trainable(meter, result, p.trains), "trains": p.trains,
-              "bytes_stored": _stored_bytes(art / WEIGHTS, result), "weights_sha256": _sha256(art / WEIGHTS),
+              "bytes_stored": stored_bytes(result), "weights_sha256": _sha256(art / WEIGHTS),
               "forward_tokens": meter.forward_tokens, "backward_tokens": meter.backward_tokens,
               "tokens_source": "measured", "wall_s": wall, "peak_mb": meter.peak_bytes / 2**20,
               "memory_source": meter.memory_source, "threads": torch.get_num_threads(), "worker": os.getpid(),
@@ -99,11 +99,11 @@ def _trainable(meter: Meter, result, trains: str) -> int:
     return 0
 
 
-def _stored_bytes(weights: Path, result) -> int:
-    """Size of the artifact's weights file (0 when the method stores no tensors)."""
-    if not result.tensors or not weights.exists():
-        return 0
-    return weights.stat().st_size
+def stored_bytes(result) -> int:
+    """Bytes a task keeps beside the shared frozen model: the data of the result's `task_tensors()`
+    (a soft prompt's vectors, not the initial values its artifact also keeps; a search's trigger ids,
+    not its beam; no file headers)."""
+    return sum(t.numel() * t.element_size() for t in result.task_tensors().values())
 
 
 def _sha256(path: Path) -> str | None:

@@ -12,9 +12,11 @@ NUMBERS = ("trainable_params", "bytes_stored", "forward_tokens", "backward_token
 NOTES = """Test: the score on the test split, which no method saw; dev (the split every method selects on)
 beside it. Mean ± sd over the seeds that finished (sd: sample standard deviation). Trainable: the
 values an optimizer updated (discrete search: the token slots it chose; manual: 0). Stored: bytes of
-the artifact's weights file (what a task keeps beside the shared frozen model). Tokens: measured, the
+what a task keeps beside the shared frozen model (the tensors that apply the result: a soft prompt's
+vectors, a search's token ids, the baselines' trained tensors; not the initial values or search state
+the artifact also keeps, nor file headers). Tokens: measured, the
 token positions (padding included) of every forward pass through the model during the method's run,
-selection on dev included, test scoring excluded; backward: those passes that were differentiated.
+selection on dev and a method's own end-of-run score of its train split included, test scoring excluded; backward: those passes that were differentiated.
 Wall: the method's run in its worker. Peak: peak memory above the worker's memory at the start of the
 cell ({memory})."""
 

@@ -95,6 +95,12 @@ class Result:
         """Read an artifact directory written by `save` (any method when called on Result)."""
         return load_result(path)
 
+    def task_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors a task keeps to apply this result beside the shared frozen model (what `bind`
+        reads): the artifact's tensors without an interrupted run's training state. Methods whose
+        artifacts also keep other tensors (a soft prompt's initial values, for drift) narrow this."""
+        return {k: v for k, v in self.tensors.items() if not k.startswith("checkpoint.")}
+
     def require(self, *names: str) -> None:
         """UserError naming the first tensor this result needs that its artifact lacks."""
         for name in names:

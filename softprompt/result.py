@@ -54,6 +54,12 @@ class TuneResult(TrainedResult):
         self.require("prompt_embeddings")
         return int(self.tensors["prompt_embeddings"].shape[0])
 
+    def task_tensors(self) -> dict[str, torch.Tensor]:
+        """The prompt vectors or the prefix (the initial values the artifact also keeps are not needed to apply it)."""
+        name = "prefix" if self.kind == "prefix" else "prompt_embeddings"
+        self.require(name)
+        return {name: self.tensors[name]}
+
     def effective_task(self, task):
         """The task this prompt applies to: `task` itself when it has the effective template, else
         `task` transformed as tuning transformed it (prepended slots, or stripped slots + reserved positions)."""
@@ -140,6 +146,11 @@ class PezResult(TuneResult):
     def n_slots(self) -> int:
         self.require("trigger_ids")
         return int(self.tensors["trigger_ids"].shape[0])
+
+    def task_tensors(self) -> dict[str, torch.Tensor]:
+        """The discrete prompt's token ids (its continuous vectors are not needed to apply it)."""
+        self.require("trigger_ids")
+        return {"trigger_ids": self.tensors["trigger_ids"]}
 
     def bind(self, task):
         self.check_model(task.lm)

@@ -86,6 +86,10 @@ def test_accounting_and_artifacts(tmp_path, model, cli):
     assert rows["autoprompt"]["trainable_params"] == 3  # its token slots
     assert rows["prompt"]["trainable_params"] == 20 * 32  # 20 virtual tokens of the tiny model's width
     assert rows["full"]["trainable_params"] > rows["bitfit"]["trainable_params"] > 0
+    # stored: what applies the result (the prompt's float32 vectors, not their initial values; the
+    # trigger's int64 ids, not the search's beam; BitFit's float32 biases, one per trained value)
+    assert rows["prompt"]["bytes_stored"] == 20 * 32 * 4 and rows["autoprompt"]["bytes_stored"] == 3 * 8
+    assert rows["bitfit"]["bytes_stored"] == 4 * rows["bitfit"]["trainable_params"]
     for name in ("prompt", "bitfit", "full"):
         assert rows[name]["backward_tokens"] > 0 and rows[name]["forward_tokens"] >= rows[name]["backward_tokens"]
         assert rows[name]["bytes_stored"] > 0 and rows[name]["peak_mb"] >= 0
