@@ -12,7 +12,16 @@ from compare import store
 from compare.cells import Cell, grid_cells
 from compare.engine import default_threads, run_ray, run_sequential
 from compare.plots import write_plots
-from compare.spec import Grid, check_grid, grid_from_dict, load_spec, methods_from, seeds_from, task_from_dict
+from compare.spec import (
+    Grid,
+    check_grid,
+    grid_from_dict,
+    load_spec,
+    methods_from,
+    seeds_from,
+    source_digest,
+    task_from_dict,
+)
 from compare.table import aggregate, to_csv, to_markdown
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback, Event, notify
@@ -64,7 +73,8 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
     out = store.claim_grid_out(out)
     store.write_text(out / store.GRID, _grid_json(cells))
     finished = {i: r for i, r in store.read_records(out).items() if r.get("status") == "done"}
-    todo = [c for c in cells if c.id not in finished]
+    digests = {src: source_digest(src) for c in cells for src in (c.train, c.dev, c.test)}
+    todo = [c for c in cells if c.id not in finished or data_changed(c, finished[c.id], digests)]
     logger.info("%d cells: %d finished before (skipped), %d to run on %s", len(cells), len(cells) - len(todo),
                 len(todo), "1 worker" if workers == 1 and ray_address is None else f"{workers} Ray workers")
     counter = {"done": len(cells) - len(todo), "ran": 0}
@@ -88,6 +98,19 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
         raise Interrupted(f"interrupted: {counter['done']} of {len(cells)} cells are finished and kept in "
                           f"{out / store.RESULTS}; run the same command again to continue", result) from None
     return finish(cells, out, status, started, counter["ran"], len(cells) - len(todo), workers)
+
+
+def data_changed(cell: Cell, record: dict, digests: dict[str, str | None]) -> bool:
+    """Whether a finished cell's data files changed since it ran (its record's digests differ from the
+    files' `digests` now): such a cell runs again, so a table never mixes old and new data. Records
+    written before digests were kept are taken as they are."""
+    kept = record.get("data_sha256")
+    if not kept:
+        return False
+    changed = [split for split in ("train", "dev", "test") if kept.get(split) != digests[getattr(cell, split)]]
+    if changed:
+        logger.warning("%s: its %s data changed since it ran; running it again", cell.label, " and ".join(changed))
+    return bool(changed)
 
 
 def as_grid(grid, methods=None, seeds=None, *, model: str | None = None, defaults: dict | None = None) -> Grid:

@@ -8,7 +8,6 @@ the method never saw. The artifact goes to DIR/cells/<id>/.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -22,6 +21,7 @@ import torch
 from compare.cells import Cell
 from compare.meter import Meter
 from compare.presets import preset
+from compare.spec import file_digest, source_digest
 
 logger = logging.getLogger(__name__)
 _MODELS: dict[tuple, object] = {}  # (name, device, dtype) -> FrozenLM, kept for the process's next cells
@@ -78,11 +78,12 @@ def run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
               "metric": task.metric, "dev": scores["dev"][task.metric], "test": scores["test"][task.metric],
               "dev_metrics": scores["dev"], "test_metrics": scores["test"],
               "trainable_params": _trainable(meter, result, p.trains), "trains": p.trains,
-              "bytes_stored": stored_bytes(result), "weights_sha256": _sha256(art / WEIGHTS),
+              "bytes_stored": stored_bytes(result), "weights_sha256": file_digest(art / WEIGHTS),
               "forward_tokens": meter.forward_tokens, "backward_tokens": meter.backward_tokens,
               "tokens_source": "measured", "wall_s": wall, "peak_mb": meter.peak_bytes / 2**20,
               "memory_source": meter.memory_source, "threads": torch.get_num_threads(), "worker": os.getpid(),
-              "artifact": f"cells/{c.id}", "config": c.config}
+              "artifact": f"cells/{c.id}", "config": c.config,
+              "data_sha256": {split: source_digest(getattr(c, split)) for split in ("train", "dev", "test")}}
     if p.nearest:
         record["derived"] = [_nearest(task, c, result, record)]
     record["eval_s"] = time.perf_counter() - started
@@ -104,18 +105,6 @@ def stored_bytes(result) -> int:
     (a soft prompt's vectors, not the initial values its artifact also keeps; a search's trigger ids,
     not its beam; no file headers)."""
     return sum(t.numel() * t.element_size() for t in result.task_tensors().values())
-
-
-def _sha256(path: Path) -> str | None:
-    """First 16 hex digits of the weights file's sha256 (same tensors, same bytes: a check that two
-    runs of a cell agree)."""
-    if not path.exists():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _nearest(task, c: Cell, result, parent: dict) -> dict:

@@ -19,6 +19,7 @@ Every mistake is one UserError naming the key, e.g. "grid.yaml: methods[2].confi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import typing
@@ -250,7 +251,49 @@ def check_grid(grid: Grid) -> Grid:
             for split, source in task.sources(seed).items():
                 if _is_file(source) and not Path(source).exists():
                     raise UserError(f"{_at(grid.where, f'tasks[{i}].{split}')}: {source} not found (seed {seed})")
+        _check_held_out(task, grid.seeds, _at(grid.where, f"tasks[{i}].test"))
     return grid
+
+
+def _check_held_out(task: TaskDef, seeds: list[int], where: str) -> None:
+    """UserError when the test split is the training data; a warning when it is the dev split (every
+    method selects on dev, so its test column would not be held out)."""
+    for seed in seeds:
+        s = task.sources(seed)
+        if same_data(s["test"], s["train"]):
+            raise UserError(f"{where}: the test split is the training data ({s['test']}, seed {seed}); the table "
+                            "reports each method on data it never saw: give a held-out test split")
+        if same_data(s["test"], s["dev"]):
+            logger.warning("%s: the test split is the dev split (%s), which every method selects on: task %r's test "
+                           "column is not held out", where, s["test"], task.name)
+            return
+
+
+def same_data(a: str, b: str) -> bool:
+    """Whether two data sources hold the same rows: the same source, the same file content, or a demo
+    task's whole data ('demo:NAME') beside one of its splits."""
+    if a == b:
+        return True
+    if a.startswith("demo:") and b.startswith("demo:"):
+        na, nb = a.split(":"), b.split(":")
+        return na[1] == nb[1] and (len(na) == 2 or len(nb) == 2)
+    return _is_file(a) and _is_file(b) and source_digest(a) is not None and source_digest(a) == source_digest(b)
+
+
+def source_digest(source: str) -> str | None:
+    """A data file's `file_digest` (None for demo: and hf: sources, whose name pins their content)."""
+    return file_digest(Path(source)) if _is_file(source) else None
+
+
+def file_digest(path: Path) -> str | None:
+    """First 16 hex digits of the sha256 of a file's bytes (None when there is no such file)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def option_names(preset_name: str) -> set[str]:

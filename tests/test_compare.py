@@ -118,6 +118,35 @@ def test_resume_skips_finished_cells(tmp_path, model):
     assert len(read_records(tmp_path / "g")) == 6
 
 
+
+def test_a_cell_whose_data_changed_runs_again(tmp_path, model, caplog):
+    """Cell ids name the data by its source; the record keeps each file's digest, and a rerun runs a
+    cell again when a file changed under the same path (a table never mixes old and new data)."""
+    rows = lambda word: [{"sentence": f"a {word} film", "label": 1}, {"sentence": f"an awful {word} film", "label": 0}]  # noqa: E731
+    test = write_jsonl(tmp_path / "test.jsonl", rows("fine"))
+    task = {**TASK, "test": str(test)}
+    first = compare(task, ["manual"], [1, 2], out=tmp_path / "g", model=model, defaults=FAST)
+    assert first.ran == 2 and all(r["data_sha256"]["test"] and r["data_sha256"]["train"] is None for r in first.rows)
+    same = compare(task, ["manual"], [1, 2], out=tmp_path / "g", model=model, defaults=FAST)
+    assert (same.ran, same.skipped) == (0, 2)
+    write_jsonl(test, rows("great"))
+    changed = compare(task, ["manual"], [1, 2], out=tmp_path / "g", model=model, defaults=FAST)
+    assert (changed.ran, changed.skipped) == (2, 0) and "its test data changed since it ran" in caplog.text
+
+
+def test_the_test_split_must_be_held_out(tmp_path, model, caplog):
+    """Test = train (the same source, the same file content, or a demo task's whole data) is refused;
+    test = dev (which every method selects on) runs with a warning naming the task."""
+    train = write_jsonl(tmp_path / "train.jsonl", [{"sentence": "a fine film", "label": 1}])
+    copy = write_jsonl(tmp_path / "copy.jsonl", [{"sentence": "a fine film", "label": 1}])
+    for test in (str(train), str(copy)):
+        with pytest.raises(UserError, match=r"tasks\[0\]\.test: the test split is the training data"):
+            compare({**TASK, "train": str(train), "test": test}, ["manual"], [1], out=tmp_path / "x", model=model)
+    with pytest.raises(UserError, match="the test split is the training data"):
+        compare({**TASK, "test": "demo:sentiment"}, ["manual"], [1], out=tmp_path / "x", model=model)
+    compare(TASK, ["manual"], [1], out=tmp_path / "g", model=model)
+    assert "the test split is the dev split (demo:sentiment:dev)" in caplog.text and "'sent'" in caplog.text
+
 def test_ctrl_c_keeps_finished_cells_and_a_rerun_continues(tmp_path, model):
     def stop(event):
         if event.step == 1:
@@ -154,8 +183,8 @@ def test_cli_flag_form_and_spec_file(tmp_path, model, cli):
     assert out.exit_code == 0, out.output
     assert "| task | bitfit |" in out.output and "2 cells run" in out.output
     for split in ("train", "dev", "test"):
-        write_jsonl(tmp_path / f"{split}-5.jsonl", [{"sentence": "a great film", "label": 1},
-                                                     {"sentence": "an awful film", "label": 0}])
+        write_jsonl(tmp_path / f"{split}-5.jsonl", [{"sentence": f"a great {split} film", "label": 1},
+                                                     {"sentence": f"an awful {split} film", "label": 0}])
     (tmp_path / "grid.yaml").write_text(f"""
 model: {model}
 seeds: [5]
