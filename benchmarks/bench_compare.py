@@ -104,6 +104,27 @@ def run_timing(args) -> dict:
     return out
 
 
+def recount(args) -> int:
+    """Rewrite the stored bytes of a grid's finished cells from their artifacts with the current
+    accounting (compare.execute.stored_bytes), for a grid run before that accounting counted only the
+    tensors that apply a result; the next run of the grid (every cell skipped) rebuilds the table."""
+    from compare.execute import stored_bytes
+    from compare.store import RESULTS, append_record, read_records
+    from frozen_lm.results import load_result
+
+    changed = 0
+    for record in read_records(args.out).values():
+        if record.get("status") != "done" or not record.get("artifact"):
+            continue
+        count = stored_bytes(load_result(Path(args.out) / record["artifact"])) if record["preset"] != "manual" else 0
+        if count != record.get("bytes_stored"):
+            print(f"{record['task']} / {record['method']} / seed {record['seed']}: {record.get('bytes_stored')} -> {count}")
+            append_record(args.out, {**record, "bytes_stored": count})  # the last line of a cell counts
+            changed += 1
+    print(f"{changed} records of {Path(args.out) / RESULTS} recounted")
+    return changed
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -114,7 +135,8 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=10, help="iterations of AutoPrompt and GCG")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=str(OUT / "compare"))
-    p.add_argument("--part", choices=["all", "grid", "timing"], default="all")
+    p.add_argument("--part", choices=["all", "grid", "timing", "recount"], default="all",
+                   help="recount: the stored bytes of --out's finished cells from their artifacts (then run --part grid)")
     p.add_argument("--quick", action="store_true", help="tiny settings: 2 steps, 1 iteration, seed 13, 64 test rows")
     args = p.parse_args(argv)
     if args.quick:
@@ -122,6 +144,9 @@ def main(argv=None) -> None:
     for t in args.tasks:
         require(KSHOT / t / "test.jsonl")
     print(threads_line())
+    if args.part == "recount":
+        recount(args)
+        return
     report = {"args": vars(args)}
     if args.part in ("all", "grid"):
         report["grid"] = run_main(args)
