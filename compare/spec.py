@@ -264,8 +264,8 @@ def _check_held_out(task: TaskDef, seeds: list[int], where: str) -> None:
             raise UserError(f"{where}: the test split is the training data ({s['test']}, seed {seed}); the table "
                             "reports each method on data it never saw: give a held-out test split")
         if same_data(s["test"], s["dev"]):
-            logger.warning("%s: the test split is the dev split (%s), which every method selects on: task %r's test "
-                           "column is not held out", where, s["test"], task.name)
+            logger.warning("%s: the test split is the dev split (%s), which every method selects on, so the test "
+                           "column of task %r is not held out", where, s["test"], task.name)
             return
 
 
