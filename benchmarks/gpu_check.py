@@ -8,6 +8,9 @@
         saves); run once plain and once with `torchrun --nproc-per-node 2`, then
     python -m benchmarks.gpu_check compare ONE.pt TWO.pt [--dtype D]
         prints whether 1 and 2 processes found the same trigger and trained the same prompt.
+    python -m benchmarks.gpu_check quant --model M [--quantize 8bit 4bit]
+        bitsandbytes: search and prompt tuning over 8- and 4-bit linear layers (bf16 elsewhere): seconds,
+        peak memory, and whether the prompt trained (its loss fell and its vectors moved).
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ def _reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def _load(model: str, dtype: str):
+def _load(model: str, dtype: str, quantize: str | None = None):
     from frozen_lm.model import FrozenLM
 
     start = time.perf_counter()
-    lm = FrozenLM.load(model, device="auto", dtype=dtype)
+    lm = FrozenLM.load(model, device="auto", dtype=dtype, quantize=quantize)
     return lm, time.perf_counter() - start
 
 
@@ -63,6 +66,39 @@ def speed(args) -> None:
           f"search_peak_mib={search_mib:.0f} search_dev={found.metrics['dev']['accuracy']:.3f} "
           f"tune_s_per_step={per_step:.4f} tune_peak_mib={tune_mib:.0f} "
           f"tune_dev={tuned.metrics['dev']['accuracy']:.3f} trigger={found.trigger_text!r}", flush=True)
+
+
+def quant(args) -> int:
+    """Search and prompt tuning over bitsandbytes-quantized linear layers: they run, the trigger search
+    gets gradients through the (unquantized) input embeddings, and the soft prompt trains."""
+    import autoprompt
+    import softprompt
+    from frozen_lm.task import PromptTask
+
+    status = 0
+    for bits in args.quantize:
+        lm, load_s = _load(args.model, "bfloat16", bits)
+        task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
+        _reset_peak()
+        found = autoprompt.search(task, TRAIN, DEV, autoprompt.SearchConfig(iters=args.iters, seed=0), progress=False)
+        search_mib = _peak_mib()
+        _reset_peak()
+        tuned = softprompt.tune(task, TRAIN, DEV, softprompt.TuneConfig(steps=args.steps, batch_size=8, seed=0),
+                                progress=False)
+        losses = [h["loss"] for h in tuned.history if "loss" in h]
+        moved = float((tuned.tensors["prompt_embeddings"] - tuned.tensors["init_embeddings"]).abs().max())
+        trained = bool(losses) and min(losses[-3:]) < losses[0] and moved > 0
+        status |= 0 if trained else 1
+        print(f"RESULT model={args.model} quantize={bits} load_s={load_s:.1f} "
+              f"search_s_per_iter={found.timings['seconds_per_iteration']:.3f} search_peak_mib={search_mib:.0f} "
+              f"tune_s_per_step={tuned.timings['step_seconds']:.4f} tune_peak_mib={_peak_mib():.0f} "
+              f"tune_loss_first={losses[0] if losses else float('nan'):.3f} "
+              f"tune_loss_last={losses[-1] if losses else float('nan'):.3f} prompt_moved={moved:.2e} trained={trained}",
+              flush=True)
+        del lm, task, found, tuned
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return status
 
 
 def run(args) -> None:
@@ -101,16 +137,19 @@ def compare(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["speed", "run", "compare"])
+    parser.add_argument("part", choices=["speed", "run", "compare", "quant"])
     parser.add_argument("files", nargs="*", help="compare: ONE.pt TWO.pt")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--save", default=None)
+    parser.add_argument("--quantize", nargs="+", default=["8bit", "4bit"], choices=["8bit", "4bit"])
     args = parser.parse_args(argv)
     if args.part == "speed":
         speed(args)
+    elif args.part == "quant":
+        return quant(args)
     elif args.part == "run":
         if not args.save:
             parser.error("run needs --save FILE")

@@ -4,7 +4,9 @@
 #      and per tuning step, peak GPU memory (lines starting RESULT);
 #   2. the same seeds on 1 and on 2 processes (torchrun; both on this GPU with the gloo backend when
 #      there is one GPU, nccl when there are two or more), in float32 and bfloat16: same trigger and
-#      same prompt within tolerance (lines starting EQUALITY).
+#      same prompt within tolerance (lines starting EQUALITY);
+#   3. search and prompt tuning over bitsandbytes 8- and 4-bit weights on the first model (RESULT lines
+#      with quantize=; installs a wheel from .whl/ when the package is missing).
 # Usage: benchmarks/gpu_check.sh            (PYTHON=... to choose the interpreter; GPU_CHECK_MODELS,
 #        GPU_CHECK_SECONDS=540 the time budget, GPU_CHECK_OUT=runs/gpu_check where the files go)
 # A model alias that is not installed is skipped with a note (make setup; make setup-gemma).
@@ -69,5 +71,16 @@ for model in $MODELS; do
         fi
     done
 done
+# 3. bitsandbytes 8- and 4-bit linear layers (RESULT lines with quantize=): a lent machine has no network,
+#    so carry a wheel in .whl/ (`pip download bitsandbytes --no-deps -d .whl`, 43 MB; .whl/ is git-ignored)
+if ! "$PY" -c "import bitsandbytes" 2>/dev/null; then
+    whl=$(ls .whl/bitsandbytes-*.whl 2>/dev/null | head -n 1 || true)
+    [ -n "$whl" ] && step 120 "$PY" -m pip install --quiet --no-deps "$whl"
+fi
+if "$PY" -c "import bitsandbytes" 2>/dev/null; then
+    step 240 "$PY" -m benchmarks.gpu_check quant --model "${MODELS%% *}" --iters 3 --steps 10
+else
+    say "skip bitsandbytes: not installed (pip install bitsandbytes, or put its wheel in .whl/)"; STATUS=1
+fi
 say "done in ${SECONDS}s (status $STATUS)"
 exit "$STATUS"
