@@ -116,7 +116,7 @@ def recount(args) -> int:
     for record in read_records(args.out).values():
         if record.get("status") != "done" or not record.get("artifact"):
             continue
-        count = stored_bytes(load_result(Path(args.out) / record["artifact"])) if record["preset"] != "manual" else 0
+        count = stored_bytes(load_result(Path(args.out) / record["artifact"]))
         if count != record.get("bytes_stored"):
             print(f"{record['task']} / {record['method']} / seed {record['seed']}: {record.get('bytes_stored')} -> {count}")
             append_record(args.out, {**record, "bytes_stored": count})  # the last line of a cell counts

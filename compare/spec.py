@@ -258,15 +258,16 @@ def check_grid(grid: Grid) -> Grid:
 def _check_held_out(task: TaskDef, seeds: list[int], where: str) -> None:
     """UserError when the test split is the training data; a warning when it is the dev split (every
     method selects on dev, so its test column would not be held out)."""
+    warned = False
     for seed in seeds:
         s = task.sources(seed)
         if same_data(s["test"], s["train"]):
             raise UserError(f"{where}: the test split is the training data ({s['test']}, seed {seed}); the table "
                             "reports each method on data it never saw: give a held-out test split")
-        if same_data(s["test"], s["dev"]):
+        if not warned and same_data(s["test"], s["dev"]):
             logger.warning("%s: the test split is the dev split (%s), which every method selects on, so the test "
                            "column of task %r is not held out", where, s["test"], task.name)
-            return
+            warned = True
 
 
 def same_data(a: str, b: str) -> bool:
@@ -277,7 +278,8 @@ def same_data(a: str, b: str) -> bool:
     if a.startswith("demo:") and b.startswith("demo:"):
         na, nb = a.split(":"), b.split(":")
         return na[1] == nb[1] and (len(na) == 2 or len(nb) == 2)
-    return _is_file(a) and _is_file(b) and source_digest(a) is not None and source_digest(a) == source_digest(b)
+    digest = source_digest(a)
+    return digest is not None and digest == source_digest(b)
 
 
 def source_digest(source: str) -> str | None:
