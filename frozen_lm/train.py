@@ -170,7 +170,7 @@ class Trainer:
     metrics of the current state (None: no dev split). method / stage label events and the bar.
     weights (n_examples,): what each example weighs in the batch loss, which must be the weighted
     mean sum(w_i l_i) / sum(w_i) (e.g. target tokens, for a loss per target token); None: a plain
-    mean. Only used to combine the shares of several processes.
+    mean. They combine the micro-batches of a step and the shares of several processes.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -354,15 +354,20 @@ class Trainer:
     def _step(self, opt, stream, params) -> float:
         """The gradients of one optimizer step over grad_accum micro-batches (clipped; the caller
         updates); returns the mean loss (its sum over the processes' weighted shares when there are
-        several; non-finite: no update)."""
+        several; non-finite: no update). Each micro-batch's mean loss counts by its share of the
+        step's loss weight (examples, or target tokens), so the step's gradient is the gradient of
+        the whole step's mean, also when the last batch of an epoch is short."""
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(self.s.grad_accum):
-            mine, share = self._share(next(stream))
+        micro = [next(stream) for _ in range(self.s.grad_accum)]
+        weight = [float(len(b)) if self.weights is None else float(self.weights[b].sum()) for b in micro]
+        whole = sum(weight)
+        for index, w in zip(micro, weight):
+            mine, share = self._share(index)
             if not math.isfinite(total) or len(mine) == 0 or share == 0:
                 continue  # (every process still reads the same batches)
             with self.autocast or contextlib.nullcontext():
-                loss = self.loss_fn(mine) / self.s.grad_accum
+                loss = self.loss_fn(mine) * (w / whole if whole else 1.0 / len(micro))
                 loss = loss if share == 1.0 else loss * share
             if not torch.isfinite(loss):
                 total = loss.item()
