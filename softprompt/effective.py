@@ -37,8 +37,9 @@ def parse_slots(template: str) -> Template:
 
 
 def strip_triggers(template: str) -> str:
-    """The template without its [T] slots (prefix tuning puts its prompt in the key/values instead)."""
-    return re.sub(r"\[T\]\s*", "", template).strip()
+    """The template without its [T] slots, '[T]xN' repeats included (prefix tuning puts its prompt in
+    the key/values instead)."""
+    return re.sub(r"\[T\](?:x\d+)?\s*", "", template).strip()
 
 
 def effective_template(template: str, method: str, num_virtual_tokens: int | None = None,

@@ -200,6 +200,14 @@ def test_effective_task_prepends_slots_and_keeps_an_effective_task(tiny):
         effective_task(task, "prompt")
 
 
+
+def test_prefix_removes_every_slot_including_repeats():
+    """'[T]x3' is three slots: prefix tuning removes them all, leaving no stray 'x3' in the text."""
+    from softprompt.effective import effective_template
+
+    assert effective_template("[T]x3 {sentence} It was [P]", "prefix") == ("{sentence} It was [P]", 3)
+    assert effective_template("{sentence} [T] [T]x2 it was [P]", "prefix") == ("{sentence} it was [P]", 3)
+
 def test_prefix_mlp_starts_at_init_and_folds(tiny):
     lm = tiny("llama")
     kv, _ = prefix_init(lm, None, 3, "random", _gen())
