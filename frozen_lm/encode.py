@@ -129,14 +129,16 @@ class Encoder:
             self._text_cache[text] = list(self.tok(text, add_special_tokens=False).input_ids)
         return self._text_cache[text]
 
-    def encode_one(self, example: dict, fill: list[int]) -> tuple[list[int], list[int], list[int]]:
+    def encode_one(self, example: dict, fill: list[int], reserve: int | None = None) -> tuple[list[int], list[int], list[int]]:
         """(ids, trigger positions, predict positions) for one example.
 
         fill: for masked LMs, the number of mask tokens is len(fill); for causal LMs the sequence is
         teacher-forced with fill[:-1] and the logits at positions p-1 .. p+len(fill)-2 predict fill.
+        reserve: room kept for the fill when a long field is cut (default len(fill)); the rows of one
+        example's label words all reserve the longest word's, so every word is scored on the same text.
         """
         pieces = self._pieces(example)
-        self._truncate(pieces, extra=len(fill) + len(self.before) + len(self.after))
+        self._truncate(pieces, extra=max(len(fill), reserve or 0) + len(self.before) + len(self.after))
         ids, trig, pred = list(self.before), [], []
         for kind, tokens in pieces:
             if kind == "trigger":
@@ -193,10 +195,11 @@ def encode_rows(encoder: Encoder, examples: list[dict], labels: list[int],
     (whole_targets): every token of targets[b] is teacher-forced and read (Rows.targets).
     """
     fills, word_row, k = _plan(encoder, verbalizer)
+    longest = max((len(f) for f in fills), default=0) if verbalizer is not None else 0
     seqs = []
     for b, ex in enumerate(examples):
         for fill in (fills if verbalizer is not None else [targets[b] if whole_targets else targets[b][:1]]):
-            seqs.append(encoder.encode_one(ex, fill))
+            seqs.append(encoder.encode_one(ex, fill, longest))
     lab = torch.tensor(labels if verbalizer is not None else [t[0] for t in targets], dtype=torch.long)
     rows = _pad(seqs, pad_id, lab, torch.tensor(word_row, dtype=torch.long), k)
     if whole_targets:

@@ -167,3 +167,27 @@ def test_cli_empty_label_word(cli, tiny_folder):
     result = cli("evaluate", "--model", tiny_folder("gpt2"), "--label-map", '{"0": "terrible", "1": ""}',
                  "--data", "demo:sentiment:dev")
     assert_user_error(result, "empty label word")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert"])
+def test_every_label_word_of_an_example_is_scored_on_the_same_text(kind):
+    """A field cut to fit max_length is cut once per example: the rows of its label words (one per
+    word on a causal LM, one per word length on a masked LM) keep the same text before [P], however
+    long each word is (the longer word's row used to lose more of the sentence)."""
+    from frozen_lm.encode import Encoder, encode_rows
+    from frozen_lm.templates import Template
+    from frozen_lm.testing import tiny_lm
+
+    lm = tiny_lm(kind)
+    tok = lm.tokenizer
+    v = Verbalizer.build({"0": ["terrible"], "1": ["great", "great great great great"]}, tok, space=kind == "gpt2")
+    assert len({len(w) for w in v.word_ids}) > 1
+    enc = Encoder(Template.parse("{sentence} it was [P]"), tok, lm.is_masked, max_length=14)
+    sentence = "one of the most great and terrible film of the year it was a movie"
+    rows = encode_rows(enc, [{"sentence": sentence}], [0], v, pad_id=0)
+    texts = []
+    for r in range(rows.input_ids.shape[0]):
+        ids = rows.input_ids[r, : int(rows.attention_mask[r].sum())].tolist()
+        texts.append(ids[: int(rows.predict_pos[r, 0]) + (0 if lm.is_masked else 1)])
+    assert len(texts) > 1 and all(t == texts[0] for t in texts)
+    assert all(int(rows.attention_mask[r].sum()) <= 14 for r in range(rows.input_ids.shape[0]))
