@@ -11,7 +11,9 @@ the full-training score on dev with two references, both on the same dev rows:
   (the manual template), the prompt at its initialization in prompt / prefix space.
 
 Unless baseline > max(both) + min_gain, d90 is None and results.json's `d90_refused` gives the
-reason and the numbers. A baseline score given by the user is taken as it is.
+reason and the numbers. The same when the target itself (threshold x baseline) is no higher than
+either reference: d = 0 or a constant answer would already reach it, so every d would "pass". A
+baseline score given by the user is taken as it is.
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ def majority_rate(rows: Rows) -> float:
     return Counter(labels).most_common(1)[0][1] / len(labels) if labels else 0.0
 
 
-def refusal(baseline: float, majority: float, manual: float, min_gain: float, metric: str = "accuracy") -> dict | None:
-    """None when the baseline beats both references by min_gain; else why there is no d90, with the numbers."""
-    bar = max(majority, manual) + min_gain
-    if baseline > bar:
+def refusal(baseline: float, majority: float, manual: float, min_gain: float, metric: str = "accuracy",
+            threshold: float = 0.9) -> dict | None:
+    """None when the baseline beats both references by min_gain and its target (threshold x baseline)
+    lies above both; else why there is no d90, with the numbers."""
+    bar, target = max(majority, manual) + min_gain, threshold * baseline
+    numbers = {"baseline": baseline, "majority": majority, "manual": manual, "min_gain": min_gain,
+               "threshold": threshold}
+    if baseline <= bar:
+        reason = (f"full training scores {metric} {baseline:.4f} on dev, not above both the majority-class rate "
+                  f"{majority:.4f} and the theta_0 (manual template) score {manual:.4f} by --min-gain {min_gain:g} "
+                  f"(needs > {bar:.4f}): {threshold:.0%} of it would be reached by any d")
+    elif target <= max(majority, manual):
+        reason = (f"the target, {threshold:.0%} of full training's {metric} {baseline:.4f} = {target:.4f}, is no higher "
+                  f"than the {'theta_0 (d = 0)' if manual >= majority else 'majority-class'} score "
+                  f"{max(majority, manual):.4f}: every d would reach it without learning (raise --threshold)")
+    else:
         return None
-    reason = (f"full training scores {metric} {baseline:.4f} on dev, not above both the majority-class rate "
-              f"{majority:.4f} and the theta_0 (manual template) score {manual:.4f} by --min-gain {min_gain:g} "
-              f"(needs > {bar:.4f}): 90% of it would be reached by any d")
-    return {"reason": reason, "baseline": baseline, "majority": majority, "manual": manual, "min_gain": min_gain}
+    return {"reason": reason, **numbers}

@@ -223,7 +223,8 @@ class _Measure:
             if self.base_score is None:
                 self.base_score = self._baseline()
                 if not self.stopped:
-                    self.refused = refusal(self.base_score, self.majority, self.manual, cfg.min_gain, self.task.metric)
+                    self.refused = refusal(self.base_score, self.majority, self.manual, cfg.min_gain, self.task.metric,
+                                           cfg.threshold)
                     if self.refused:
                         logger.warning("no d90: %s", self.refused["reason"])
             if not self.stopped:

@@ -90,6 +90,15 @@ def test_refusal_needs_a_clear_gain_over_chance_and_theta_0():
         "full training scores p_at_1 0.0000")
 
 
+def test_refusal_when_theta_0_already_reaches_the_target():
+    """Full training 0.80 beats theta_0 0.74 by more than min_gain, but 90% of it (0.72) is below
+    theta_0: every d would pass untrained (a sweep of constant 0.74 scores reported d90 = 1)."""
+    why = refusal(0.80, majority=0.5, manual=0.74, min_gain=0.05)
+    assert why is not None and "0.7200" in why["reason"] and "theta_0 (d = 0) score 0.7400" in why["reason"]
+    assert refusal(0.80, majority=0.5, manual=0.74, min_gain=0.05, threshold=0.95) is None  # target 0.76
+    assert "majority-class score 0.7500" in refusal(0.80, majority=0.75, manual=0.5, min_gain=0.02)["reason"]
+
+
 def test_baseline_at_chance_reports_no_d90_and_says_why(tiny, tmp_path):
     task = PromptTask(tiny("llama"), TEMPLATE, LABELS)
     cfg = _config(space="model", num_virtual_tokens=None, baseline_steps=1, baseline_lr=1e-9, plot=True)
