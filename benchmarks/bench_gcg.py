@@ -18,8 +18,9 @@ prompt, scored by one fp32 evaluator.
 manual template, prompt tuning with 20 virtual tokens before it (text init) and its nearest-token
 reading, PEZ on the same 20 slots and init (default lr, its dev split scoring the projection after
 every step: a projection already scored is not scored again), AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'.
-(c) AutoPrompt and PEZ on '[T]x5 {sentence} It was [P] .' with fluency weight 0, 1 and 4 on the
-same splits: test accuracy, the prompt's perplexity, the prompts.
+(c) AutoPrompt and PEZ on '[T]x5 {sentence} It was [P] .' with fluency weight 0, 0.1 and 1 on the
+same splits: test accuracy, the prompt's perplexity, the prompts (--reuse takes the rows of an earlier
+run's runs/bench/gcg_fluency.json, which is written after every run).
 """
 
 from __future__ import annotations
@@ -166,10 +167,14 @@ def part_fluency(args) -> list[dict]:
 
     lm = FrozenLM.load("smollm2-135m")
     task = PromptTask(lm, "[T]x5 " + MANUAL, LABELS)
-    rows = []
+    rows, earlier = [], _earlier_rows(args.reuse)
     for method in args.fluency_methods:
         for weight in args.weights:
             for seed in args.seeds:
+                if (method, weight, seed) in earlier:  # a run an earlier invocation finished (same settings)
+                    rows.append({**earlier[(method, weight, seed)], "reused": True})
+                    print_table(rows[-1:])
+                    continue
                 train, dev, test = _sst2(seed)
                 if method == "autoprompt":
                     cfg = autoprompt.SearchConfig(iters=20, num_cand=16, fluency_weight=weight, seed=seed)
@@ -181,7 +186,16 @@ def part_fluency(args) -> list[dict]:
                              "test": evaluate(task, test, prompt=r)["accuracy"],
                              "perplexity": r.metrics["prompt_perplexity"], "prompt": r.filled_template})
                 print_table(rows[-1:])
+                save_json("gcg_fluency", {"args": vars(args), "rows": rows, "partial": True})  # a cut run keeps these
     return rows
+
+
+def _earlier_rows(path: str | None) -> dict:
+    """{(method, weight, seed): row} of an earlier fluency run's JSON (its runs used this script's
+    settings for those keys: AutoPrompt 20 iterations / 16 candidates, PEZ 40 steps)."""
+    if not path:
+        return {}
+    return {(r["method"], float(r["weight"]), int(r["seed"])): r for r in json.loads(Path(path).read_text())["rows"]}
 
 
 def summarize(part: str, rows: list[dict]) -> None:
@@ -208,7 +222,8 @@ def main() -> None:
     ap.add_argument("--part", choices=["nanogcg", "sst2", "fluency"], required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 4.0])
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 1.0])
+    ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are")
     ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],
                     help="part fluency: the methods run with each weight")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
