@@ -18,7 +18,7 @@ prompt, scored by one fp32 evaluator.
 manual template, prompt tuning with 20 virtual tokens before it (text init) and its nearest-token
 reading, PEZ on the same 20 slots and init (default lr, its dev split scoring the projection after
 every step: a projection already scored is not scored again), AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'.
-(c) AutoPrompt and PEZ on '[T]x5 {sentence} It was [P] .' with fluency weight 0, 0.1 and 1 on the
+(c) AutoPrompt and PEZ on '[T]x5 {sentence} It was [P] .' with fluency weight 0, 0.01 and 0.1 on the
 same splits: test accuracy, the prompt's perplexity, the prompts (--reuse takes the rows of an earlier
 run's runs/bench/gcg_fluency.json, which is written after every run).
 """
@@ -214,7 +214,7 @@ def summarize(part: str, rows: list[dict]) -> None:
         groups = dict.fromkeys((r.get("method", "autoprompt"), r["weight"]) for r in rows)
         pick = lambda m, w: [r for r in rows if r.get("method", "autoprompt") == m and r["weight"] == w]  # noqa: E731
         print_table([{"method": m, "weight": w, "test mean ± sd": mean_sd([r["test"] for r in pick(m, w)]),
-                      "perplexity mean": statistics.mean(r["perplexity"] for r in pick(m, w))} for m, w in groups])
+                      "perplexity (geometric mean)": f'{statistics.geometric_mean(r["perplexity"] for r in pick(m, w)):.4g}'} for m, w in groups])
 
 
 def main() -> None:
@@ -222,7 +222,7 @@ def main() -> None:
     ap.add_argument("--part", choices=["nanogcg", "sst2", "fluency"], required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1, 1.0])
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.01, 0.1])
     ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are")
     ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],
                     help="part fluency: the methods run with each weight")
