@@ -78,7 +78,9 @@ class SearchConfig:
                 "the draft's best candidates"})
     fluency_weight: float = field(default=0.0, metadata={
         "help": "add this times the trigger's own log-likelihood under the model (causal LMs) to the objective, "
-                "for readable prompts (FluentPrompt, ARCA); results report the prompt's perplexity"})
+                "for readable prompts (FluentPrompt, ARCA); results report the prompt's perplexity. Start small "
+                "(0.01): a swap moves this term by nats and a label's log-likelihood by tenths, and 0.1 already "
+                "gave 'the the the' at chance accuracy on SST-2 (README, Fluency)"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     # what a resumed run may change (the rest must equal the saved run's, or the run would not be the same)

@@ -9,7 +9,10 @@ prompt the run returns is discrete: token ids for the [T] slots (softprompt.pez_
 
 With a fluency weight w (causal LMs), the objective is the task loss minus w times the mean
 log-probability of the projected trigger tokens after everything before them (softprompt.fluency),
-read in the same forward pass as the logits at [P].
+read in the same forward pass as the logits at [P]. Its straight-through gradient reaches the
+vectors only through the context that later slots read: which token a slot holds is the projection's
+argmin, which has no gradient, so unlike AutoPrompt's one-hot gradient (autoprompt.search
+`_direct_fluency`) it does not pull a slot toward likely tokens (README, "Fluency").
 """
 
 from __future__ import annotations
