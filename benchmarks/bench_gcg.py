@@ -1,8 +1,8 @@
 """Discrete search beyond AutoPrompt, on smollm2-135m (run alone on the machine; prints torch threads).
 
-    python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~25 min
-    python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~60 min
-    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~45 min
+    python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~8 min
+    python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~55 min
+    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~7 min per AutoPrompt run, ~3 per PEZ run
 
 (a) GCG side by side with nanoGCG 0.3.0, which needs transformers <= 4.47.1 and so runs in its own
 venv (`python -m venv V && V/bin/pip install torch==2.13.0 transformers==4.47.1 nanogcg==0.3.0`;
@@ -11,7 +11,8 @@ given a 4.x config and tokenizer_config in runs/bench/smollm2-4x), chat message 
 about the sea.' with 20 optimized tokens after it (init 'x x ... x'), target 'Sure, here is a poem
 about the sea', search width 64, top-k 64, 10 steps, seeds 0 1 2, on the CPU in float32 and in
 bfloat16 (--dtypes; this CPU runs bfloat16 matmuls on AMX, about 10x its fp32 rate). Reported:
-seconds per step (nanoGCG: its whole run / 10; ours: the mean iteration time) and the loss (mean
+seconds per step (nanoGCG: its whole run / 10; ours: the mean iteration time, and of it the gradient
+pass and the candidate scoring) and the loss (mean
 cross-entropy per target token) at the start and the end, in the run's dtype and, for every final
 prompt, scored by one fp32 evaluator.
 (b) SST-2 LM-BFF 16-shot splits (seeds 13 21 42), 872 test rows, label words terrible/great: the
@@ -106,6 +107,8 @@ def part_nanogcg(args) -> list[dict]:
             rows.append({"run": "ours", "dtype": dtype, "seed": seed, "s_per_step": r.timings["seconds_per_iteration"],
                          "total_s": ours, "start_loss": r.metrics["start_dev"]["loss"],
                          "final_loss": r.metrics["dev"]["loss"], "final_loss_fp32": fp32_loss(r),
+                         "gradient_s": statistics.mean(h["gradient_s"] for h in r.history),
+                         "scoring_s": statistics.mean(h["scoring_s"] for h in r.history),
                          "reproduces": r.metrics["generations"][0]["reproduces"], "losses": losses,
                          "prompt": r.trigger_text})
             print_table([{k: v for k, v in rows[-1].items() if k != "losses"}])
