@@ -1,6 +1,6 @@
 """Discrete search beyond AutoPrompt, on smollm2-135m (run alone on the machine; prints torch threads).
 
-    python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~8 min
+    python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~5 min
     python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~55 min
     python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~7 min per AutoPrompt run, ~3 per PEZ run
 
