@@ -181,6 +181,12 @@ class FrozenLM:
         return out.to(self.device) if self.sharded else out
 
     @property
+    def splits_head(self) -> bool:
+        """Whether `head` can map hidden states to logits on its own (False for models whose forward
+        computes logits in one piece)."""
+        return not self._full
+
+    @property
     def output_embedding_matrix(self) -> torch.Tensor:
         """(V, H') weight of the output layer that maps `head_features` to logits."""
         return self.model.get_output_embeddings().weight

@@ -9,10 +9,14 @@ prompt the run returns is discrete: token ids for the [T] slots (softprompt.pez_
 
 With a fluency weight w (causal LMs), the objective is the task loss minus w times the mean
 log-probability of the projected trigger tokens after everything before them (softprompt.fluency),
-read in the same forward pass as the logits at [P]. Its straight-through gradient reaches the
-vectors only through the context that later slots read: which token a slot holds is the projection's
-argmin, which has no gradient, so unlike AutoPrompt's one-hot gradient (autoprompt.search
-`_direct_fluency`) it does not pull a slot toward likely tokens (README, "Fluency").
+read in the same forward pass as the logits at [P]. Through the straight-through pass, that term's
+gradient reaches a slot's vector only through the context later slots read: which token the slot
+holds is the projection's argmin, which has no gradient. So the loss adds a term worth zero whose
+gradient is the slot's own share, the linear extension of log p(v | before) = f . W[v] - lse(f W^T)
+from output embeddings W[v] to any vector u: d/du = f X, where X maps the prompt's space to the
+output embedding space (`output_map`; tied embeddings: the identity over the embedding scale). This
+is the embedding-space counterpart of AutoPrompt's one-hot fluency gradient
+(autoprompt.search `_direct_fluency`): it pulls each slot toward tokens likely after its context.
 """
 
 from __future__ import annotations
@@ -64,17 +68,51 @@ def straight_through(lm: FrozenLM, vectors: torch.Tensor, ids: torch.Tensor) -> 
     return exact + (vectors - vectors.detach())
 
 
+def output_map(lm: FrozenLM) -> torch.Tensor:
+    """(H, H') X with token_table(lm) @ X = the output embeddings (V, H'): exact for tied embeddings
+    (the identity over the embedding scale), least squares otherwise."""
+    table = token_table(lm)
+    out = lm.output_embedding_matrix.detach()
+    if out.data_ptr() == lm.embedding_matrix.data_ptr():
+        return torch.eye(table.shape[1], device=table.device) / lm.embed_scale
+    return torch.linalg.lstsq(table, out.float().to(table.device)).solution
+
+
+def own_token_term(lm: FrozenLM, hidden: torch.Tensor, prompt: torch.Tensor, valid: torch.Tensor,
+                   to_output: torch.Tensor) -> torch.Tensor:
+    """Zero-valued scalar whose gradient with respect to `prompt` (S, H) is that of the rows' mean
+    log p(slot s's token | before) through the token itself: hidden (R, S, H) the final hidden states
+    that predict each slot, valid (R, S), to_output (H, H') from `output_map`. Per row, slots are
+    averaged as in frozen_lm.fluency.row_fluency."""
+    feats = lm.head_features(hidden.detach()).float()                      # (R, S, H')
+    moved = (prompt - prompt.detach()).float() @ to_output.to(feats.device)  # (S, H'), zero-valued
+    per_slot = (feats * moved.to(feats.device)[None]).sum(-1)               # (R, S)
+    v = valid.float().to(per_slot.device)
+    return ((per_slot * v).sum(1) / v.sum(1).clamp(min=1)).mean()
+
+
 def pez_loss(lm: FrozenLM, task, rows: Rows, prompt: torch.Tensor, ids: torch.Tensor, kind: str = "vocab",
-             fluency_weight: float = 0.0) -> torch.Tensor:
+             fluency_weight: float = 0.0, to_output: torch.Tensor | None = None) -> torch.Tensor:
     """Task loss of the rows with `prompt` (S, H) at their slots, minus fluency_weight times the mean
-    log p(trigger token | everything before it) of `ids` (S,), from one forward pass."""
-    positions, valid = fluency_positions(rows) if fluency_weight else (rows.predict_pos[:, :0], None)
+    log p(trigger token | everything before it) of `ids` (S,), from one forward pass. With to_output
+    (`output_map`), the fluency gradient also reaches each slot through its own token
+    (`own_token_term`; the loss's value is the same)."""
+    embeds = place(lm, rows, prompt)
+    if not fluency_weight:
+        logits = lm.logits_at(rows.predict_pos, inputs_embeds=embeds, attention_mask=rows.attention_mask)
+        return task.loss(logits, rows, kind)
+    positions, valid = fluency_positions(rows)
     n = positions.shape[1]
-    logits = lm.logits_at(torch.cat([positions, rows.predict_pos], dim=1), inputs_embeds=place(lm, rows, prompt),
-                          attention_mask=rows.attention_mask)
-    loss = task.loss(logits[:, n:], rows, kind)
-    if fluency_weight:
-        loss = loss - fluency_weight * row_fluency(logits[:, :n], ids, valid).mean()
+    reads = torch.cat([positions, rows.predict_pos], dim=1)
+    own = to_output is not None and lm.splits_head
+    if own:
+        hidden = lm.hidden_at(reads, inputs_embeds=embeds, attention_mask=rows.attention_mask)
+        logits = lm.head(hidden)
+    else:
+        logits = lm.logits_at(reads, inputs_embeds=embeds, attention_mask=rows.attention_mask)
+    loss = task.loss(logits[:, n:], rows, kind) - fluency_weight * row_fluency(logits[:, :n], ids, valid).mean()
+    if own:
+        loss = loss - fluency_weight * own_token_term(lm, hidden[:, :n], prompt, valid, to_output)
     return loss
 
 
@@ -88,6 +126,7 @@ class PezPrompt(nn.Module):
         self.vectors = nn.Parameter(init.detach().float().clone())
         self.register_buffer("init", init.detach().float().clone())
         self.projector = projector
+        self._to_output: torch.Tensor | None = None  # output_map of the task's model, with a fluency weight
 
     def project(self) -> torch.Tensor:
         """(S,) the nearest allowed token of each vector now."""
@@ -97,7 +136,12 @@ class PezPrompt(nn.Module):
         """The PEZ objective of a batch: evaluated at the projection, its gradient lands on the vectors."""
         ids = self.project()
         prompt = straight_through(task.lm, self.vectors, ids)
-        return pez_loss(task.lm, task, rows, prompt, ids, kind, fluency_weight)
+        to_output = None
+        if fluency_weight:
+            if self._to_output is None:  # computed once, on the first batch that needs it
+                self._to_output = output_map(task.lm)
+            to_output = self._to_output
+        return pez_loss(task.lm, task, rows, prompt, ids, kind, fluency_weight, to_output)
 
     def bind(self, task) -> TriggerBound:
         """The current projection written into the task's [T] slots (what the shared evaluator scores)."""

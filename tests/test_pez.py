@@ -13,12 +13,13 @@ from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
 from frozen_lm.fluency import prompt_perplexity
+from frozen_lm.model import FrozenLM
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
-from frozen_lm.testing import tiny_lm
+from frozen_lm.testing import tiny_lm, tiny_model
 from softprompt import PezResult, TuneConfig
 from softprompt.init import special_ids, typical_norm
-from softprompt.pez import PezPrompt, Projector, pez_loss
+from softprompt.pez import PezPrompt, Projector, output_map, pez_loss
 from softprompt.prompt import prompt_logits
 from softprompt.reading import token_table
 from tests.conftest import assert_user_error
@@ -56,7 +57,7 @@ def test_gradient_is_the_gradient_at_the_projection(tiny, weight):
     loss.backward()
     ids = module.project()
     at = lm.embed(ids).detach().float().requires_grad_(True)
-    direct = pez_loss(lm, task, rows, at, ids, "vocab", weight)
+    direct = pez_loss(lm, task, rows, at, ids, "vocab", weight, output_map(lm) if weight else None)
     direct.backward()
     assert torch.equal(loss.detach(), direct.detach())
     assert torch.allclose(module.vectors.grad, at.grad, atol=1e-7, rtol=1e-5)
@@ -93,6 +94,38 @@ def test_fluency_adds_the_trigger_log_prob_by_hand(tiny):
     assert float(fluent) == pytest.approx(float(plain) - w * float(by_hand.mean()), rel=1e-5)
     ppl = prompt_perplexity(lm, rows, ids)
     assert ppl == pytest.approx(float(torch.exp(-by_hand.mean())), rel=1e-5)
+
+
+def test_output_map_takes_the_prompt_space_to_the_output_embeddings(tiny):
+    lm = tiny("llama")  # tied embeddings: exactly the identity
+    assert torch.equal(output_map(lm), torch.eye(lm.hidden_size))
+    model, tok = tiny_model("llama")
+    model.config.tie_word_embeddings = False
+    m = torch.randn(lm.hidden_size, lm.hidden_size, generator=torch.Generator().manual_seed(0))
+    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach() @ m)
+    untied = FrozenLM(model, tok, kind="causal")
+    assert torch.allclose(output_map(untied), m, atol=1e-3)
+
+
+def test_fluency_gradient_reaches_each_slot_through_its_own_token(tiny):
+    """Beyond the context path, each slot's vector gets -w times d/du of the mean over rows and
+    slots of f . u, f the final hidden state that predicts the slot (tied embeddings: u scores as
+    an output embedding), so the vector moves toward tokens likely after its context."""
+    lm, w = tiny("llama"), 0.7
+    task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
+    rows = _rows(task)
+    ids = torch.tensor(lm.tokenizer("it was great", add_special_tokens=False).input_ids)
+    grads = []
+    for to_output in (None, output_map(lm)):
+        at = lm.embed(ids).detach().float().requires_grad_(True)
+        pez_loss(lm, task, rows, at, ids, "vocab", w, to_output).backward()
+        grads.append(at.grad)
+    with torch.no_grad():
+        out = lm.model(input_ids=rows.with_triggers(ids), attention_mask=rows.attention_mask, output_hidden_states=True)
+    final = out.hidden_states[-1].float()
+    by_hand = torch.stack([torch.stack([final[r, rows.trigger_pos[r, s] - 1] for r in range(len(rows))]).mean(0) / 3
+                           for s in range(3)])
+    assert torch.allclose(grads[1] - grads[0], -w * by_hand, atol=1e-5, rtol=1e-4)
 
 
 def test_fluency_needs_a_causal_lm_and_pez(tiny):
