@@ -55,9 +55,8 @@ class TuneConfig(LoopOptions):
         "choices": list(PEZ_METRICS)})
     fluency_weight: float = field(default=0.0, metadata={
         "help": "pez: add this times the trigger's own mean log-likelihood under the model (causal LMs) to the "
-                "objective; results report the prompt's perplexity. Its gradient reaches a slot only through the "
-                "context of later slots (a slot's own token is the projection's choice), so it lowers perplexity "
-                "less than autoprompt search's --fluency-weight does"})
+                "objective; results report the prompt's perplexity. Its gradient pulls each slot toward tokens likely "
+                "after its context (and shapes the context of later slots)"})
     optimizer: str = field(default="adamw", metadata={"help": "optimizer", "choices": ["adamw", "adafactor"]})
     lr: float | None = field(default=None, metadata={
         "help": "peak learning rate (default: 0.03 prompt; prefix 1e-4 through the MLP, 5e-3 without; pez 2x the "
