@@ -195,15 +195,20 @@ class FrozenLM:
         """What the output embedding layer sees for final hidden states (…, H) -> (…, H'), so a
         direction in feature space scores every token by a dot product with
         `output_embedding_matrix` (BERT: after the MLM transform; Llama/GPT-2: the hidden states)."""
+        with torch.no_grad():
+            return self.head_and_features(hidden)[1]
+
+    def head_and_features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`head(hidden)`, `head_features(hidden)`) from one pass of the head; the logits keep
+        their gradient."""
         out_layer = self.model.get_output_embeddings()
         seen = []
         handle = out_layer.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
         try:
-            with torch.no_grad():
-                self.head(hidden)
+            logits = self.head(hidden)
         finally:
             handle.remove()
-        return seen[0]
+        return logits, seen[0]
 
     def _run(self, positions, want, input_ids=None, inputs_embeds=None, attention_mask=None,
              prefix: Prefix | None = None, params: Mapping[str, torch.Tensor] | None = None,

@@ -78,15 +78,16 @@ def output_map(lm: FrozenLM) -> torch.Tensor:
     return torch.linalg.lstsq(table, out.float().to(table.device)).solution
 
 
-def own_token_term(lm: FrozenLM, hidden: torch.Tensor, prompt: torch.Tensor, valid: torch.Tensor,
+def own_token_term(feats: torch.Tensor, prompt: torch.Tensor, valid: torch.Tensor,
                    to_output: torch.Tensor) -> torch.Tensor:
     """Zero-valued scalar whose gradient with respect to `prompt` (S, H) is that of the rows' mean
-    log p(slot s's token | before) through the token itself: hidden (R, S, H) the final hidden states
-    that predict each slot, valid (R, S), to_output (H, H') from `output_map`. Per row, slots are
-    averaged as in frozen_lm.fluency.row_fluency."""
-    feats = lm.head_features(hidden.detach()).float()                      # (R, S, H')
-    moved = (prompt - prompt.detach()).float() @ to_output.to(feats.device)  # (S, H'), zero-valued
-    per_slot = (feats * moved.to(feats.device)[None]).sum(-1)               # (R, S)
+    log p(slot s's token | before) through the token itself: feats (R, S, H') what the output
+    embedding layer sees where each slot is predicted (FrozenLM.head_and_features), valid (R, S),
+    to_output (H, H') from `output_map`. Per row, slots are averaged as in
+    frozen_lm.fluency.row_fluency."""
+    feats = feats.detach().float()
+    moved = (prompt - prompt.detach()).float().to(feats.device) @ to_output.to(feats.device)  # (S, H'), zero
+    per_slot = (feats * moved[None]).sum(-1)                                                # (R, S)
     v = valid.float().to(per_slot.device)
     return ((per_slot * v).sum(1) / v.sum(1).clamp(min=1)).mean()
 
@@ -107,12 +108,12 @@ def pez_loss(lm: FrozenLM, task, rows: Rows, prompt: torch.Tensor, ids: torch.Te
     own = to_output is not None and lm.splits_head
     if own:
         hidden = lm.hidden_at(reads, inputs_embeds=embeds, attention_mask=rows.attention_mask)
-        logits = lm.head(hidden)
+        logits, feats = lm.head_and_features(hidden)
     else:
         logits = lm.logits_at(reads, inputs_embeds=embeds, attention_mask=rows.attention_mask)
     loss = task.loss(logits[:, n:], rows, kind) - fluency_weight * row_fluency(logits[:, :n], ids, valid).mean()
     if own:
-        loss = loss - fluency_weight * own_token_term(lm, hidden[:, :n], prompt, valid, to_output)
+        loss = loss - fluency_weight * own_token_term(feats[:, :n], prompt, valid, to_output)
     return loss
 
 
