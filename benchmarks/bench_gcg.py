@@ -17,8 +17,10 @@ cross-entropy per target token) at the start and the end, in the run's dtype and
 prompt, scored by one fp32 evaluator.
 (b) SST-2 LM-BFF 16-shot splits (seeds 13 21 42), 872 test rows, label words terrible/great: the
 manual template, prompt tuning with 20 virtual tokens before it (text init) and its nearest-token
-reading, PEZ on the same 20 slots and init (default lr, its dev split scoring the projection after
-every step: a projection already scored is not scored again), AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'.
+reading, PEZ on the same 20 slots and init (the library's defaults: 100 steps with linear decay, lr from the
+embedding scale; its dev split scores the projection after every step, a projection already scored is not
+scored again), AutoPrompt and GCG on '[T]x5 {sentence} It was [P] .'. Also reported: the minutes each
+method's training or search takes per seed (test scoring excluded).
 (c) AutoPrompt and PEZ on '[T]x5 {sentence} It was [P] .' with fluency weight 0, 0.01 and 0.1 on the
 same splits: test accuracy, the prompt's perplexity, the prompts (--reuse takes the rows of an earlier
 run's runs/bench/gcg_fluency.json, which is written after every run).
@@ -131,6 +133,11 @@ def _sst2(seed: int) -> tuple[str, str, str]:
     return str(split / "train.jsonl"), str(split / "dev.jsonl"), str(SST2 / "test.jsonl")
 
 
+def _since(start: float) -> float:
+    """Seconds since `start` (a method's training or search; its test scoring is timed apart)."""
+    return round(time.perf_counter() - start, 1)
+
+
 def part_sst2(args) -> list[dict]:
     import autoprompt
     import softprompt
@@ -144,22 +151,32 @@ def part_sst2(args) -> list[dict]:
         train, dev, test = _sst2(seed)
         acc = lambda task, prompt=None, test=test: evaluate(task, test, prompt=prompt, batch_size=32)["accuracy"]  # noqa: E731
         row = {"seed": seed, "manual": acc(manual)}
+        clock = time.perf_counter()
         tune = softprompt.TuneConfig(num_virtual_tokens=20, init=SOFT_INIT, lr=0.03, steps=40, schedule="constant",
                                      max_grad_norm=0.0, eval_every=0, seed=seed)
         s = softprompt.tune(manual, train, None, tune, progress=False)
+        row["soft_prompt_s"] = _since(clock)
         row["soft_prompt"] = acc(manual, s)
         row["nearest_reading"] = acc(manual, softprompt.nearest(s, k=1).prompt)
+        clock = time.perf_counter()
         pez = softprompt.tune(manual, train, dev, softprompt.TuneConfig(
-            method="pez", num_virtual_tokens=20, init=SOFT_INIT, steps=40, eval_every=1, seed=seed), progress=False)
+            method="pez", num_virtual_tokens=20, init=SOFT_INIT, steps=args.pez_steps, eval_every=1, seed=seed),
+            progress=False)
+        row["pez_s"] = _since(clock)
         row["pez"], row["pez_prompt"] = acc(manual, pez), pez.prompt.text
+        clock = time.perf_counter()
         ap = autoprompt.search(slots5, train, dev, autoprompt.SearchConfig(iters=20, num_cand=16, seed=seed),
                                progress=False)
+        row["autoprompt_s"] = _since(clock)
         row["autoprompt"], row["autoprompt_prompt"] = acc(slots5, ap), ap.filled_template
+        clock = time.perf_counter()
         gcg = autoprompt.search(slots5, train, dev, autoprompt.SearchConfig(
             method="gcg", iters=12, search_width=64, topk=64, eval_size=16, seed=seed), progress=False)
+        row["gcg_s"] = _since(clock)
         row["gcg"], row["gcg_prompt"] = acc(slots5, gcg), gcg.filled_template
         rows.append(row)
         print_table([{k: v for k, v in row.items() if not k.endswith("_prompt")}])
+        save_json("gcg_sst2", {"args": vars(args), "rows": rows, "partial": True})  # a cut run keeps these
     return rows
 
 
@@ -211,7 +228,8 @@ def summarize(part: str, rows: list[dict]) -> None:
                   f"{statistics.mean(r['final_loss_fp32'] for r in rs):.3f} scored in fp32 (seeds {[r['seed'] for r in rs]})")
     elif part == "sst2":
         cols = ["manual", "soft_prompt", "nearest_reading", "pez", "autoprompt", "gcg"]
-        print_table([{"method": c, **{f"s{r['seed']}": f"{100 * r[c]:.1f}" for r in rows}, "mean ± sd": mean_sd([r[c] for r in rows])}
+        print_table([{"method": c, **{f"s{r['seed']}": f"{100 * r[c]:.1f}" for r in rows}, "mean ± sd": mean_sd([r[c] for r in rows]),
+                      "minutes per seed": f"{statistics.mean(r[c + '_s'] for r in rows) / 60:.1f}" if c + "_s" in rows[0] else ""}
                      for c in cols])
     else:
         groups = dict.fromkeys((r.get("method", "autoprompt"), r["weight"]) for r in rows)
@@ -225,6 +243,8 @@ def main() -> None:
     ap.add_argument("--part", choices=["nanogcg", "sst2", "fluency"], required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--pez-steps", type=int, default=100,
+                    help="part sst2: PEZ optimizer steps (default: the library default, 100, with its linear decay)")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.01, 0.1])
     ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are")
     ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],
