@@ -141,6 +141,10 @@ class PezPrompt(nn.Module):
         if fluency_weight:
             if self._to_output is None:  # computed once, on the first batch that needs it
                 self._to_output = output_map(task.lm)
+                if not task.lm.splits_head:
+                    logger.warning("%s computes its logits in one piece, so the fluency gradient reaches each slot "
+                                   "only through the context later slots read, not through its own token",
+                                   type(task.lm.model).__name__)
             to_output = self._to_output
         return pez_loss(task.lm, task, rows, prompt, ids, kind, fluency_weight, to_output)
 

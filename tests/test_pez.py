@@ -128,6 +128,17 @@ def test_fluency_gradient_reaches_each_slot_through_its_own_token(tiny):
     assert torch.allclose(grads[1] - grads[0], -w * by_hand, atol=1e-5, rtol=1e-4)
 
 
+def test_fluency_without_a_separate_head_says_so_and_still_trains(tiny, monkeypatch, caplog):
+    """A model whose head cannot run on its own gets the context-only fluency gradient, with a notice."""
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
+    monkeypatch.setattr(FrozenLM, "splits_head", property(lambda self: False))
+    with caplog.at_level("WARNING", logger="softprompt.pez"):
+        r = _pez(task, steps=2, fluency_weight=0.5)
+    assert "only through the context" in caplog.text
+    assert r.metrics["prompt_perplexity"] > 0 and len(r.prompt.trigger_ids) == 3
+
+
 def test_fluency_needs_a_causal_lm_and_pez(tiny):
     task = PromptTask(tiny("bert"), "{sentence} [T] [T] [P]", LABELS)
     with pytest.raises(UserError, match="needs a causal LM"):
