@@ -1,8 +1,8 @@
 """Discrete search beyond AutoPrompt, on smollm2-135m (run alone on the machine; prints torch threads).
 
     python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~5 min
-    python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~55 min
-    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~7 min per AutoPrompt run, ~3 per PEZ run
+    python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~46 min
+    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~7 min per AutoPrompt run, ~7 per PEZ run
 
 (a) GCG side by side with nanoGCG 0.3.0, which needs transformers <= 4.47.1 and so runs in its own
 venv (`python -m venv V && V/bin/pip install torch==2.13.0 transformers==4.47.1 nanogcg==0.3.0`;
@@ -175,7 +175,7 @@ def part_sst2(args) -> list[dict]:
         row["gcg_s"] = _since(clock)
         row["gcg"], row["gcg_prompt"] = acc(slots5, gcg), gcg.filled_template
         rows.append(row)
-        print_table([{k: v for k, v in row.items() if not k.endswith("_prompt")}])
+        print_table([{k: v for k, v in row.items() if k == "soft_prompt" or not k.endswith("_prompt")}])
         save_json("gcg_sst2", {"args": vars(args), "rows": rows, "partial": True})  # a cut run keeps these
     return rows
 
@@ -199,8 +199,9 @@ def part_fluency(args) -> list[dict]:
                 if method == "autoprompt":
                     cfg = autoprompt.SearchConfig(iters=20, num_cand=16, fluency_weight=weight, seed=seed)
                     r = autoprompt.search(task, train, dev, cfg, progress=False)
-                else:  # PEZ on the same 5 slots, 40 steps, the projection scored on dev after every step
-                    cfg = softprompt.TuneConfig(method="pez", steps=40, eval_every=1, fluency_weight=weight, seed=seed)
+                else:  # PEZ on the same 5 slots, --pez-steps steps, the projection scored on dev after every step
+                    cfg = softprompt.TuneConfig(method="pez", steps=args.pez_steps, eval_every=1, fluency_weight=weight,
+                                                seed=seed)
                     r = softprompt.tune(task, train, dev, cfg, progress=False)
                 rows.append({"method": method, "weight": weight, "seed": seed,
                              "test": evaluate(task, test, prompt=r)["accuracy"],
@@ -212,7 +213,7 @@ def part_fluency(args) -> list[dict]:
 
 def _earlier_rows(path: str | None) -> dict:
     """{(method, weight, seed): row} of an earlier fluency run's JSON (its runs used this script's
-    settings for those keys: AutoPrompt 20 iterations / 16 candidates, PEZ 40 steps)."""
+    settings for those keys: AutoPrompt 20 iterations / 16 candidates, PEZ --pez-steps steps)."""
     if not path:
         return {}
     return {(r["method"], float(r["weight"]), int(r["seed"])): r for r in json.loads(Path(path).read_text())["rows"]}
@@ -244,7 +245,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--pez-steps", type=int, default=100,
-                    help="part sst2: PEZ optimizer steps (default: the library default, 100, with its linear decay)")
+                    help="parts sst2 and fluency: PEZ optimizer steps (default: the library default, 100, with its linear decay)")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.01, 0.1])
     ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are")
     ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],
