@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_gcg --part nanogcg --nanogcg-python /path/to/venv/bin/python   # (a) ~5 min
     python -m benchmarks.bench_gcg --part sst2        # (b) discrete prompts on SST-2 16-shot, ~46 min
-    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~7 min per AutoPrompt run, ~7 per PEZ run
+    python -m benchmarks.bench_gcg --part fluency     # (c) the fluency weight, ~7 min per AutoPrompt run, ~4 per PEZ run
 
 (a) GCG side by side with nanoGCG 0.3.0, which needs transformers <= 4.47.1 and so runs in its own
 venv (`python -m venv V && V/bin/pip install torch==2.13.0 transformers==4.47.1 nanogcg==0.3.0`;
