@@ -187,7 +187,7 @@ def part_fluency(args) -> list[dict]:
 
     lm = FrozenLM.load("smollm2-135m")
     task = PromptTask(lm, "[T]x5 " + MANUAL, LABELS)
-    rows, earlier = [], _earlier_rows(args.reuse)
+    rows, earlier = [], _earlier_rows(args.reuse, args.pez_steps)
     for method in args.fluency_methods:
         for weight in args.weights:
             for seed in args.seeds:
@@ -204,6 +204,7 @@ def part_fluency(args) -> list[dict]:
                                                 seed=seed)
                     r = softprompt.tune(task, train, dev, cfg, progress=False)
                 rows.append({"method": method, "weight": weight, "seed": seed,
+                             **({"pez_steps": args.pez_steps} if method == "pez" else {}),
                              "test": evaluate(task, test, prompt=r)["accuracy"],
                              "perplexity": r.metrics["prompt_perplexity"], "prompt": r.filled_template})
                 print_table(rows[-1:])
@@ -211,12 +212,14 @@ def part_fluency(args) -> list[dict]:
     return rows
 
 
-def _earlier_rows(path: str | None) -> dict:
-    """{(method, weight, seed): row} of an earlier fluency run's JSON (its runs used this script's
-    settings for those keys: AutoPrompt 20 iterations / 16 candidates, PEZ --pez-steps steps)."""
+def _earlier_rows(path: str | None, pez_steps: int) -> dict:
+    """{(method, weight, seed): row} of an earlier fluency run's JSON (AutoPrompt ran 20 iterations x 16
+    candidates as now); PEZ rows count only if they ran `pez_steps` steps (rows without the field: 40)."""
     if not path:
         return {}
-    return {(r["method"], float(r["weight"]), int(r["seed"])): r for r in json.loads(Path(path).read_text())["rows"]}
+    rows = json.loads(Path(path).read_text())["rows"]
+    return {(r["method"], float(r["weight"]), int(r["seed"])): r for r in rows
+            if r["method"] != "pez" or r.get("pez_steps", 40) == pez_steps}
 
 
 def summarize(part: str, rows: list[dict]) -> None:
