@@ -250,7 +250,7 @@ def main() -> None:
     ap.add_argument("--pez-steps", type=int, default=100,
                     help="parts sst2 and fluency: PEZ optimizer steps (default: the library default, 100, with its linear decay)")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.01, 0.1])
-    ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are")
+    ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are (PEZ rows only if they ran the same --pez-steps)")
     ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],
                     help="part fluency: the methods run with each weight")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
