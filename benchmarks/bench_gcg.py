@@ -243,12 +243,14 @@ def summarize(part: str, rows: list[dict]) -> None:
 
 
 def main() -> None:
+    from softprompt.config import TuneConfig
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["nanogcg", "sst2", "fluency"], required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--pez-steps", type=int, default=100,
-                    help="parts sst2 and fluency: PEZ optimizer steps (default: the library default, 100, with its linear decay)")
+    ap.add_argument("--pez-steps", type=int, default=TuneConfig().steps,
+                    help="parts sst2 and fluency: PEZ optimizer steps (default: the library's, %(default)s, with its linear decay)")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.01, 0.1])
     ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are (PEZ rows only if they ran the same --pez-steps)")
     ap.add_argument("--fluency-methods", nargs="+", default=["autoprompt", "pez"], choices=["autoprompt", "pez"],

@@ -78,6 +78,16 @@ def output_map(lm: FrozenLM) -> torch.Tensor:
     return torch.linalg.lstsq(table, out.float().to(table.device)).solution
 
 
+def own_token_map(lm: FrozenLM) -> torch.Tensor | None:
+    """`output_map(lm)` for `pez_loss`'s own-token fluency gradient, or None (with a logged notice)
+    for a model whose head cannot run on its own: its fluency gradient is then context-only."""
+    if lm.splits_head:
+        return output_map(lm)
+    logger.warning("%s computes its logits in one piece, so the fluency gradient reaches each slot only through "
+                   "the context later slots read, not through its own token", type(lm.model).__name__)
+    return None
+
+
 def own_token_term(feats: torch.Tensor, prompt: torch.Tensor, valid: torch.Tensor,
                    to_output: torch.Tensor) -> torch.Tensor:
     """Zero-valued scalar whose gradient with respect to `prompt` (S, H) is that of the rows' mean
@@ -96,7 +106,7 @@ def pez_loss(lm: FrozenLM, task, rows: Rows, prompt: torch.Tensor, ids: torch.Te
              fluency_weight: float = 0.0, to_output: torch.Tensor | None = None) -> torch.Tensor:
     """Task loss of the rows with `prompt` (S, H) at their slots, minus fluency_weight times the mean
     log p(trigger token | everything before it) of `ids` (S,), from one forward pass. With to_output
-    (`output_map`), the fluency gradient also reaches each slot through its own token
+    (`own_token_map`), the fluency gradient also reaches each slot through its own token
     (`own_token_term`; the loss's value is the same)."""
     embeds = place(lm, rows, prompt)
     if not fluency_weight:
@@ -105,7 +115,7 @@ def pez_loss(lm: FrozenLM, task, rows: Rows, prompt: torch.Tensor, ids: torch.Te
     positions, valid = fluency_positions(rows)
     n = positions.shape[1]
     reads = torch.cat([positions, rows.predict_pos], dim=1)
-    own = to_output is not None and lm.splits_head
+    own = to_output is not None
     if own:
         hidden = lm.hidden_at(reads, inputs_embeds=embeds, attention_mask=rows.attention_mask)
         logits, feats = lm.head_and_features(hidden)
@@ -127,25 +137,17 @@ class PezPrompt(nn.Module):
         self.vectors = nn.Parameter(init.detach().float().clone())
         self.register_buffer("init", init.detach().float().clone())
         self.projector = projector
-        self._to_output: torch.Tensor | None = None  # output_map of the task's model, with a fluency weight
 
     def project(self) -> torch.Tensor:
         """(S,) the nearest allowed token of each vector now."""
         return self.projector(self.vectors)
 
-    def loss(self, task, rows: Rows, kind: str = "vocab", fluency_weight: float = 0.0) -> torch.Tensor:
-        """The PEZ objective of a batch: evaluated at the projection, its gradient lands on the vectors."""
+    def loss(self, task, rows: Rows, kind: str = "vocab", fluency_weight: float = 0.0,
+             to_output: torch.Tensor | None = None) -> torch.Tensor:
+        """The PEZ objective of a batch: evaluated at the projection, its gradient lands on the vectors
+        (to_output: see `pez_loss`)."""
         ids = self.project()
         prompt = straight_through(task.lm, self.vectors, ids)
-        to_output = None
-        if fluency_weight:
-            if self._to_output is None:  # computed once, on the first batch that needs it
-                self._to_output = output_map(task.lm)
-                if not task.lm.splits_head:
-                    logger.warning("%s computes its logits in one piece, so the fluency gradient reaches each slot "
-                                   "only through the context later slots read, not through its own token",
-                                   type(task.lm.model).__name__)
-            to_output = self._to_output
         return pez_loss(task.lm, task, rows, prompt, ids, kind, fluency_weight, to_output)
 
     def bind(self, task) -> TriggerBound:

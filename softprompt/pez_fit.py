@@ -26,7 +26,7 @@ from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.task import Encoded, PromptTask
 from frozen_lm.train import Trainer, TrainResult
 from softprompt.config import TuneConfig
-from softprompt.pez import PezPrompt
+from softprompt.pez import PezPrompt, own_token_map
 from softprompt.train import autocast, loss_kind, on_device, ranked, train_settings
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class PezFit:
         lm = task.lm
         self.module, self.task, self.cfg = module.to(lm.device), task, cfg
         self.train_rows = train.rows.to(lm.device)
+        self.to_output = own_token_map(lm) if cfg.fluency_weight else None  # once per run, not per batch
         self.calls = 0
         dev = on_device(dev, lm.device)
         self.tracker = BestProjection(module, task, dev, cfg, lambda: self.calls // cfg.grad_accum) if dev else None
@@ -105,7 +106,7 @@ class PezFit:
     def loss(self, index: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         rows = self.train_rows.subset(index)
-        return self.module.loss(self.task, rows, loss_kind(self.cfg), self.cfg.fluency_weight)
+        return self.module.loss(self.task, rows, loss_kind(self.cfg), self.cfg.fluency_weight, self.to_output)
 
     def state(self) -> dict:
         """What continues this fit besides the Trainer's checkpoint: the loss-call count and the kept prompt."""
