@@ -1,65 +1,71 @@
-"""Discrete prompt search on a frozen language model: AutoPrompt (Shin et al., 2020) and its
-label-word search.
+"""Discrete prompt search on a frozen language model: AutoPrompt (Shin et al., 2020), GCG (Zou et al.,
+2023) and AutoPrompt's label-word search.
 
     import autoprompt
-    r = autoprompt.search(task, train, dev, autoprompt.SearchConfig(iters=20, seed=0))
+    r = autoprompt.search(task, train, dev, autoprompt.AutoPromptConfig(iters=20, seed=0))
+    g = autoprompt.search(task, train, dev, autoprompt.GCGConfig(search_width=64, topk=64))
     r.filled_template, r.metrics["dev"]; evaluate(task, test, prompt=r); r.save("runs/x")
     words = autoprompt.label_search(task, train, autoprompt.LabelSearchConfig(k=5))
 
-Modules: config (SearchConfig), search (one iteration: gradients, candidates, scoring, dev), run
-(the `search` function: loop, saving, resume), scoring (batched candidate scoring with prefix
-packing), candidates (HotFlip top-k), result (SearchResult), label_search.
+Two registered methods, 'autoprompt' and 'gcg', share the search loop (search: gradients, scoring,
+dev selection) and differ in their proposer (hotflip: HotFlip top-k per slot; gcg: sampled
+multi-slot swaps, probe: probe sampling). Modules: config, fit (what the runner calls), scoring
+(batched candidate scoring with prefix packing), candidates, start (from a hand-written template),
+result (SearchResult), command (the CLI's presentation), label_search.
 """
 
-from autoprompt.config import SearchConfig
+from autoprompt.command import AUTOPROMPT, GCG
+from autoprompt.config import AutoPromptConfig, GCGConfig, ProbeSamplingConfig, SearchOptions
+from autoprompt.fit import check_resume, fit_search, prepare
+from autoprompt.gcg import GCGProposer
+from autoprompt.hotflip import HotFlip
 from autoprompt.label_search import LabelSearchConfig, LabelWords, label_search
-from autoprompt.result import METHOD, SearchResult
-from autoprompt.run import search
-from frozen_lm.methods import Command, Method, register_method
+from autoprompt.result import SearchResult
+from frozen_lm.events import Callback
+from frozen_lm.methods import Method, register_method
+from frozen_lm.runner import run
 
-__all__ = ["LabelSearchConfig", "LabelWords", "SearchConfig", "SearchResult", "label_search", "search"]
-
-
-def _summary(r: SearchResult) -> dict:
-    dev = r.metrics.get("dev", {})
-    row = {f"{r.metric}_dev": dev.get(r.metric, r.best_dev)}
-    if "loss" in dev:  # target strings: the mean cross-entropy per target token
-        row["loss_dev"] = dev["loss"]
-    row.update({"n_scored": dev.get("n_scored"), "n_skipped": dev.get("n_skipped"), "trigger": " | ".join(r.trigger_tokens),
-                "iterations": r.iterations, "s_per_iter": round(r.timings.get("seconds_per_iteration") or 0.0, 3)})
-    if r.config.fluency_weight and "prompt_perplexity" in r.metrics:
-        row["prompt_ppl"] = r.metrics["prompt_perplexity"]
-    return row
+__all__ = ["AutoPromptConfig", "GCGConfig", "LabelSearchConfig", "LabelWords", "ProbeSamplingConfig", "SearchOptions",
+           "SearchResult", "label_search", "search"]
 
 
-def _headline(r: SearchResult) -> str:
-    line = f"prompt: {r.filled_template}"
-    for g in r.metrics.get("generations", [])[:1]:
-        line += f"\ngreedy output: {g['generated']!r} ({'reproduces' if g['reproduces'] else 'does not reproduce'} the target)"
-    if not r.trigger_round_trips:
-        line += ("\nnote: the trigger text does not tokenize back to the same tokens; the ids are in results.json "
-                 "(trigger_ids), and `autoprompt evaluate ARTIFACT` scores them")
-    return line
+def search(task, train, dev, config: AutoPromptConfig | GCGConfig | None = None, *, test=None, out=None, resume=None,
+           overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> SearchResult:
+    """Find trigger tokens for the task's [T] slots and return the best by dev score: AutoPrompt
+    (an AutoPromptConfig, the default) or GCG (a GCGConfig).
+
+    train, dev: any data source (path, demo:/hf: source, list of dicts, datasets.Dataset; None for a
+    target-string task with a fixed target and no data fields); test: an optional split scored at
+    the end (never used to choose), reported as metrics['test'] (and the start's as 'start_test').
+    config.from_template: start from a hand-written template (its words become the slots; the
+    task's template is replaced by that slot template, and metrics['start_dev'] is its score).
+    out: an artifact folder rewritten after every iteration (nothing is written without it); a
+    folder holding another run is refused unless overwrite=True (or it is the run being resumed).
+    resume: a SearchResult or its folder to continue; task, data and config must equal the saved
+    run's, except `iters` and `patience`, which may grow. callback(event) gets an 'iteration' Event
+    after each iteration; returning True stops the run. Ctrl-C raises
+    `frozen_lm.errors.Interrupted` carrying the best-so-far result.
+    """
+    return run(None, task, train, dev, config or AutoPromptConfig(), test=test, out=out, resume=resume,
+               overwrite=overwrite, callback=callback, progress=progress)
 
 
+def _fit_autoprompt(r) -> SearchResult:
+    return fit_search(r, HotFlip(r.config))
+
+
+def _fit_gcg(r) -> SearchResult:
+    return fit_search(r, GCGProposer(r.config))
+
+
+RESUMABLE = ("iters", "patience")
 register_method(Method(
-    name=METHOD, config=SearchConfig, run=search, result=SearchResult, module=__name__,
-    command=Command(
-        name="search", summary=_summary, headline=_headline, compare_manual=True,
-        resumable=True,
-        help="""Find trigger tokens for the [T] slots of a template (AutoPrompt, gradient-guided search).
-
-    Runs with no arguments on the built-in demo sentiment task and the default offline model, and
-    prints the found prompt beside the demo's hand-written one. Writes an artifact folder
-    (config.json, weights.safetensors with trigger_ids, results.json with the per-iteration
-    history) after every iteration; Ctrl-C keeps the best-so-far trigger.
-
-    \b
-    Examples:
-      autoprompt search
-      autoprompt search --train demo:capitals --iters 30 --num-cand 32
-      autoprompt search --model bert-tiny-mlm --template '[CLS] {sentence} [T] [T] [T] [P] . [SEP]' \\
-          --label-map '0=terrible,1=great' --train sst2/train.jsonl --dev sst2/dev.jsonl --out runs/sst2
-      autoprompt search --resume runs/sst2 --iters 40
-      autoprompt evaluate runs/sst2 --data sst2/test.jsonl
-    """)))
+    name="autoprompt", config=AutoPromptConfig, fit=_fit_autoprompt, result=SearchResult, trains="tokens",
+    template="trigger", space={"num_cand": [10, 50], "iters": [20, 40]}, prepare=prepare, resumable=RESUMABLE,
+    check_resume=check_resume, aliases=(("autoprompt", {"method": "autoprompt"}),),
+    summary="AutoPrompt: HotFlip search of the [T] tokens", command=AUTOPROMPT, module=__name__))
+register_method(Method(
+    name="gcg", config=GCGConfig, fit=_fit_gcg, result=SearchResult, trains="tokens", template="trigger",
+    space={"search_width": [64, 128], "iters": [20, 40]}, grid_defaults={"search_width": 64, "topk": 64},
+    prepare=prepare, resumable=RESUMABLE, check_resume=check_resume, aliases=(("autoprompt", {"method": "gcg"}),),
+    summary="GCG: multi-position token search (nanoGCG's algorithm)", command=GCG, module=__name__))

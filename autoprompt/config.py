@@ -1,46 +1,46 @@
-"""SearchConfig: every option of `autoprompt search`, with help text, choices and validation.
+"""The configs of the discrete searches: `AutoPromptConfig` (Shin et al., 2020) and `GCGConfig` (Zou et
+al., 2023, as nanoGCG), each a dataclass whose fields carry their help text; the command line is
+generated from them and they are saved verbatim (seed included) in the artifact's config.json.
 
-One flat dataclass (as nanoGCG's GCGConfig): the command line is generated from its fields and it is
-saved verbatim in the artifact's config.json. The seed is part of it.
+Both share `SearchOptions`, the options of the search loop itself (iterations, batches, scoring, the
+start, fluency). GCG's probe sampling is a nested option group, `ProbeSamplingConfig`, as nanoGCG
+nests it (None: no probe sampling).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from frozen_lm.errors import UserError
+from frozen_lm.configs import at_least, field_error, one_of
+
+SCORES = ("auto", "loglik", "accuracy", "margin")
+LOSSES = ("vocab", "classes")
 
 
 @dataclass
-class SearchConfig:
-    """Options of `autoprompt search` (the paper's behaviour is the default unless noted)."""
+class SearchOptions:
+    """Options of the discrete search loop (every discrete search method has them)."""
 
-    method: str = field(default="autoprompt", metadata={
-        "help": "autoprompt: HotFlip top-k for one or every slot (Shin et al.); gcg: --search-width candidates, "
-                "each with --n-replace random slots set to one of their --topk tokens (Zou et al., nanoGCG)",
-        "choices": ["autoprompt", "gcg"]})
     iters: int = field(default=20, metadata={"help": "search iterations"})
-    num_cand: int = field(default=10, metadata={"help": "HotFlip candidates per slot (top-k of -grad . E)"})
     batch_size: int = field(default=32, metadata={"help": "training examples per gradient batch"})
     accumulation_steps: int = field(default=1, metadata={"help": "gradient batches averaged per iteration"})
     eval_size: int = field(default=32, metadata={"help": "training examples every candidate is scored on per iteration"})
     dev_size: int = field(default=0, metadata={"help": "dev examples used to pick the best trigger (0 = all)"})
-    slots: str = field(default="random", metadata={
-        "help": "which slots get candidates each iteration: one random slot (paper) or all slots",
-        "choices": ["random", "all"]})
-    beam_size: int = field(default=1, metadata={"help": "trigger sequences kept per iteration (1 = greedy, as the paper)"})
     score: str = field(default="auto", metadata={
         "help": "candidate score on the scoring batch: label log-likelihood (paper); accuracy, ties by "
                 "log-likelihood; margin = accuracy, ties by how far the wrong answers are below the top token; "
                 "auto = margin for facts (P@1: the answer must beat every other token), log-likelihood for label words",
-        "choices": ["auto", "loglik", "accuracy", "margin"]})
+        "choices": list(SCORES)})
     loss: str = field(default="classes", metadata={
         "help": "loss for gradients and log-likelihood scores: cross-entropy over the classes' label words "
                 "(default) or -log p(label words) over the vocabulary (the paper's; facts always use the vocabulary)",
-        "choices": ["vocab", "classes"]})
+        "choices": list(LOSSES)})
     initial_trigger: str = field(default="auto", metadata={
-        "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for masked LMs, as the paper; else 'the')"})
-    patience: int = field(default=0, metadata={"help": "stop after this many iterations without dev improvement (score, or log-likelihood at equal score; 0 = never)"})
+        "help": "start trigger: 'mask' (masked LMs), 'the', a text with one token per [T], or auto (mask for "
+                "masked LMs, as the paper; else 'the')"})
+    patience: int = field(default=0, metadata={
+        "help": "stop after this many iterations without dev improvement (score, or log-likelihood at equal "
+                "score; 0 = never)"})
     no_capitalized: bool = field(default=False, metadata={"help": "never use tokens with capital letters as triggers",
                                                           "flag": "--no-capitalized"})
     ascii_only: bool = field(default=False, metadata={
@@ -53,29 +53,15 @@ class SearchConfig:
                 "tokens becomes a [T] slot that starts as that token (the task's template is replaced); the "
                 "result is never worse on dev than this start"})
     keep: str | None = field(default=None, metadata={
-        "help": "with --from-template: words that stay as written and never change, comma-separated, e.g. 'is,of'"})
+        "help": "with a from_template start: words that stay as written and never change, comma-separated, e.g. 'is,of'"})
     extra_slots: int = field(default=0, metadata={
-        "help": "with --from-template: free [T] slots added before [P] (they start as --initial-trigger's token)"})
-    search_width: int = field(default=128, metadata={"help": "gcg: candidates per iteration"})
-    topk: int = field(default=256, metadata={"help": "gcg: the tokens with the most negative gradient a slot may take"})
-    n_replace: int = field(default=1, metadata={"help": "gcg: slots changed in each candidate"})
+        "help": "with a from_template start: free [T] slots added before [P] (they start as initial_trigger's token)"})
     mellowmax: bool = field(default=False, metadata={
         "help": "target strings: rank and differentiate the mellowmax of the target's -logits (nanoGCG's option) "
                 "instead of their cross-entropy"})
-    allow_non_ascii: bool = field(default=False, metadata={
-        "help": "gcg: let triggers use any token (default, as nanoGCG: printable ASCII tokens only)"})
-    filter_retokenized: bool = field(default=True, metadata={
-        "help": "gcg: drop candidates whose text does not tokenize back to the same ids in its context"})
     early_stop: bool = field(default=False, metadata={
         "help": "stop once the best trigger is right on every dev example (target strings: greedy decoding "
                 "reproduces every target)"})
-    draft_model: str | None = field(default=None, metadata={
-        "help": "gcg probe sampling: a smaller model with the same tokenizer that ranks all candidates; the "
-                "target model scores a probe set and the draft's best (Zhao et al., 2024)"})
-    probe_ratio: int = field(default=8, metadata={"help": "gcg probe sampling: the probe set is search-width / this"})
-    probe_factor: int = field(default=16, metadata={
-        "help": "gcg probe sampling: the target model also scores (1 - rank agreement) * search-width / this of "
-                "the draft's best candidates"})
     fluency_weight: float = field(default=0.0, metadata={
         "help": "add this times the trigger's own log-likelihood under the model (causal LMs) to the objective, "
                 "for readable prompts (FluentPrompt, ARCA); results report the prompt's perplexity. Start small "
@@ -83,25 +69,95 @@ class SearchConfig:
                 "gave 'the the the' at chance accuracy on SST-2 (README, Fluency)"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
-    # what a resumed run may change (the rest must equal the saved run's, or the run would not be the same)
-    RESUMABLE = ("iters", "patience")
+    def check_search(self) -> None:
+        """UserError (naming the field) for options out of range or that need another option."""
+        at_least(self, 1, "iters", "batch_size", "accumulation_steps", "eval_size")
+        at_least(self, 0, "dev_size", "patience", "extra_slots", "fluency_weight")
+        one_of(self, "score", SCORES)
+        one_of(self, "loss", LOSSES)
+        one_of(self, "packing", ("auto", "on", "off"))
+        if (self.keep or self.extra_slots) and not self.from_template:
+            which = "keep" if self.keep else "extra_slots"
+            raise field_error(self, which, f"shapes a start from a hand-written template; give {type(self).__name__}"
+                              ".from_template too")
+        if self.from_template is not None and not self.from_template.strip():
+            raise field_error(self, "from_template", "is empty; give a hand-written template with [P], e.g. "
+                              "'{sentence} It was [P] .'")
+        if self.from_template and self.initial_trigger not in ("auto", "the", "mask"):
+            raise field_error(self, "initial_trigger", f"is {self.initial_trigger!r}, but a from_template start sets "
+                              "the start trigger itself; leave it out (or give the/mask for the extra slots)")
+
+    @property
+    def ascii_tokens(self) -> bool:
+        """Whether triggers are restricted to printable-ASCII tokens."""
+        return self.ascii_only
+
+
+@dataclass
+class AutoPromptConfig(SearchOptions):
+    """AutoPrompt (Shin et al., 2020): each iteration swaps one slot (or every slot) to the HotFlip
+    candidate that scores best on a fresh training batch (the paper's behaviour is the default)."""
+
+    num_cand: int = field(default=10, metadata={"help": "HotFlip candidates per slot (top-k of -grad . E)"})
+    slots: str = field(default="random", metadata={
+        "help": "which slots get candidates each iteration: one random slot (paper) or all slots",
+        "choices": ["random", "all"]})
+    beam_size: int = field(default=1, metadata={"help": "trigger sequences kept per iteration (1 = greedy, as the paper)"})
 
     def __post_init__(self):
-        for name in ("iters", "num_cand", "batch_size", "accumulation_steps", "eval_size", "beam_size", "search_width",
-                     "topk", "n_replace", "probe_ratio", "probe_factor"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if (self.keep or self.extra_slots) and not self.from_template:
-            raise UserError("--keep and --extra-slots shape a --from-template start; give --from-template too")
-        if self.from_template is not None and not self.from_template.strip():
-            raise UserError("--from-template is empty; give a hand-written template with [P], e.g. '{sentence} It was [P] .'")
-        if self.from_template and self.initial_trigger not in ("auto", "the", "mask"):
-            raise UserError("--from-template sets the start trigger itself; leave --initial-trigger out (or give the/mask "
-                            "for the extra slots)")
-        if self.fluency_weight < 0:
-            raise UserError(f"--fluency-weight must be 0 or more (got {self.fluency_weight})")
-        if self.draft_model and self.method != "gcg":
-            raise UserError("--draft-model is GCG's probe sampling; add --method gcg")
-        for name in ("dev_size", "patience", "extra_slots"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(self, name)})")
+        self.check_search()
+        at_least(self, 1, "num_cand", "beam_size")
+        one_of(self, "slots", ("random", "all"))
+
+
+@dataclass
+class ProbeSamplingConfig:
+    """GCG probe sampling (Zhao et al., 2024): a smaller draft model with the same tokenizer ranks every
+    candidate; the target model scores a probe set and the draft's best."""
+
+    draft_model: str = field(default="", metadata={
+        "help": "gcg probe sampling: a smaller model with the same tokenizer that ranks all candidates; the "
+                "target model scores a probe set and the draft's best (Zhao et al., 2024)"})
+    probe_ratio: int = field(default=8, metadata={"help": "gcg probe sampling: the probe set is search-width / this"})
+    probe_factor: int = field(default=16, metadata={
+        "help": "gcg probe sampling: the target model also scores (1 - rank agreement) * search-width / this of "
+                "the draft's best candidates"})
+
+    def __post_init__(self):
+        if not str(self.draft_model).strip():
+            raise field_error(self, "draft_model", "is empty; probe sampling needs a draft model (alias, folder or "
+                              "hub name)")
+        at_least(self, 1, "probe_ratio", "probe_factor")
+
+
+@dataclass
+class GCGConfig(SearchOptions):
+    """GCG (Zou et al., 2023; nanoGCG): each iteration samples search_width candidates, each with
+    n_replace random slots set to one of their top-k tokens by gradient, and keeps the best."""
+
+    search_width: int = field(default=128, metadata={"help": "gcg: candidates per iteration"})
+    topk: int = field(default=256, metadata={"help": "gcg: the tokens with the most negative gradient a slot may take"})
+    n_replace: int = field(default=1, metadata={"help": "gcg: slots changed in each candidate"})
+    allow_non_ascii: bool = field(default=False, metadata={
+        "help": "gcg: let triggers use any token (default, as nanoGCG: printable ASCII tokens only)"})
+    filter_retokenized: bool = field(default=True, metadata={
+        "help": "gcg: drop candidates whose text does not tokenize back to the same ids in its context"})
+    probe_sampling: ProbeSamplingConfig | None = field(default=None, metadata={
+        "help": "probe sampling with a draft model (None: every candidate is scored by the model)"})
+
+    def __post_init__(self):
+        self.check_search()
+        at_least(self, 1, "search_width", "topk", "n_replace")
+
+    @property
+    def ascii_tokens(self) -> bool:
+        return self.ascii_only or not self.allow_non_ascii
+
+    @classmethod
+    def upgrade(cls, values: dict) -> dict:
+        """A config saved by package 0.2 (one flat SearchConfig): the probe-sampling options nest."""
+        values = dict(values)
+        flat = {k: values.pop(k) for k in ("draft_model", "probe_ratio", "probe_factor") if k in values}
+        if flat.get("draft_model") and "probe_sampling" not in values:
+            values["probe_sampling"] = flat
+        return values

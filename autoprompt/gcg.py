@@ -1,10 +1,19 @@
-"""GCG's pieces (Zou et al., 2023; nanoGCG): candidate sampling, the retokenization filter and probe
-sampling's rank agreement. Pure functions on tensors (plus one tokenizer pass for the filter).
+"""GCG (Zou et al., 2023; nanoGCG): candidate sampling and the retokenization filter (pure functions on
+tensors, plus one tokenizer pass for the filter), and `GCGProposer`, what GCG adds to the shared
+search loop (autoprompt.search); probe sampling is in autoprompt.probe.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
+
+from autoprompt.candidates import dedupe
+from autoprompt.probe import load_draft, probe_sample
+from autoprompt.scoring import Scores, score_triggers
+
+logger = logging.getLogger(__name__)
 
 
 def sample_candidates(trigger: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor, width: int, topk: int,
@@ -51,12 +60,42 @@ def retokenizes(tokenizer, row_ids: torch.Tensor, trigger_pos: torch.Tensor, can
     return ok
 
 
-def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman's rank correlation of two score vectors (ties ranked by position)."""
-    if a.numel() < 2:
-        return 0.0
-    ra = torch.argsort(torch.argsort(a)).double()
-    rb = torch.argsort(torch.argsort(b)).double()
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denom if denom else 0.0
+class GCGProposer:
+    """GCG's proposer: search_width samples around the best trigger, each with n_replace slots set to
+    one of their top-k tokens, retokenization-filtered and deduplicated; scored in groups behind their
+    shared leading slots, or by probe sampling when the config has a draft model."""
+
+    share = True
+    beam_size = 1
+
+    def __init__(self, config):
+        self.cfg = config
+        self.draft = None
+
+    def start(self, searcher) -> None:
+        probe = self.cfg.probe_sampling
+        if probe is not None:
+            self.draft = load_draft(probe.draft_model, searcher.task, searcher.train)
+
+    def candidates(self, searcher, state, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, None, float]:
+        cfg, trigger = self.cfg, state.beam[0]
+        grad, loss = searcher.gradient(trigger, grad_batches)
+        cands = sample_candidates(trigger, grad, searcher.allowed, cfg.search_width, cfg.topk, cfg.n_replace, g)
+        if cfg.filter_retokenized:
+            n = int(searcher.train.attention_mask[0].sum())
+            ids, pos = searcher.train.input_ids[0, :n], searcher.train.trigger_pos[0]
+            keep = retokenizes(searcher.task.lm.tokenizer, ids.cpu(), pos.cpu(), cands)
+            if keep.any():
+                cands = cands[keep]
+            else:
+                logger.warning("no candidate tokenizes back to itself in context; keeping them all this iteration")
+        return dedupe(cands, keep_first=state.beam), None, loss
+
+    def score(self, searcher, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:
+        """Every candidate scored by the model, or (probe sampling) a probe set and the draft's best;
+        unscored candidates get -inf log-likelihood."""
+        fluency = self.cfg.fluency_weight > 0
+        if self.draft is None or pool.shape[0] - n_beam < 2:
+            return score_triggers(searcher.task, rows, pool, searcher.packed, searcher.budget, searcher.kind, fluency,
+                                  self.share)
+        return probe_sample(searcher, self, rows, pool, n_beam, g, fluency)

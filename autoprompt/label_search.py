@@ -18,6 +18,7 @@ import torch
 from autoprompt.candidates import allowed_tokens
 from frozen_lm import data as data_mod
 from frozen_lm.encode import encode_rows
+from frozen_lm.configs import at_least, positive
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt
 
@@ -36,12 +37,9 @@ class LabelSearchConfig:
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def __post_init__(self):
-        if self.k < 1:
-            raise UserError("--k must be at least 1")
-        if self.limit < 0:
-            raise UserError("--limit must be 0 (all) or more")
-        if not self.reg > 0:
-            raise UserError(f"--reg must be positive, got {self.reg}")
+        at_least(self, 1, "k")
+        at_least(self, 0, "limit")
+        positive(self, "reg")
 
 
 @dataclass
@@ -151,8 +149,8 @@ def top_words(task, scores: torch.Tensor, classes: list[str], k: int, no_capital
         allowed &= word_start_tokens(tok, scores.shape[1])
     n = int(allowed.sum())
     if n == 0:
-        raise UserError("no vocabulary token can be a label word here (after the filters); drop --no-capitalized "
-                        "or --ascii-only")
+        raise UserError("no vocabulary token can be a label word here (after the filters); drop "
+                        "LabelSearchConfig.no_capitalized or LabelSearchConfig.ascii_only")
     masked = scores.masked_fill(~allowed[None], float("-inf"))
     best = masked.topk(min(k, n), dim=1)
     return {c: [(tok.decode([int(i)]).strip(), float(v)) for v, i in zip(best.values[n], best.indices[n])]

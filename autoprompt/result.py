@@ -1,4 +1,5 @@
-"""SearchResult: a found trigger, how it scored, the per-iteration history and the search state.
+"""SearchResult: a found trigger (AutoPrompt or GCG), how it scored, the per-iteration history and the
+search state.
 
 `evaluate(task, data, prompt=result)` writes the trigger into the task's [T] slots; `result.prompt`
 is the same trigger as a `DiscretePrompt`; the state lets `search(..., resume=result)` continue
@@ -14,8 +15,6 @@ import torch
 from autoprompt.search import State
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.results import Result
-
-METHOD = "autoprompt"
 
 
 @dataclass

@@ -50,7 +50,7 @@ class Budget:
 
     def shrink(self) -> None:
         if self.tokens <= 16:
-            raise RuntimeError("out of memory even at the smallest batch; use a smaller model or --device cpu")
+            raise RuntimeError("out of memory even at the smallest batch; use a smaller model or the CPU")
         self.tokens //= 2
         self.full_tokens = max(1, self.full_tokens // 2)
         self.logits //= 2

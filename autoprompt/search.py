@@ -1,10 +1,11 @@
-"""AutoPrompt trigger search (Shin et al., 2020) on a FrozenLM.
+"""The discrete search loop on a FrozenLM, shared by AutoPrompt and GCG.
 
 Each iteration: average the one-hot gradient of the label loss over `accumulation_steps` batches,
-take the top-k HotFlip candidates for one random slot (or every slot), score every candidate
-trigger (times every beam member) on a fresh batch in packed forward passes, keep the best, and
-evaluate the dev set after each accepted change, keeping the best trigger by dev score (ties, such
-as P@1 = 0 on a hard fact relation, go to the higher mean dev label log-likelihood).
+let the method's proposer turn it into candidate triggers (AutoPrompt: HotFlip top-k for one random
+slot or every slot, autoprompt.hotflip; GCG: sampled multi-slot swaps, autoprompt.gcg), score every
+candidate (and the beam) on a fresh batch in packed forward passes, keep the best, and evaluate the
+dev set after each accepted change, keeping the best trigger by dev score (ties, such as P@1 = 0 on
+a hard fact relation, go to the higher mean dev label log-likelihood).
 
 The randomness of iteration i comes from a generator seeded by (seed, i), so a run resumed after
 iteration i continues exactly as an uninterrupted one would. Under torch.distributed every process
@@ -18,21 +19,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 
-from autoprompt.candidates import (
-    all_slot_variants,
-    allowed_tokens,
-    dedupe,
-    hotflip_candidates,
-    one_slot_variants,
-)
-from autoprompt.config import SearchConfig
-from autoprompt.gcg import retokenizes, sample_candidates
-from autoprompt.probe import probe_sample
-from autoprompt.scoring import Budget, Scores, can_pack, length_batch, score_triggers, with_fluency_reads
+from autoprompt.candidates import allowed_tokens
+from autoprompt.config import SearchOptions
+from autoprompt.scoring import Budget, Scores, can_pack, length_batch, with_fluency_reads
 from frozen_lm import distributed
+from frozen_lm.configs import field_error, name_of
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import TriggerBound, score
 from frozen_lm.fluency import fluency_positions, row_fluency
@@ -58,55 +53,71 @@ class State:
     current_dev_loglik: float = float("-inf")
 
 
-def initial_trigger(task: PromptTask, spec: str) -> torch.Tensor:
-    """(S,) token ids for the first trigger."""
+class Proposer(Protocol):
+    """What a discrete search method adds to the loop: candidate triggers from the state and the
+    iteration's gradient batches, and how the pool of candidates is scored.
+
+    start(searcher): checks and set-up once the searcher is built; candidates(searcher, state, g,
+    grad_batches) -> ((N, S) candidates, the slot changed or None for
+    several, the gradient batches' mean loss); score(searcher, rows, pool, n_beam, g) -> Scores of
+    every pool row (the beam first); beam_size: triggers kept per iteration; share: score
+    candidates in groups behind their shared leading slots (autoprompt.scoring.slot_groups)."""
+
+    beam_size: int
+    share: bool
+
+    def start(self, searcher: Searcher) -> None: ...
+
+    def candidates(self, searcher: Searcher, state: State, g: torch.Generator, grad_batches: list[torch.Tensor]
+                   ) -> tuple[torch.Tensor, int | None, float]: ...
+
+    def score(self, searcher: Searcher, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores: ...
+
+
+def initial_trigger(task: PromptTask, spec: str, config=None) -> torch.Tensor:
+    """(S,) token ids for the first trigger (config: whose initial_trigger field errors name)."""
+    name = name_of(config, "initial_trigger") if config is not None else "initial_trigger"
     tok, n = task.lm.tokenizer, task.template.n_triggers
     if spec == "auto":
         spec = "mask" if task.lm.is_masked else "the"
     if spec == "mask":
         if not task.lm.is_masked:
-            raise UserError("--initial-trigger mask needs a masked LM (this model has no mask token); use 'the'")
+            raise UserError(f"{name} 'mask' needs a masked LM (this model has no mask token); use 'the'")
         return torch.full((n,), tok.mask_token_id, dtype=torch.long)
     if spec == "the":
         return torch.full((n,), tok(" the" if not task.lm.is_masked else "the", add_special_tokens=False).input_ids[-1])
     ids = tok(spec, add_special_tokens=False).input_ids
     if len(ids) != n:
-        raise UserError(f"--initial-trigger {spec!r} is {len(ids)} tokens, but the template has {n} [T] slots")
+        raise UserError(f"{name} {spec!r} is {len(ids)} tokens, but the template has {n} [T] slots")
     return torch.tensor(ids, dtype=torch.long)
 
 
 class Searcher:
-    """One search run: encoded splits, the allowed-token mask and the per-iteration step."""
+    """One search run: encoded splits, the allowed-token mask, the method's proposer and the
+    per-iteration step."""
 
-    def __init__(self, task: PromptTask, cfg: SearchConfig, train: Encoded, dev: Encoded):
+    def __init__(self, task: PromptTask, cfg: SearchOptions, proposer: Proposer, train: Encoded, dev: Encoded):
         if task.template.n_triggers == 0:
             raise UserError(f"template {task.template.text!r} has no [T] slots to search; add some, e.g. '{{sentence}} [T] [T] [P]'")
         if len(train.rows) == 0:
             raise UserError("the training set is empty after encoding; nothing to search on")
-        self.task, self.cfg, self.seed = task, cfg, cfg.seed
+        self.task, self.cfg, self.seed, self.proposer = task, cfg, cfg.seed, proposer
         self.train, self.dev = train.rows, dev.rows
         if cfg.dev_size and len(self.dev) > cfg.dev_size:
             self.dev = self.dev.subset(slice(0, cfg.dev_size))
-        ascii_only = cfg.ascii_only or (cfg.method == "gcg" and not cfg.allow_non_ascii)
         self.allowed = allowed_tokens(task.lm.tokenizer, task.lm.vocab_size, self._label_tokens(),
-                                      cfg.no_capitalized, ascii_only)
-        n_allowed = int(self.allowed.sum())
-        if n_allowed == 0:
-            raise UserError("no vocabulary token may be a trigger after the filters; drop --no-capitalized or --ascii-only")
-        if cfg.num_cand > n_allowed:
-            logger.warning("--num-cand %d is more than the %d tokens a trigger may use; each slot gets all %d",
-                           cfg.num_cand, n_allowed, n_allowed)
+                                      cfg.no_capitalized, cfg.ascii_tokens)
+        if int(self.allowed.sum()) == 0:
+            raise UserError(f"no vocabulary token may be a trigger after the filters; drop {name_of(cfg, 'no_capitalized')}"
+                            f" or {name_of(cfg, 'ascii_only')}")
         self.packed = {"auto": None, "on": True, "off": False}[cfg.packing]
         if self.packed and not can_pack(task.lm, self.train):
-            raise UserError("--packing on needs a causal LM and text before the first [T]; use --packing auto")
+            raise field_error(cfg, "packing", "'on' needs a causal LM and text before the first [T]; use 'auto'")
         self.budget = Budget.for_device(task.lm.device)
         if cfg.fluency_weight and task.lm.is_masked:
-            raise UserError("--fluency-weight scores the trigger as text the model reads left to right: it needs a causal LM")
-        self.draft = None
-        if cfg.draft_model:
-            from autoprompt.probe import load_draft
-
-            self.draft = load_draft(cfg.draft_model, task, self.train)
+            raise field_error(cfg, "fluency_weight", "scores the trigger as text the model reads left to right: it "
+                              "needs a causal LM")
+        proposer.start(self)
 
     @property
     def kind(self) -> str:
@@ -115,13 +126,6 @@ class Searcher:
         if self.task.is_target:
             return "mellowmax" if self.cfg.mellowmax else "vocab"
         return self.cfg.loss
-
-    @property
-    def share(self) -> bool:
-        """Score candidates in groups that share their leading slots (autoprompt.scoring.slot_groups):
-        GCG's candidates change random slots, so most share a long run of them. AutoPrompt keeps
-        the stop-9 scoring passes (its README numbers were measured on them)."""
-        return self.cfg.method == "gcg"
 
     def _label_tokens(self) -> list[int]:
         """Tokens the trigger may not use: label words, or every training answer for facts (target
@@ -215,34 +219,6 @@ class Searcher:
         total = float(weights[idx].sum())
         return (float(weights[mine].sum()) / total if total else 0.0), rows
 
-    def candidates(self, state: State, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, int | None, float]:
-        """(N, S) candidate triggers from every beam member, the slot flipped (None = all), the loss."""
-        if self.cfg.method == "gcg":
-            return self.gcg_candidates(state, g, grad_batches)
-        slot = None if self.cfg.slots == "all" else int(torch.randint(state.beam.shape[1], (1,), generator=g))
-        out, losses = [], []
-        for trigger in state.beam:
-            grad, loss = self.gradient(trigger, grad_batches)
-            losses.append(loss)
-            cands = hotflip_candidates(grad, self.allowed, self.cfg.num_cand).cpu()
-            out.append(all_slot_variants(trigger, cands) if slot is None else one_slot_variants(trigger, slot, cands[slot]))
-        return dedupe(torch.cat(out), keep_first=state.beam), slot, losses[0]
-
-    def gcg_candidates(self, state: State, g: torch.Generator, grad_batches) -> tuple[torch.Tensor, None, float]:
-        """GCG: search-width samples around the best trigger, retokenization-filtered, deduplicated."""
-        cfg, trigger = self.cfg, state.beam[0]
-        grad, loss = self.gradient(trigger, grad_batches)
-        cands = sample_candidates(trigger, grad, self.allowed, cfg.search_width, cfg.topk, cfg.n_replace, g)
-        if cfg.filter_retokenized:
-            n = int(self.train.attention_mask[0].sum())
-            ids, pos = self.train.input_ids[0, :n], self.train.trigger_pos[0]
-            keep = retokenizes(self.task.lm.tokenizer, ids.cpu(), pos.cpu(), cands)
-            if keep.any():
-                cands = cands[keep]
-            else:
-                logger.warning("no candidate tokenizes back to itself in context; keeping them all this iteration")
-        return dedupe(cands, keep_first=state.beam), None, loss
-
     def _rank(self, scores: Scores) -> torch.Tensor:
         """(N,) values to maximize: log-likelihood, or accuracy with log-likelihood or margin breaking
         ties; plus fluency-weight times the triggers' log-likelihood."""
@@ -259,14 +235,14 @@ class Searcher:
         t0 = time.perf_counter()
         it = state.iteration + 1
         g, grad_batches, eval_idx = self._batches(it)
-        cands, slot, loss = self.candidates(state, g, grad_batches)
+        cands, slot, loss = self.proposer.candidates(self, state, g, grad_batches)
         t1 = time.perf_counter()
         eval_rows = self.train.subset(eval_idx)
         pool = torch.cat([state.beam, cands])
         scores = self.score_pool(eval_rows, pool, state.beam.shape[0], g)
         loglik, correct = scores.loglik, scores.correct
         rank = self._rank(scores)
-        order = torch.sort(rank, descending=True, stable=True).indices[: self.cfg.beam_size]
+        order = torch.sort(rank, descending=True, stable=True).indices[: self.proposer.beam_size]
         beam, top = pool[order], int(order[0])
         t2 = time.perf_counter()
         accepted = not torch.equal(beam[0], state.beam[0])
@@ -289,12 +265,8 @@ class Searcher:
         return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record], best_ll, dev_ll)
 
     def score_pool(self, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:
-        """Scores of every pool trigger (the beam first) on the scoring rows; with a draft model (GCG
-        probe sampling), unscored candidates get -inf log-likelihood."""
-        fluency = self.cfg.fluency_weight > 0
-        if self.draft is None or pool.shape[0] - n_beam < 2:
-            return score_triggers(self.task, rows, pool, self.packed, self.budget, self.kind, fluency, self.share)
-        return probe_sample(self, rows, pool, n_beam, g, fluency)
+        """Scores of every pool trigger (the beam first) on the scoring rows, as the proposer scores them."""
+        return self.proposer.score(self, rows, pool, n_beam, g)
 
     def decode(self, trigger: torch.Tensor) -> list[str]:
         return [self.task.lm.tokenizer.decode([int(t)]) for t in trigger]

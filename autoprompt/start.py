@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from frozen_lm.configs import name_of
 from frozen_lm.errors import UserError
 from frozen_lm.templates import Template
 
@@ -35,8 +36,10 @@ def _word_tokens(tokenizer, text: str) -> list[tuple[str, list[int]]]:
 
 
 def slot_template(task, manual: str, keep: set[str] = frozenset(), extra: int = 0,
-                  fill: int | None = None) -> tuple[str, list[int]]:
-    """(the template with [T] slots, the start trigger ids) for a hand-written template."""
+                  fill: int | None = None, config=None) -> tuple[str, list[int]]:
+    """(the template with [T] slots, the start trigger ids) for a hand-written template (config: the
+    search config whose fields errors name)."""
+    field = (lambda name: name_of(config, name)) if config is not None else (lambda name: name)
     tok = task.lm.tokenizer
     parsed = Template.parse(manual)
     special = set(getattr(tok, "all_special_tokens", []) or [])
@@ -50,7 +53,8 @@ def slot_template(task, manual: str, keep: set[str] = frozenset(), extra: int = 
         if seg.kind == "field":
             pieces.append(f"{gap}{{{seg.value}}}")
         elif seg.kind == "trigger":
-            raise UserError(f"--from-template {manual!r} already has [T] slots; give a hand-written template without them")
+            raise UserError(f"{field('from_template')} {manual!r} already has [T] slots; give a hand-written template "
+                            "without them")
         elif seg.kind == "predict":
             pieces += [" [T]"] * extra + [f"{gap}[P]"]
             ids += [fill] * extra
@@ -67,11 +71,12 @@ def slot_template(task, manual: str, keep: set[str] = frozenset(), extra: int = 
                     ids += word_ids
     missing = keep - found
     if missing:
-        raise UserError(f"--keep {', '.join(sorted(missing))}: not a word of --from-template {manual!r}")
+        raise UserError(f"{field('keep')} {', '.join(sorted(missing))}: not a word of {field('from_template')} {manual!r}")
     if not ids:
-        raise UserError(f"--from-template {manual!r} leaves no word to search (all kept); keep fewer words or add --extra-slots")
+        raise UserError(f"{field('from_template')} {manual!r} leaves no word to search (all kept); keep fewer words or "
+                        f"add {field('extra_slots')}")
     if extra and fill is None:
-        raise UserError("--extra-slots needs a start token (--initial-trigger the or mask)")
+        raise UserError(f"{field('extra_slots')} needs a start token ({field('initial_trigger')} the or mask)")
     return "".join(pieces).strip(), ids
 
 

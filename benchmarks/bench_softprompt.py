@@ -124,7 +124,7 @@ def _peft(args, lm, task, data) -> dict:
 
     from frozen_lm import evaluate
     from frozen_lm.train import batches
-    from softprompt.init import prompt_init
+    from frozen_lm.prompts.init import prompt_init
 
     task = task.derive(reserved_positions=args.k)  # PEFT's virtual tokens take k positions
     enc = {name: task.encode(ds) for name, ds in data.items()}

@@ -6,19 +6,24 @@
     evaluate(task, "demo:sentiment:dev")            # the manual template
     evaluate(task, test, prompt=load_result("runs/x"))  # any method's saved result
 
-The methods live in their own packages (`autoprompt`, `softprompt`, `intrinsic_dim`), which
-register themselves in `frozen_lm.methods` on import.
+Every algorithm is a registered method (frozen_lm.methods; the packages `autoprompt`, `softprompt`,
+`intrinsic_dim` and `prompt_baselines` register theirs, found through entry points), and one runner
+runs any of them by name or config:
+
+    r = frozen_lm.run("gcg", task, train, dev, out="runs/x")    # or run(None, ..., GCGConfig(...))
+    sorted(frozen_lm.methods())                                  # every registered method
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from frozen_lm.errors import UserError  # noqa: E402
 from frozen_lm.evaluate import DiscretePrompt, evaluate  # noqa: E402
 from frozen_lm.events import Event  # noqa: E402
-from frozen_lm.methods import Command, Method, register_method  # noqa: E402
+from frozen_lm.methods import Command, Derived, Method, methods, register_method  # noqa: E402
 from frozen_lm.model import FrozenLM  # noqa: E402
 from frozen_lm.results import Result, load_result  # noqa: E402
+from frozen_lm.runner import Run, run  # noqa: E402
 from frozen_lm.task import PromptTask, TaskSpec  # noqa: E402
 
-__all__ = ["Command", "DiscretePrompt", "Event", "FrozenLM", "Method", "PromptTask", "Result", "TaskSpec", "UserError",
-           "__version__", "evaluate", "load_result", "register_method"]
+__all__ = ["Command", "Derived", "DiscretePrompt", "Event", "FrozenLM", "Method", "PromptTask", "Result", "Run",
+           "TaskSpec", "UserError", "__version__", "evaluate", "load_result", "methods", "register_method", "run"]

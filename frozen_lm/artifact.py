@@ -24,7 +24,7 @@ from frozen_lm import distributed
 from frozen_lm.errors import UserError
 
 CONFIG, WEIGHTS, RESULTS = "config.json", "weights.safetensors", "results.json"
-FORMAT = 2  # 1: the layout of package version 0.1 (task options and data paths in "task")
+FORMAT = 3  # 1: package 0.1 (task options and data paths in "task"); 2: 0.2 (a method name per package)
 
 
 @dataclass

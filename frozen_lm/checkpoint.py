@@ -1,8 +1,8 @@
-"""Cutting a training run safely and continuing it: the checkpoint of a cut run, the exception that
-carries it, and the block that holds Ctrl-C / SIGTERM while an optimizer update is applied.
+"""Cutting a training run safely and continuing it: the checkpoint of a cut run and the block that
+holds Ctrl-C / SIGTERM while an optimizer update is applied.
 
 The shared loop (frozen_lm.train.Trainer) raises `TrainInterrupted` with a `TrainCheckpoint` on
-Ctrl-C; artifacts store the checkpoint (tensors in weights.safetensors, the rest in JSON), and
+Ctrl-C (the checkpoint is defined here, the loop imports it); artifacts store the checkpoint (tensors in weights.safetensors, the rest in JSON), and
 `Trainer.run(resume=checkpoint)` continues as if never stopped.
 """
 
@@ -12,12 +12,7 @@ import contextlib
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:
-    from frozen_lm.train import TrainResult
 
 
 @dataclass
@@ -82,15 +77,6 @@ class TrainCheckpoint:
                    dict(meta["scheduler"]), best, meta["best_score"], meta["best_step"], meta["bad"], meta["best_metrics"],
                    list(meta["history"]), meta["seconds"], meta["cpu"], list(meta["times"]), meta.get("eval_pending", False),
                    dict(meta.get("extra") or {}))
-
-
-class TrainInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: `result` is the TrainResult so far, with the best state restored
-    (stopped == 'interrupted'); `checkpoint` continues the run (`Trainer.run(resume=checkpoint)`)."""
-
-    def __init__(self, result: TrainResult, checkpoint: TrainCheckpoint | None = None):
-        super().__init__(f"interrupted after step {result.steps_done}")
-        self.result, self.checkpoint = result, checkpoint
 
 
 @contextlib.contextmanager

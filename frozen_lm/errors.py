@@ -9,12 +9,12 @@ class UserError(ValueError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run. `result` is the best-so-far result (saved first when the run had an
-    `out` folder); the message says where it is and how to continue."""
+    """Ctrl-C (or SIGTERM) during a run. `result` is the best-so-far result, saved first in `out`
+    when the run had an out folder; `resumable`: `resume=out` continues it."""
 
-    def __init__(self, message: str, result=None):
+    def __init__(self, message: str, result=None, out=None, resumable: bool = False):
         super().__init__(message)
-        self.message, self.result = message, result
+        self.message, self.result, self.out, self.resumable = message, result, out, resumable
 
     def __str__(self) -> str:
         return self.message

@@ -11,7 +11,6 @@ Fields of a subclass go to results.json; `tensors` to weights.safetensors; the r
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from frozen_lm import configs
 from frozen_lm.artifact import Artifact, check_model, model_info, read_artifact, versions, write_artifact
 from frozen_lm.errors import UserError
 from frozen_lm.task import PromptTask, TaskSpec
@@ -75,7 +75,7 @@ class Result:
     # ---------------------------------------------------------------- files
     def save(self, out) -> Path:
         """Write the artifact directory `out` (created if needed); returns its path."""
-        meta = {"method": self.method, "module": self.module, "config": _config_dict(self.config),
+        meta = {"method": self.method, "module": self.module, "config": configs.to_dict(self.config),
                 "seed": self.seed, "task": self.task.to_dict(), "model": self.model, "data": self.data,
                 "versions": self.versions or versions()}
         extra = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _META_FIELDS}
@@ -109,28 +109,20 @@ class Result:
                                 "is incomplete (rerun, or restore the file)")
 
 
-def _config_dict(config) -> dict:
-    return asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
-
-
-def config_from_dict(cls, values: dict, where: str = ""):
-    """A config dataclass from saved values (unknown keys ignored; bad values a UserError)."""
-    names = {f.name for f in fields(cls) if f.init}
-    try:
-        return cls(**{k: v for k, v in values.items() if k in names})
-    except UserError as e:
-        raise UserError(f"{where}: the saved config is not valid ({e})") from None
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{where}: the saved config is damaged ({e})") from None
-
-
 def load_result(path) -> Result:
     """Read any method's artifact directory as that method's result class."""
     from frozen_lm.methods import for_artifact
 
     art = read_artifact(path)
-    method = for_artifact(art.method, art.meta.get("module") or None, str(art.path))
-    config = config_from_dict(method.config, {**art.meta["config"], "seed": art.meta.get("seed", 0)}, str(art.path))
+    saved = dict(art.meta["config"])
+    method = for_artifact(art.method, saved, art.meta.get("module") or None, str(art.path))
+    upgrade = getattr(method.config, "upgrade", None)  # a config class's own reading of older versions' fields
+    values = {**(upgrade(saved) if upgrade else saved), "seed": art.meta.get("seed", saved.get("seed", 0))}
+    try:
+        config = configs.from_dict(method.config, values, strict=False)
+    except UserError as e:
+        raise UserError(f"{art.path}: the saved config is not valid ({e})") from None
+    art.meta["method"] = method.name
     try:
         result = method.result.from_artifact(art, config)
     except (KeyError, TypeError, ValueError) as e:
@@ -140,12 +132,6 @@ def load_result(path) -> Result:
     if result.status in ("running", "interrupted"):
         logger.info("%s: the run was %s; this is its best-so-far state", path, result.status)
     return result
-
-
-def base_fields(method: str, config, task: PromptTask, data: dict | None = None) -> dict:
-    """The Result fields every run fills the same way."""
-    return {"method": method, "config": config, "task": task.spec, "model": model_info(task.lm),
-            "data": data or {}, "versions": versions(), "lm": task.lm}
 
 
 @dataclass
@@ -174,35 +160,3 @@ class TrainedResult(Result):
         path = super().save(out)
         self.saved_to = path
         return path
-
-
-def resumes_into(resume, out) -> bool:
-    """Whether `out` is the artifact folder being resumed (then `claim_out` lets the run continue in
-    it); False when resume is None or a result object."""
-    return (out is not None and isinstance(resume, (str, os.PathLike))
-            and Path(resume).resolve() == Path(out).resolve())
-
-
-def previous_result(resume, result_class: type[Result], task: PromptTask, command: str) -> Result | None:
-    """The saved run to continue: `resume` (a result of `result_class`, or its artifact folder) checked
-    to be that method's and of this task's model; None when not resuming."""
-    if resume is None:
-        return None
-    previous = resume if isinstance(resume, result_class) else load_result(resume)
-    if not isinstance(previous, result_class):
-        raise UserError(f"{resume} holds a {previous.method!r} run, not an `autoprompt {command}` run; resume needs "
-                        f"the --out folder of `autoprompt {command}`")
-    previous.check_model(task.lm)
-    return previous
-
-
-def resume_diffs(previous: Result, task: PromptTask, config, allowed: tuple[str, ...] = ()) -> list[str]:
-    """What differs between a saved run and this one (its task spec, its config except `allowed`
-    fields), as 'name (saved value saved, new value now)' lines; empty when the run continues it."""
-    saved_task, now_task = asdict(previous.task), asdict(task.spec)
-    diffs = [f"{'template' if k == 'template' else 'task ' + k} ({v!r} saved, {now_task.get(k)!r} now)"
-             for k, v in saved_task.items() if now_task.get(k) != v]
-    saved, now = asdict(previous.config), asdict(config)
-    diffs += [f"{f.name.replace('_', '-')} ({saved.get(f.name)!r} saved, {now[f.name]!r} now)"
-              for f in fields(config) if f.name not in allowed and saved.get(f.name) != now[f.name]]
-    return diffs

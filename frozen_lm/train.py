@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from frozen_lm import distributed
-from frozen_lm.checkpoint import TrainCheckpoint, TrainInterrupted, deferred_interrupt
+from frozen_lm.checkpoint import TrainCheckpoint, deferred_interrupt
 from frozen_lm.events import Callback, Event, notify
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,16 @@ class TrainResult:
     step_times: list[float] = field(default_factory=list)  # wall seconds of each optimizer step
 
 
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: `result` is the TrainResult so far, with the best state restored
+    (stopped == 'interrupted'); `checkpoint` continues the run (`Trainer.run(resume=checkpoint)`)."""
+
+    def __init__(self, result: TrainResult, checkpoint: TrainCheckpoint | None = None):
+        super().__init__(f"interrupted after step {result.steps_done}")
+        self.result, self.checkpoint = result, checkpoint
+
+
+
 def make_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
     if s.optimizer == "adafactor":
         return torch.optim.Adafactor(groups, lr=s.lr, weight_decay=s.weight_decay)
@@ -171,16 +181,19 @@ class Trainer:
     weights (n_examples,): what each example weighs in the batch loss, which must be the weighted
     mean sum(w_i l_i) / sum(w_i) (e.g. target tokens, for a loss per target token); None: a plain
     mean. They combine the micro-batches of a step and the shares of several processes.
+    on_best(step, dev metrics or None): called when an evaluation finds a new best state, with the
+    tensors holding it (a method writes its best-so-far artifact there).
     """
 
     def __init__(self, params: dict[str, torch.Tensor], loss_fn: Callable[[torch.Tensor], torch.Tensor],
                  n_examples: int, settings: TrainSettings, evaluate: Callable[[], dict] | None = None, *,
                  callback: Callback | None = None, method: str = "train", stage: str = "", progress: bool = False,
-                 autocast: contextlib.AbstractContextManager | None = None, weights: torch.Tensor | None = None):
+                 autocast: contextlib.AbstractContextManager | None = None, weights: torch.Tensor | None = None,
+                 on_best: Callable[[int, dict | None], None] | None = None):
         self.params, self.loss_fn, self.n, self.s = params, loss_fn, n_examples, settings
         self.weights = None if weights is None else weights.detach().double().cpu()
         self.evaluate, self.callback, self.method, self.stage = evaluate, callback, method, stage
-        self.progress, self.autocast = progress, autocast
+        self.progress, self.autocast, self.on_best = progress, autocast, on_best
         self.best_score: float | None = None
         self.best_step, self.bad, self.best_state, self.best_metrics = 0, 0, None, None
         self._recorded = -1  # the last step whose evaluation and best-state record are done
@@ -199,14 +212,22 @@ class Trainer:
         """Track the best state; True when early stopping says stop."""
         if metrics is None:  # no dev split: the latest step is the best
             self.best_step, self.best_state = step, (None if last or not self.s.keep_best else self._snapshot())
+            self._best_now(step, None, last)
             return False
         value = metric_of(metrics)
         if self.best_score is None or value > self.best_score or not self.s.keep_best:
             self.best_score, self.best_step, self.bad, self.best_metrics = value, step, 0, metrics
             self.best_state = None if last or not self.s.keep_best else self._snapshot()
+            self._best_now(step, metrics, last)
             return False
         self.bad += 1
         return self.s.patience > 0 and self.bad >= self.s.patience
+
+    def _best_now(self, step: int, metrics: dict | None, last: bool) -> None:
+        """Tell `on_best` that the tensors as they are now are the best so far (not after the last
+        step: the run's own end follows)."""
+        if self.on_best is not None and not last:
+            self.on_best(step, metrics)
 
     # ------------------------------------------------------------ the loop
     def run(self, resume: TrainCheckpoint | None = None) -> TrainResult:

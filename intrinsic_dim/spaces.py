@@ -1,7 +1,7 @@
 """Prompt space and prefix space: what moves is a soft prompt; the model is never touched.
 
-theta_0 is the soft prompt `softprompt.tune` starts from: `softprompt.init` (random, vocab, labels or
-text) with a generator seeded by config.seed, on `softprompt.effective`'s task (the template's or
+theta_0 is the soft prompt `softprompt.tune` starts from: `frozen_lm.prompts.init` (random, vocab, labels or
+text) with a generator seeded by config.seed, on `frozen_lm.prompts.effective`'s task (the template's or
 prepended [T] slots for a prompt; for a prefix the slots are removed and positions reserved). The
 subspace moves theta = theta_0 + P(theta_d): a prompt (K, H) or a prefix (L, 2, kv, P, hd), seen by
 the model through softprompt's PromptBound / PrefixBound, the same Bounds a tuned prompt is scored
@@ -30,10 +30,10 @@ from intrinsic_dim.objective import Objective, metrics_of
 from intrinsic_dim.params import select_names
 from intrinsic_dim.projections import make_projection
 from intrinsic_dim.subspace import Subspace
-from softprompt.effective import effective_task
-from softprompt.init import prefix_init, prompt_init
-from softprompt.prefix import PrefixBound
-from softprompt.prompt import PromptBound
+from frozen_lm.prompts.effective import effective_task
+from frozen_lm.prompts.init import prefix_init, prompt_init
+from frozen_lm.prompts.prefix import PrefixBound
+from frozen_lm.prompts.soft import PromptBound
 from softprompt.run import check_prefix_support
 
 

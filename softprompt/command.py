@@ -13,7 +13,7 @@ from frozen_lm import distributed
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Command
 from softprompt.config import TuneConfig
-from softprompt.effective import effective_task
+from frozen_lm.prompts.effective import effective_task
 from softprompt.result import PezResult, TuneResult
 
 HELP = """Learn a continuous prompt for the frozen model: prompt tuning (a trainable vector per [T] slot)

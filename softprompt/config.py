@@ -17,7 +17,7 @@ METHODS = {"prompt": "prompt_tuning", "prefix": "prefix_tuning", "pez": "pez"}  
 INIT_KINDS = ("random", "vocab", "labels", "text:")
 DEFAULT_LR = {"prompt": 0.03, "prefix": 1e-4, "prefix_direct": 5e-3}
 # pez: the default learning rate is this many times the RMS coordinate of the model's token embeddings
-# (softprompt.init.embedding_rms), resolved when the model is known (softprompt.run.check_config):
+# (frozen_lm.prompts.init.embedding_rms), resolved when the model is known (softprompt.run.check_config):
 # Adam moves every coordinate by about lr per step, and the distance between neighbouring tokens
 # scales with the embeddings, so a fixed lr means different things on different models.
 PEZ_LR_SCALE = 2.0
@@ -88,7 +88,7 @@ class TuneConfig(LoopOptions):
 
     @property
     def placement(self) -> str:
-        """How the prompt meets the model (softprompt.effective): 'prefix', or 'prompt' (vectors at [T] slots)."""
+        """How the prompt meets the model (frozen_lm.prompts.effective): 'prefix', or 'prompt' (vectors at [T] slots)."""
         return "prefix" if self.method == "prefix" else "prompt"
 
 

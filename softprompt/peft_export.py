@@ -18,7 +18,7 @@ import torch
 from frozen_lm.encode import special_tokens_around
 from frozen_lm.errors import UserError
 from frozen_lm.model import FrozenLM
-from softprompt.effective import parse_slots
+from frozen_lm.prompts.effective import parse_slots
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from frozen_lm.encode import Rows
 from frozen_lm.evaluate import TriggerBound
 from frozen_lm.fluency import fluency_positions, row_fluency
 from frozen_lm.model import FrozenLM
-from softprompt.init import special_ids
-from softprompt.prompt import place
+from frozen_lm.prompts.init import special_ids
+from frozen_lm.prompts.soft import place
 from softprompt.reading import token_table
 
 logger = logging.getLogger(__name__)

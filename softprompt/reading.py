@@ -18,8 +18,8 @@ from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.model import FrozenLM
 from frozen_lm.task import TaskSpec
-from softprompt.effective import effective_task
-from softprompt.init import special_ids
+from frozen_lm.prompts.effective import ReadingPrompt
+from frozen_lm.prompts.init import special_ids
 
 METRICS = ("cosine", "l2")
 
@@ -101,21 +101,6 @@ def discrete_trigger(lm: FrozenLM, described: list[dict]) -> tuple[list[int], st
     text = lm.tokenizer.decode(ids)
     again = list(lm.tokenizer(text, add_special_tokens=False).input_ids)
     return ids, text, again == ids
-
-
-@dataclass
-class ReadingPrompt(DiscretePrompt):
-    """Tokens for the [T] slots of a tuned prompt's effective template (a soft prompt's nearest tokens,
-    or the prompt PEZ found) as a discrete prompt for the task the run was given: `bind` transforms
-    the task as tuning did (softprompt.effective), then writes the tokens into its [T] slots.
-    template: the effective template; num_virtual_tokens: the prepended slots."""
-
-    template: str = ""
-    num_virtual_tokens: int | None = None
-
-    def bind(self, task):
-        eff, _ = effective_task(task, "prompt", self.num_virtual_tokens, effective=self.template)
-        return DiscretePrompt.bind(self, eff)
 
 
 @dataclass

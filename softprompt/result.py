@@ -3,7 +3,7 @@ to apply it to a task; PezResult: the discrete prompt PEZ found.
 
 `evaluate(task, data, prompt=result)` works on the task the prompt was given (its template as
 written) and on the effective task (virtual tokens already prepended, or [T] slots stripped for a
-prefix): `bind` applies `softprompt.effective.effective_task` unless the task already has the
+prefix): `bind` applies `frozen_lm.prompts.effective.effective_task` unless the task already has the
 effective template. `export_peft` writes PEFT's layout.
 """
 
@@ -17,9 +17,9 @@ import torch
 from frozen_lm.errors import UserError
 from frozen_lm.results import TrainedResult
 from softprompt.config import METHODS
-from softprompt.effective import effective_task
-from softprompt.prefix import PrefixBound
-from softprompt.prompt import PromptBound
+from frozen_lm.prompts.effective import effective_task
+from frozen_lm.prompts.prefix import PrefixBound
+from frozen_lm.prompts.soft import PromptBound
 from softprompt.reading import ReadingPrompt
 
 ARTIFACTS = tuple(METHODS.values())  # prompt_tuning, prefix_tuning, pez

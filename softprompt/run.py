@@ -1,6 +1,6 @@
 """`softprompt.tune`: train a soft prompt on a task and return a TuneResult (PEZ: a PezResult).
 
-The task is transformed once (softprompt.effective: prepended virtual tokens, or a prefix's [T]
+The task is transformed once (frozen_lm.prompts.effective: prepended virtual tokens, or a prefix's [T]
 slots stripped and positions reserved), the prompt is initialized from a generator seeded with
 `config.seed`, trained by the shared loop (frozen_lm.train) and scored by the shared evaluator.
 A target-string task (target / target_field) always trains with its LM loss (config.loss becomes
@@ -24,10 +24,10 @@ from frozen_lm.model import FrozenLM
 from frozen_lm.results import base_fields, previous_result, resume_diffs, resumes_into
 from frozen_lm.task import PromptTask
 from softprompt.config import PEZ_LR_SCALE, TuneConfig
-from softprompt.effective import effective_task
-from softprompt.init import embedding_rms, prefix_init, prompt_init
-from softprompt.prefix import PrefixParams
-from softprompt.prompt import SoftPrompt
+from frozen_lm.prompts.effective import effective_task
+from frozen_lm.prompts.init import embedding_rms, prefix_init, prompt_init
+from frozen_lm.prompts.prefix import PrefixParams
+from frozen_lm.prompts.soft import SoftPrompt
 from softprompt.result import TuneResult
 from softprompt.train import encode_split, fit, on_device, split_metrics
 

@@ -17,6 +17,22 @@ from frozen_lm.model import FrozenLM, _cache_tensors
 logger = logging.getLogger(__name__)
 
 FREQUENT = 5000
+INIT_KINDS = ("random", "vocab", "labels", "text:...")
+
+
+def parse_init(spec: str, name: str = "init") -> tuple[str, str | None]:
+    """'random' | 'vocab' | 'labels' | 'text:...' -> (kind, text); UserError naming `name` (the config
+    field, e.g. 'PromptTuningConfig.init') for anything else."""
+    if spec in ("random", "vocab", "labels"):
+        return spec, None
+    if isinstance(spec, str) and spec.startswith("text:"):
+        text = spec[5:].strip()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+            text = text[1:-1]
+        if not text.strip():
+            raise UserError(f"{name} 'text:' needs some text, e.g. 'text:Classify the sentiment'")
+        return "text", text
+    raise UserError(f"{name} {spec!r} is unknown; use random, vocab, labels or text:\"...\"")
 
 
 def special_ids(tokenizer) -> set[int]:
@@ -98,8 +114,6 @@ def random_vectors(lm: FrozenLM, k: int, generator: torch.Generator) -> torch.Te
 
 def prompt_init(lm: FrozenLM, task, k: int, spec: str, generator: torch.Generator, truncate: bool = True):
     """(vectors (k, H) float32, ids or None) for prompt tuning."""
-    from softprompt.config import parse_init
-
     kind, text = parse_init(spec)
     ids = init_ids(kind, text, k, lm, task, generator, truncate)
     if ids is None:
@@ -138,8 +152,6 @@ def prefix_init(lm: FrozenLM, task, length: int, spec: str, generator: torch.Gen
     Token inits take the key/values of the tokens themselves; random draws Gaussians with, per layer
     and for keys and values separately, the standard deviation of real tokens' key/values.
     """
-    from softprompt.config import parse_init
-
     kind, text = parse_init(spec)
     ids = init_ids(kind, text, length, lm, task, generator, truncate)
     if ids is not None:

@@ -1,7 +1,7 @@
 """The effective task: the template a soft prompt is trained and applied with.
 
 `effective_task` is the one place this transform lives; `tune`, `TuneResult.bind` and the nearest
-tokens' discrete reading all call it, so a soft prompt is always trained and scored on the same rows.
+tokens' discrete reading (`ReadingPrompt`) all call it, so a soft prompt is always trained and scored on the same rows.
 
 Virtual-token placement: `num_virtual_tokens=K` glues K `[T]` slots to the front of the template
 (no space added, so the text after them tokenizes exactly as without them). They come right after
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 from frozen_lm.errors import UserError
+from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.task import PromptTask
 from frozen_lm.templates import Template
 
@@ -78,3 +80,18 @@ def effective_task(task: PromptTask, method: str, num_virtual_tokens: int | None
     if method == "prefix" and task.spec.reserved_positions != k:
         changes["reserved_positions"] = k
     return (task.derive(**changes) if changes else task), k
+
+
+@dataclass
+class ReadingPrompt(DiscretePrompt):
+    """Tokens for the [T] slots of a tuned prompt's effective template (a soft prompt's nearest tokens,
+    or the prompt PEZ found) as a discrete prompt for the task the run was given: `bind` transforms
+    the task as tuning did (`effective_task`), then writes the tokens into its [T] slots.
+    template: the effective template; num_virtual_tokens: the prepended slots."""
+
+    template: str = ""
+    num_virtual_tokens: int | None = None
+
+    def bind(self, task):
+        eff, _ = effective_task(task, "prompt", self.num_virtual_tokens, effective=self.template)
+        return DiscretePrompt.bind(self, eff)

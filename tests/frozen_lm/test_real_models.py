@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import shared_data_dir
+from tests.conftest import shared_data_dir
 
 from frozen_lm import data as data_mod
 from frozen_lm import registry

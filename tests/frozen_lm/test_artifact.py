@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from conftest import assert_user_error
+from tests.conftest import assert_user_error
 
 from frozen_lm import PromptTask, Result, evaluate, load_result
 from frozen_lm.artifact import (

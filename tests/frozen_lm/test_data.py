@@ -8,7 +8,7 @@ import sys
 import types
 
 import pytest
-from conftest import assert_user_error, write_jsonl
+from tests.conftest import assert_user_error, write_jsonl
 
 from frozen_lm import data
 from frozen_lm.errors import UserError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-TOUR = Path(__file__).resolve().parents[1] / "examples" / "api_tour.py"
+TOUR = Path(__file__).resolve().parents[2] / "examples" / "api_tour.py"
 
 
 def _tour():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_user_error, write_jsonl
+from tests.conftest import assert_user_error, write_jsonl
 
 from frozen_lm.data import Dataset
 from frozen_lm.errors import UserError

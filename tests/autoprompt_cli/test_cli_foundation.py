@@ -8,7 +8,7 @@ import json
 import click
 import pytest
 import torch
-from conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
+from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
 from frozen_lm import data as data_mod
 from frozen_lm import registry

@@ -286,7 +286,7 @@ def test_example_grid_is_valid():
 
     if not (shared_data_dir() / "k-shot" / "sst2").exists():
         pytest.skip("../shared/data/k-shot is not here")
-    grid = load_spec(Path(__file__).resolve().parents[1] / "examples" / "compare_grid.yaml")
+    grid = load_spec(Path(__file__).resolve().parents[2] / "examples" / "compare_grid.yaml")
     cells = grid_cells(grid)
     assert len(cells) == 8 * 3 and {c.method for c in cells} >= {"lora", "lora-r32", "manual"}
     assert all(Path(c.train).exists() for c in cells)

@@ -17,8 +17,8 @@ from frozen_lm.task import PromptTask
 from frozen_lm.train import lr_factor
 from softprompt import TuneConfig, TuneResult
 from softprompt.config import parse_init
-from softprompt.effective import effective_task
-from softprompt.init import (
+from frozen_lm.prompts.effective import effective_task
+from frozen_lm.prompts.init import (
     fit_ids,
     frequency_order,
     init_ids,
@@ -27,8 +27,8 @@ from softprompt.init import (
     token_kv,
     typical_norm,
 )
-from softprompt.prefix import PrefixParams, as_prefix, prefix_logits
-from softprompt.prompt import place
+from frozen_lm.prompts.prefix import PrefixParams, as_prefix, prefix_logits
+from frozen_lm.prompts.soft import place
 from softprompt.train import train_settings
 from tests.conftest import SENTIMENT_ROWS, write_jsonl
 
@@ -203,7 +203,7 @@ def test_effective_task_prepends_slots_and_keeps_an_effective_task(tiny):
 
 def test_prefix_removes_every_slot_including_repeats():
     """'[T]x3' is three slots: prefix tuning removes them all, leaving no stray 'x3' in the text."""
-    from softprompt.effective import effective_template
+    from frozen_lm.prompts.effective import effective_template
 
     assert effective_template("[T]x3 {sentence} It was [P]", "prefix") == ("{sentence} It was [P]", 3)
     assert effective_template("{sentence} [T] [T]x2 it was [P]", "prefix") == ("{sentence} it was [P]", 3)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_user_error, need_cmaes
+from tests.conftest import assert_user_error, need_cmaes
 
 from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError

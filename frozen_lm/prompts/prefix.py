@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from frozen_lm.encode import Rows
+from frozen_lm.errors import UserError
 from frozen_lm.evaluate import Bound, FunctionBound
 from frozen_lm.model import FrozenLM, Prefix
 
@@ -34,7 +35,7 @@ def prefix_logits(lm: FrozenLM, rows: Rows, kv: torch.Tensor) -> torch.Tensor:
 
 class PrefixBound(Bound):
     """Prefix key/values (L, 2, kv, P, hd) that every layer attends to before the task's rows (the
-    task keeps P positions free: see softprompt.effective)."""
+    task keeps P positions free: see frozen_lm.prompts.effective)."""
 
     def __init__(self, task, kv: torch.Tensor):
         super().__init__(task)
@@ -42,6 +43,13 @@ class PrefixBound(Bound):
 
     def logits(self, rows: Rows) -> torch.Tensor:
         return prefix_logits(self.task.lm, rows, self.kv)
+
+
+def check_prefix_support(lm: FrozenLM) -> None:
+    """UserError when the model has no key/value cache to put a prefix in."""
+    if not lm.supports_prefix:
+        raise UserError(f"{type(lm.model).__name__}: a prefix needs key/value cache support, which this "
+                        "architecture lacks; train a prompt at [T] slots instead")
 
 
 def _uniform_(weight: torch.Tensor, bound: float, generator: torch.Generator) -> None:

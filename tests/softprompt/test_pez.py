@@ -18,9 +18,9 @@ from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
 from frozen_lm.testing import tiny_lm, tiny_model
 from softprompt import PezResult, TuneConfig
-from softprompt.init import special_ids, typical_norm
+from frozen_lm.prompts.init import special_ids, typical_norm
 from softprompt.pez import PezPrompt, Projector, output_map, pez_loss
-from softprompt.prompt import prompt_logits
+from frozen_lm.prompts.soft import prompt_logits
 from softprompt.reading import token_table
 from tests.conftest import assert_user_error
 
@@ -241,7 +241,7 @@ def test_default_lr_follows_the_embedding_scale_and_is_saved(tiny, tmp_path):
     scales it by c (Adam moves each coordinate by about lr, so the steps keep their size relative to
     the distances between tokens); an lr given explicitly is kept; the config saved holds the value."""
     from softprompt.config import PEZ_LR_SCALE
-    from softprompt.init import embedding_rms
+    from frozen_lm.prompts.init import embedding_rms
 
     lm = tiny("llama")
     task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)

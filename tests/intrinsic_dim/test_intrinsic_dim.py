@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 import torch
-from conftest import assert_user_error
+from tests.conftest import assert_user_error
 
 import intrinsic_dim
 from frozen_lm import data as data_mod

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_user_error, need_cmaes
+from tests.conftest import assert_user_error, need_cmaes
 
 import intrinsic_dim.run as run_mod
 from frozen_lm.errors import Interrupted, UserError

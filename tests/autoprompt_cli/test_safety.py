@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from conftest import assert_user_error, write_jsonl
+from tests.conftest import assert_user_error, write_jsonl
 
 from autoprompt.search import Searcher
 from autoprompt_cli.output import default_out

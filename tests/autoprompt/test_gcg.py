@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_user_error
+from tests.conftest import assert_user_error
 
 import autoprompt
 from autoprompt import SearchConfig

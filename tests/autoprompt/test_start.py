@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_user_error
+from tests.conftest import assert_user_error
 
 import autoprompt
 from autoprompt import SearchConfig

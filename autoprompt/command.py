@@ -1,0 +1,66 @@
+"""How the `autoprompt search` command presents AutoPrompt and GCG (the CLI builds the command from
+these specs and the methods' configs): help texts and the printed rows."""
+
+from __future__ import annotations
+
+from autoprompt.result import SearchResult
+from frozen_lm.methods import Command
+
+
+def summary(r: SearchResult) -> dict:
+    dev = r.metrics.get("dev", {})
+    row = {f"{r.metric}_dev": dev.get(r.metric, r.best_dev)}
+    if "loss" in dev:  # target strings: the mean cross-entropy per target token
+        row["loss_dev"] = dev["loss"]
+    row.update({"n_scored": dev.get("n_scored"), "n_skipped": dev.get("n_skipped"), "trigger": " | ".join(r.trigger_tokens),
+                "iterations": r.iterations, "s_per_iter": round(r.timings.get("seconds_per_iteration") or 0.0, 3)})
+    if r.config.fluency_weight and "prompt_perplexity" in r.metrics:
+        row["prompt_ppl"] = r.metrics["prompt_perplexity"]
+    return row
+
+
+def headline(r: SearchResult) -> str:
+    line = f"prompt: {r.filled_template}"
+    for g in r.metrics.get("generations", [])[:1]:
+        line += f"\ngreedy output: {g['generated']!r} ({'reproduces' if g['reproduces'] else 'does not reproduce'} the target)"
+    if not r.trigger_round_trips:
+        line += ("\nnote: the trigger text does not tokenize back to the same tokens; the ids are in results.json "
+                 "(trigger_ids), and `autoprompt evaluate ARTIFACT` scores them")
+    return line
+
+
+AUTOPROMPT = Command(
+    name="search", summary=summary, headline=headline, compare_manual=True, default=True,
+    help="""Find trigger tokens for the [T] slots of a template (AutoPrompt, gradient-guided search).
+
+    Runs with no arguments on the built-in demo sentiment task and the default offline model, and
+    prints the found prompt beside the demo's hand-written one. Writes an artifact folder
+    (config.json, weights.safetensors with trigger_ids, results.json with the per-iteration
+    history) after every iteration; Ctrl-C keeps the best-so-far trigger.
+
+    \b
+    Examples:
+      autoprompt search
+      autoprompt search --train demo:capitals --iters 30 --num-cand 32
+      autoprompt search --model bert-tiny-mlm --template '[CLS] {sentence} [T] [T] [T] [P] . [SEP]' \\
+          --label-map '0=terrible,1=great' --train sst2/train.jsonl --dev sst2/dev.jsonl --out runs/sst2
+      autoprompt search --resume runs/sst2 --iters 40
+      autoprompt evaluate runs/sst2 --data sst2/test.jsonl
+    """)
+
+GCG = Command(
+    name="search", summary=summary, headline=headline, compare_manual=True,
+    help="""Find trigger tokens with GCG (greedy coordinate gradient, Zou et al. 2023, as nanoGCG).
+
+    Each iteration samples --search-width candidates, each with --n-replace random slots set to one
+    of their --topk tokens by gradient, and keeps the best on a training batch; triggers use
+    printable-ASCII tokens unless --allow-non-ascii. For target strings (--target, --chat) it is the
+    attack setting of nanoGCG; --draft-model turns on probe sampling.
+
+    \b
+    Examples:
+      autoprompt search --method gcg --search-width 64 --topk 64
+      autoprompt search --method gcg --chat --template 'Write a poem about the sea. [T]x20' \\
+          --target 'Sure, here is a poem about the sea' --iters 60 --search-width 64 --topk 64
+      autoprompt search --method gcg --draft-model smollm2-135m --model some/larger-model
+    """)
