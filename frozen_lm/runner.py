@@ -137,8 +137,8 @@ def run(method, task: PromptTask, train, dev=None, config=None, *, test=None, ou
         from frozen_lm.evaluate import evaluate
 
         result.metrics["test"] = evaluate(task, splits["test"], prompt=result)
-    if folder is not None:
-        folder.save(result)
+    if folder is not None and not (result is previous and _resumes_into(resume, out)):
+        folder.save(result)  # (a finished run given back as it was saved is not rewritten)
     return result
 
 
