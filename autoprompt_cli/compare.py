@@ -17,7 +17,7 @@ DEFAULT_METHODS = "manual,autoprompt,prompt,prefix,lora"
 
 
 def _presets() -> str:
-    from compare.presets import PRESETS
+    from prompt_compare.presets import PRESETS
 
     return ", ".join(PRESETS)
 
@@ -76,7 +76,7 @@ def compare_command(ctx, spec, methods, seeds, model, device, dtype, steps, iter
           --label-map '0=terrible,1=great' --train k-shot/sst2/16-{seed}/train.jsonl \\
           --dev k-shot/sst2/16-{seed}/dev.jsonl --test k-shot/sst2/test.jsonl --seeds 13,21,42 --steps 30 --out runs/sst2
     """
-    import compare as grid_api
+    import prompt_compare as grid_api
 
     defaults = {k: v for k, v in (("steps", steps), ("iters", iters), ("batch_size", batch_size)) if v is not None}
     defaults.update(_settings(settings))

@@ -71,7 +71,7 @@ def grid(args, tasks: list[str], methods: list[str], seeds: list[int]) -> dict:
 
 
 def run_main(args) -> dict:
-    from compare import compare
+    from prompt_compare import compare
 
     seeds = [13] if args.quick else args.seeds
     result = compare(grid(args, args.tasks, args.methods, seeds), out=args.out, workers=args.workers)
@@ -85,8 +85,8 @@ def run_main(args) -> dict:
 
 def run_timing(args) -> dict:
     """The same sub-grid from scratch on 1 worker (no Ray) and on 2 Ray workers."""
-    from compare import compare
-    from compare.execute import TIMING_FIELDS
+    from prompt_compare import compare
+    from prompt_compare.execute import TIMING_FIELDS
 
     spec, out, rows = grid(args, ["sst2"], TIMING_METHODS, [13]), {}, {}
     for workers in (1, 2):
@@ -108,8 +108,8 @@ def recount(args) -> int:
     """Rewrite the stored bytes of a grid's finished cells from their artifacts with the current
     accounting (compare.execute.stored_bytes), for a grid run before that accounting counted only the
     tensors that apply a result; the next run of the grid (every cell skipped) rebuilds the table."""
-    from compare.execute import stored_bytes
-    from compare.store import RESULTS, append_record, read_records
+    from prompt_compare.execute import stored_bytes
+    from prompt_compare.store import RESULTS, append_record, read_records
     from frozen_lm.results import load_result
 
     changed = 0

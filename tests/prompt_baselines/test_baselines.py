@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-import baselines
-from baselines import FinetuneConfig, finetune, run_manual
-from baselines.adapt import PEFT_PREFIX, block_index, ffn_output_modules
+import prompt_baselines
+from prompt_baselines import FinetuneConfig, finetune, run_manual
+from prompt_baselines.adapt import PEFT_PREFIX, block_index, ffn_output_modules
 from frozen_lm import PromptTask, evaluate, load_result
 from frozen_lm.errors import UserError
 from tests.conftest import assert_user_error

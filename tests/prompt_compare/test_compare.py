@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from compare import compare
-from compare.execute import TIMING_FIELDS
-from compare.store import RESULTS, read_records
+from prompt_compare import compare
+from prompt_compare.execute import TIMING_FIELDS
+from prompt_compare.store import RESULTS, read_records
 from frozen_lm.artifact import WEIGHTS
 from frozen_lm.errors import Interrupted, UserError
 from tests.conftest import assert_user_error, write_jsonl
@@ -254,7 +254,7 @@ def test_cli_mistakes_are_one_line(tmp_path, cli, model):
 
 
 def test_toml_and_json_specs(tmp_path):
-    from compare import load_spec
+    from prompt_compare import load_spec
 
     (tmp_path / "g.toml").write_text('''seeds = [1, 2]
 methods = ["manual", {name = "lora-r4", preset = "lora", config = {r = 4, lr = "1e-3"}}]
@@ -270,7 +270,7 @@ test = "demo:sentiment:dev"
     assert [m.name for m in grid.methods] == ["manual", "lora-r4"] and grid.seeds == [1, 2]
     assert grid.tasks[0].template_for("trigger") == "{sentence} It was [T] [T] [T] [P] ."
     (tmp_path / "g.json").write_text(json.dumps({"seeds": [3], "methods": ["prompt"], "tasks": [TASK]}))
-    from compare.cells import grid_cells
+    from prompt_compare.cells import grid_cells
 
     cells = grid_cells(load_spec(tmp_path / "g.json"))
     assert len(cells) == 1 and cells[0].config["num_virtual_tokens"] == 20 and cells[0].config["seed"] == 3
@@ -280,8 +280,8 @@ test = "demo:sentiment:dev"
 def test_example_grid_is_valid():
     from pathlib import Path
 
-    from compare import load_spec
-    from compare.cells import grid_cells
+    from prompt_compare import load_spec
+    from prompt_compare.cells import grid_cells
     from tests.conftest import shared_data_dir
 
     if not (shared_data_dir() / "k-shot" / "sst2").exists():

@@ -21,13 +21,13 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from compare.cells import Cell
-from compare.execute import run_cell
+from prompt_compare.cells import Cell
+from prompt_compare.execute import run_cell
 from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 2
-PACKAGES = ("frozen_lm", "autoprompt", "softprompt", "baselines", "compare")  # what a cluster's workers import
+PACKAGES = ("frozen_lm", "autoprompt", "softprompt", "intrinsic_dim", "prompt_baselines", "prompt_compare")  # what a cluster's workers import
 
 
 def failed_record(cell: Cell, error: str, attempts: int) -> dict:

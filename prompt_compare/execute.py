@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from compare.cells import Cell
-from compare.meter import Meter
-from compare.presets import preset
-from compare.spec import file_digest, source_digest
+from prompt_compare.cells import Cell
+from prompt_compare.meter import Meter
+from prompt_compare.presets import preset
+from prompt_compare.spec import file_digest, source_digest
 
 logger = logging.getLogger(__name__)
 _MODELS: dict[tuple, object] = {}  # (name, device, dtype) -> FrozenLM, kept for the process's next cells

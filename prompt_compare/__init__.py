@@ -1,6 +1,6 @@
 """Learned vs discrete prompts vs fine-tuning, one protocol: a grid of tasks x methods x seeds.
 
-    import compare
+    import prompt_compare
     r = compare.compare("grid.yaml", out="runs/grid", workers=2)          # or a dict, or a Grid
     r = compare.compare({"template": "{sentence} It was [P] .", "label_map": {"0": "terrible", "1": "great"},
                          "train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"},
@@ -17,8 +17,8 @@ ids), meter (the accounting), execute (one cell in a worker), engine (in order, 
 retries), store (results.jsonl and the folder), table (table.md / table.csv), plots, api (`compare`).
 """
 
-from compare.api import CompareResult, compare
-from compare.presets import PRESETS
-from compare.spec import Grid, MethodDef, TaskDef, load_spec
+from prompt_compare.api import CompareResult, compare
+from prompt_compare.presets import PRESETS
+from prompt_compare.spec import Grid, MethodDef, TaskDef, load_spec
 
 __all__ = ["PRESETS", "CompareResult", "Grid", "MethodDef", "TaskDef", "compare", "load_spec"]

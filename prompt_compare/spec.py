@@ -26,7 +26,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from compare.presets import PRESETS, preset
+from prompt_compare.presets import PRESETS, preset
 from frozen_lm.errors import UserError
 from frozen_lm.registry import DEFAULT_MODEL
 from frozen_lm.templates import Template

@@ -36,7 +36,7 @@ class ManualConfig:
 class ManualResult(Result):
     """The template as written; metrics['dev'] its dev score."""
 
-    module = "baselines"
+    module = "prompt_baselines"
 
     def bind(self, task) -> Bound:
         self.check_model(task.lm)

@@ -11,8 +11,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
-from compare.presets import preset
-from compare.spec import Grid, _at, build_config
+from prompt_compare.presets import preset
+from prompt_compare.spec import Grid, _at, build_config
 
 
 @dataclass(frozen=True)

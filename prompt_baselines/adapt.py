@@ -23,7 +23,7 @@ import re
 
 import torch
 
-from baselines.config import FinetuneConfig
+from prompt_baselines.config import FinetuneConfig
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import Bound

@@ -3,8 +3,8 @@ the task options and FinetuneConfig): help text, the summary row and the checks 
 
 from __future__ import annotations
 
-from baselines.config import FinetuneConfig
-from baselines.result import FinetuneResult
+from prompt_baselines.config import FinetuneConfig
+from prompt_baselines.result import FinetuneResult
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Command
 
@@ -41,7 +41,7 @@ def headline(r: FinetuneResult) -> str:
 
 
 def check(task, config: FinetuneConfig, options) -> None:
-    from baselines.run import check as check_run
+    from prompt_baselines.run import check as check_run
 
     check_run(task, config)
 

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compare import store
-from compare.cells import Cell, grid_cells
-from compare.engine import default_threads, run_ray, run_sequential
-from compare.plots import write_plots
-from compare.spec import (
+from prompt_compare import store
+from prompt_compare.cells import Cell, grid_cells
+from prompt_compare.engine import default_threads, run_ray, run_sequential
+from prompt_compare.plots import write_plots
+from prompt_compare.spec import (
     Grid,
     check_grid,
     grid_from_dict,
@@ -22,7 +22,7 @@ from compare.spec import (
     source_digest,
     task_from_dict,
 )
-from compare.table import aggregate, to_csv, to_markdown
+from prompt_compare.table import aggregate, to_csv, to_markdown
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback, Event, notify
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from baselines.adapt import AdaptedBound, restore
+from prompt_baselines.adapt import AdaptedBound, restore
 from frozen_lm.results import TrainedResult
 
 METHOD = "finetune"
@@ -22,7 +22,7 @@ class FinetuneResult(TrainedResult):
     trainable_params: the number of values that trained; implementation: PEFT (with its version and
     config class) or functional overrides."""
 
-    module = "baselines"
+    module = "prompt_baselines"
 
     trainable_params: int = 0
     implementation: str = ""

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from baselines.adapt import Adaptation, build
-from baselines.config import FinetuneConfig
-from baselines.result import METHOD, FinetuneResult
+from prompt_baselines.adapt import Adaptation, build
+from prompt_baselines.config import FinetuneConfig
+from prompt_baselines.result import METHOD, FinetuneResult
 from frozen_lm import data as data_mod
 from frozen_lm.artifact import claim_out
 from frozen_lm.checkpoint import TrainInterrupted
