@@ -11,6 +11,8 @@ Two ways, both leave `lm.model` and its weights untouched (tests check the weigh
   as intrinsic_dim does). BitFit on a model without biases adds zero-initialized biases to the
   blocks' linear layers, which functional_call fills into their empty `bias` slots.
 
+What each method builds is read off its config class: `PEFT_CONFIGS` (the PEFT config a LoRA, IA3
+or adapter config makes) and `SELECTORS` (the weights BitFit, last k or full fine-tuning trains).
 `build(lm, cfg)` makes a fresh adaptation (seeded by cfg.seed), `restore(lm, cfg, tensors)` one from
 saved tensors; `params` is what trains, `tensors()` what an artifact stores.
 """
@@ -23,12 +25,22 @@ import re
 
 import torch
 
-from prompt_baselines.config import FinetuneConfig
+from frozen_lm.configs import field_error, name_of
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import Bound
 from frozen_lm.model import FrozenLM
 from frozen_lm.task import PromptTask
+from prompt_baselines.config import (
+    AdapterFinetuneConfig,
+    BitFitConfig,
+    FinetuneOptions,
+    FullFinetuneConfig,
+    IA3FinetuneConfig,
+    LastKConfig,
+    LoRAFinetuneConfig,
+    PeftOptions,
+)
 
 logger = logging.getLogger(__name__)
 PEFT_PREFIX, PARAM_PREFIX = "peft.", "param."
@@ -73,11 +85,11 @@ class Adaptation:
 class PeftAdaptation(Adaptation):
     """PEFT layers injected into a weight-sharing copy of the module tree."""
 
-    def __init__(self, lm: FrozenLM, cfg: FinetuneConfig):
+    def __init__(self, lm: FrozenLM, cfg: PeftOptions):
         try:
             from peft import inject_adapter_in_model
         except ImportError:
-            raise UserError(f"--method {cfg.method} needs PEFT: pip install 'peft>=0.13'") from None
+            raise UserError(f"{type(cfg).__name__} needs PEFT: pip install 'peft>=0.13'") from None
         shared = {id(p): p for p in lm.model.parameters()}
         tree = copy.deepcopy(lm.model, shared)  # new modules, the same frozen weight tensors
         config = peft_config(lm, cfg)
@@ -86,8 +98,8 @@ class PeftAdaptation(Adaptation):
             try:
                 tree = inject_adapter_in_model(config, tree)
             except ValueError as e:
-                raise UserError(f"PEFT cannot apply {cfg.method} to {type(lm.model).__name__}: {e}; "
-                                "give --target-modules") from None
+                raise UserError(f"PEFT cannot apply {type(cfg).__name__} to {type(lm.model).__name__}: {e}; "
+                                f"give {name_of(cfg, 'target_modules')}") from None
         names = [n for n, p in tree.named_parameters() if p.requires_grad]
         self.params = {n: p for n, p in tree.named_parameters() if n in set(names)}
         self.lm = FrozenLM(tree, lm.tokenizer, name=lm.name, kind=lm.kind)  # freezes everything; the Trainer unfreezes params
@@ -113,21 +125,39 @@ class PeftAdaptation(Adaptation):
                 p.copy_(saved[name])
 
 
-def peft_config(lm: FrozenLM, cfg: FinetuneConfig):
-    """PEFT's config for a method: LoRA (PEFT's default targets), IA3, or the adapter stand-in (LoRA of
-    rank adapter_size, scale 1, on the feed-forward output projections)."""
-    from peft import IA3Config, LoraConfig
+def _fan_in_fan_out(lm: FrozenLM) -> bool:
+    return type(lm.model).__name__.startswith("GPT2")  # GPT-2's Conv1D layers store the weight transposed
 
-    fan = type(lm.model).__name__.startswith("GPT2")  # GPT-2's Conv1D layers store the weight transposed
-    if cfg.method == "lora":
-        return LoraConfig(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=cfg.modules,
-                          fan_in_fan_out=fan)
-    if cfg.method == "ia3":
-        return IA3Config(target_modules=cfg.modules, feedforward_modules=[] if cfg.modules else None,
-                         fan_in_fan_out=fan)
+
+def _lora(lm: FrozenLM, cfg: LoRAFinetuneConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=cfg.modules,
+                      fan_in_fan_out=_fan_in_fan_out(lm))
+
+
+def _ia3(lm: FrozenLM, cfg: IA3FinetuneConfig):
+    from peft import IA3Config
+
+    return IA3Config(target_modules=cfg.modules, feedforward_modules=[] if cfg.modules else None,
+                     fan_in_fan_out=_fan_in_fan_out(lm))
+
+
+def _adapter(lm: FrozenLM, cfg: AdapterFinetuneConfig):
+    """The adapter stand-in: LoRA of rank adapter_size, scale 1, on the feed-forward output projections."""
+    from peft import LoraConfig
+
     modules = cfg.modules or ffn_output_modules(lm)
     return LoraConfig(r=cfg.adapter_size, lora_alpha=cfg.adapter_size, lora_dropout=0.0, target_modules=modules,
-                      fan_in_fan_out=fan)
+                      fan_in_fan_out=_fan_in_fan_out(lm))
+
+
+PEFT_CONFIGS = {LoRAFinetuneConfig: _lora, IA3FinetuneConfig: _ia3, AdapterFinetuneConfig: _adapter}
+
+
+def peft_config(lm: FrozenLM, cfg: PeftOptions):
+    """PEFT's config for a PEFT baseline's config (PEFT_CONFIGS, by its class)."""
+    return PEFT_CONFIGS[type(cfg)](lm, cfg)
 
 
 def ffn_output_modules(lm: FrozenLM) -> list[str]:
@@ -137,8 +167,8 @@ def ffn_output_modules(lm: FrozenLM) -> list[str]:
         found = [n for n in names if re.search(pattern, n)]
         if found:
             return found
-    raise UserError(f"{type(lm.model).__name__}: no feed-forward output projection recognized for --method adapter; "
-                    "give --target-modules")
+    raise UserError(f"{type(lm.model).__name__}: no feed-forward output projection recognized for the adapter; "
+                    f"give {name_of(AdapterFinetuneConfig, 'target_modules')}")
 
 
 def _peft_version() -> str:
@@ -150,9 +180,9 @@ def _peft_version() -> str:
 class OverrideAdaptation(Adaptation):
     """Trained copies of some weights (and added biases), swapped in by functional_call."""
 
-    def __init__(self, lm: FrozenLM, cfg: FinetuneConfig, values: dict[str, torch.Tensor] | None = None):
-        """values: saved tensors by parameter name (default: fresh copies of what cfg.method trains)."""
-        self.lm, self.method = lm, cfg.method
+    def __init__(self, lm: FrozenLM, cfg: FinetuneOptions, values: dict[str, torch.Tensor] | None = None):
+        """values: saved tensors by parameter name (default: fresh copies of what cfg's method trains)."""
+        self.lm = lm
         base = lm.named_parameters()
         self.params = {}
         for name in (values if values is not None else select(lm, cfg)):
@@ -178,25 +208,37 @@ class OverrideAdaptation(Adaptation):
                 if n not in base or not torch.equal(t, base[n])}
 
 
-def select(lm: FrozenLM, cfg: FinetuneConfig) -> list[str]:
-    """The parameter names a functional method trains (bitfit: maybe bias slots to add)."""
-    params = lm.named_parameters()
-    if cfg.method == "full":
-        return list(params)
-    n_layers = lm.kv_layout()[0]
-    if cfg.method == "last_k":
-        if cfg.last_k > n_layers:
-            raise UserError(f"--last-k {cfg.last_k}: the model has {n_layers} blocks")
-        names = [n for n in params if (block_index(n) if block_index(n) is not None else -1) >= n_layers - cfg.last_k]
-        if not names:
-            raise UserError(f"{type(lm.model).__name__}: no numbered transformer blocks found for --method last_k")
-        return names
-    biases = [n for n in params if n.endswith("bias")]
+def _full(lm: FrozenLM, cfg: FullFinetuneConfig) -> list[str]:
+    return list(lm.named_parameters())
+
+
+def _last_k(lm: FrozenLM, cfg: LastKConfig) -> list[str]:
+    params, n_layers = lm.named_parameters(), lm.kv_layout()[0]
+    if cfg.last_k > n_layers:
+        raise field_error(cfg, "last_k", f"is {cfg.last_k}, but the model has {n_layers} blocks")
+    names = [n for n in params if (block_index(n) if block_index(n) is not None else -1) >= n_layers - cfg.last_k]
+    if not names:
+        raise UserError(f"{type(lm.model).__name__}: no numbered transformer blocks found for {type(cfg).__name__}")
+    return names
+
+
+def _bitfit(lm: FrozenLM, cfg: BitFitConfig) -> list[str]:
+    """The biases, or the empty bias slots of the blocks' linear layers when the model has none."""
+    biases = [n for n in lm.named_parameters() if n.endswith("bias")]
     if biases:
         return biases
     linears = [n for n, m in lm.model.named_modules() if isinstance(m, torch.nn.Linear) and block_index(n) is not None]
     logger.info("the model has no biases: bitfit trains zero-initialized biases on %d linear layers", len(linears))
     return [f"{n}.bias" for n in linears]
+
+
+SELECTORS = {BitFitConfig: _bitfit, LastKConfig: _last_k, FullFinetuneConfig: _full}
+
+
+def select(lm: FrozenLM, cfg: FinetuneOptions) -> list[str]:
+    """The parameter names a functional baseline trains (SELECTORS, by its config's class; bitfit:
+    maybe bias slots to add)."""
+    return SELECTORS[type(cfg)](lm, cfg)
 
 
 def block_index(name: str) -> int | None:
@@ -215,15 +257,34 @@ def _bias_size(lm: FrozenLM, name: str) -> int:
     return module.out_features
 
 
-def build(lm: FrozenLM, cfg: FinetuneConfig) -> Adaptation:
-    """A fresh adaptation of `lm` for cfg.method."""
-    return PeftAdaptation(lm, cfg) if cfg.uses_peft else OverrideAdaptation(lm, cfg)
+def uses_peft(cfg: FinetuneOptions) -> bool:
+    """Whether the baseline goes through PEFT (a weight-sharing copy) rather than functional overrides."""
+    return type(cfg) in PEFT_CONFIGS
 
 
-def restore(lm: FrozenLM, cfg: FinetuneConfig, tensors: dict[str, torch.Tensor]) -> Adaptation:
+def check(lm: FrozenLM, cfg: FinetuneOptions) -> None:
+    """Refuse before any work what this model cannot train: PEFT missing, the last_k blocks or the
+    adapter's projections not there (PEFT's own refusals come when it is applied)."""
+    if uses_peft(cfg):
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise UserError(f"{type(cfg).__name__} needs PEFT: pip install 'peft>=0.13'") from None
+        if isinstance(cfg, AdapterFinetuneConfig) and cfg.modules is None:
+            ffn_output_modules(lm)
+    else:
+        select(lm, cfg)
+
+
+def build(lm: FrozenLM, cfg: FinetuneOptions) -> Adaptation:
+    """A fresh adaptation of `lm` for the config's method."""
+    return PeftAdaptation(lm, cfg) if uses_peft(cfg) else OverrideAdaptation(lm, cfg)
+
+
+def restore(lm: FrozenLM, cfg: FinetuneOptions, tensors: dict[str, torch.Tensor]) -> Adaptation:
     """The adaptation a saved artifact describes (its tensors loaded onto `lm`'s device and dtype)."""
     tensors = {k: v.to(device=lm.device, dtype=lm.dtype) for k, v in tensors.items()}
-    if cfg.uses_peft:
+    if uses_peft(cfg):
         adaptation = PeftAdaptation(lm, cfg)
         adaptation.load(tensors)
         return adaptation

@@ -1,35 +1,21 @@
 """The manual baseline as a method: a hand-written template, scored as written (nothing trains).
 
 Registered as method 'manual' (no command of its own: `autoprompt evaluate --template` scores a
-template), so a grid treats it like every other method: `run` returns a result with its dev
+template), so a grid treats it like every other method: `fit` returns a result with its dev
 metrics, the result saves an artifact (config.json + results.json, an empty weights file), and
 `autoprompt evaluate DIR` scores it on any split.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from frozen_lm import data as data_mod
-from frozen_lm.artifact import claim_out
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import Bound, evaluate
-from frozen_lm.results import Result, base_fields
-
-METHOD = "manual"
-
-
-@dataclass
-class ManualConfig:
-    """Options of the manual baseline (only how it is scored)."""
-
-    batch_size: int = field(default=32, metadata={"help": "examples per forward pass"})
-    seed: int = field(default=0, metadata={"help": "random seed (scoring itself is deterministic)"})
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+from frozen_lm.results import Result
+from frozen_lm.runner import Run
+from frozen_lm.task import PromptTask
+from prompt_baselines.config import ManualConfig
 
 
 @dataclass
@@ -46,23 +32,18 @@ class ManualResult(Result):
         return Bound(task)
 
 
-def run_manual(task, train=None, dev=None, config: ManualConfig | None = None, *, out=None, overwrite: bool = False,
-               callback=None, progress: bool = False) -> ManualResult:
-    """Score the task's template on `dev` (train is not used); save it to `out` when given."""
-    config = config or ManualConfig()
+def prepare_manual(task: PromptTask, config: ManualConfig, splits: dict) -> tuple[PromptTask, ManualConfig]:
+    """Refuse a template with [T] slots before any work."""
     if task.template.n_triggers:
         raise UserError(f"template {task.spec.template!r} has [T] slots; the manual baseline needs a template "
                         "without them")
-    if out is not None:
-        claim_out(out, overwrite)
-    started = time.perf_counter()
-    data, metrics = {}, {}
-    if dev is not None:
-        ds = data_mod.load(dev)
-        data["dev"] = data_mod.describe(dev, ds)
-        metrics["dev"] = evaluate(task, ds, batch_size=config.batch_size)
-    result = ManualResult(**base_fields(METHOD, config, task, data), metrics=metrics,
-                          timings={"total_seconds": time.perf_counter() - started})
-    if out is not None:
-        result.save(out)
-    return result
+    return task, config
+
+
+def fit_manual(run: Run) -> ManualResult:
+    """Score the task's template on the dev split (and a test split, when given); the train split is
+    not read, and the result records only the splits it scored."""
+    metrics = {name: evaluate(run.task, run.splits[name], batch_size=run.config.batch_size)
+               for name in ("dev", "test") if name in run.splits}
+    fields = {**run.fields(), "data": {k: v for k, v in run.data.items() if k in metrics}}
+    return ManualResult(**fields, metrics=metrics, timings={"total_seconds": run.elapsed()})

@@ -2,18 +2,17 @@
 
 The artifact stores only what trains: PEFT's adapter tensors (`peft.<name>`), or the overridden
 weights that changed (`param.<name>`; BitFit's biases, the last k blocks, or every weight for full
-fine-tuning). `bind(task)` rebuilds the adapted model around the frozen one, so
-`evaluate(task, data, prompt=load_result(dir))` and `autoprompt evaluate DIR` score it.
+fine-tuning). `bind(task)` rebuilds the adapted model around the frozen one from the result's
+config (its class says which baseline it is), so `evaluate(task, data, prompt=load_result(dir))`
+and `autoprompt evaluate DIR` score it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prompt_baselines.adapt import AdaptedBound, restore
 from frozen_lm.results import TrainedResult
-
-METHOD = "finetune"
+from prompt_baselines.adapt import AdaptedBound, restore
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""baselines: LoRA, IA3, adapter (PEFT), BitFit, last k blocks and full fine-tuning on the task's
-label-word objective, with the frozen model untouched; artifacts keep only what trained and score
-again after loading; the manual template as a method; `autoprompt finetune` end to end."""
+"""prompt_baselines: LoRA, IA3, adapter (PEFT), BitFit, last k blocks and full fine-tuning on the
+task's label-word objective, with the frozen model untouched; artifacts keep only what trained and
+score again after loading (earlier versions' 'finetune' artifacts too); the best so far is written
+while training; the manual template as a method; `autoprompt finetune` end to end."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import json
 import pytest
 import torch
 
+import frozen_lm
 import prompt_baselines
-from prompt_baselines import FinetuneConfig, finetune, run_manual
+from frozen_lm import PromptTask, configs, evaluate, load_result
+from frozen_lm.errors import Interrupted, UserError
+from prompt_baselines import (
+    BitFitConfig,
+    FullFinetuneConfig,
+    LoRAFinetuneConfig,
+    ManualConfig,
+    finetune,
+    run_manual,
+)
 from prompt_baselines.adapt import PEFT_PREFIX, block_index, ffn_output_modules
-from frozen_lm import PromptTask, evaluate, load_result
-from frozen_lm.errors import UserError
 from tests.conftest import assert_user_error
 
 pytest.importorskip("peft")
@@ -30,9 +39,9 @@ def unchanged(lm, before) -> bool:
     return now.keys() == before.keys() and all(torch.equal(now[k], before[k]) for k in before)
 
 
-def cfg(method: str, **kw) -> FinetuneConfig:
-    return FinetuneConfig(method=method, steps=kw.pop("steps", 4), eval_every=2, lr=kw.pop("lr", 5e-2), batch_size=8,
-                          **kw)
+def cfg(method: str, **kw):
+    """The method's config with the tests' short training."""
+    return prompt_baselines.CONFIGS[method](steps=kw.pop("steps", 4), eval_every=2, lr=kw.pop("lr", 5e-2), batch_size=8, **kw)
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3", "adapter", "bitfit", "last_k", "full"])
@@ -41,7 +50,8 @@ def test_training_changes_logits_not_the_frozen_model(tiny, tmp_path, method):
     task = PromptTask(lm, "{sentence} It was [P] .", LABELS)
     before = snapshot(lm)
     modules = {type(m) for m in lm.model.modules()}
-    r = finetune(task, TRAIN, DEV, cfg(method, last_k=1), out=tmp_path / method, progress=False)
+    r = finetune(task, TRAIN, DEV, cfg(method, **({"last_k": 1} if method == "last_k" else {})), out=tmp_path / method,
+                 progress=False)
     assert unchanged(lm, before), "the frozen weights changed"
     assert {type(m) for m in lm.model.modules()} == modules, "PEFT layers leaked into the frozen model"
     assert all(not p.requires_grad for p in lm.model.parameters())
@@ -51,7 +61,7 @@ def test_training_changes_logits_not_the_frozen_model(tiny, tmp_path, method):
         adapted = r.bind(task).logits(rows)
     assert not torch.allclose(base, adapted), "training changed nothing"
     again = load_result(tmp_path / method)
-    assert type(again) is type(r) and again.config == r.config
+    assert type(again) is type(r) and again.config == r.config and again.method == method
     assert evaluate(task, DEV, prompt=again) == evaluate(task, DEV, prompt=r) == r.metrics["dev"]
     assert r.trainable_params == sum(t.numel() for t in r.tensors.values()) or method in ("full", "last_k")
     assert r.best_step in range(0, 5) and r.steps_done == 4
@@ -104,13 +114,15 @@ def test_mistakes(tiny):
     lm = tiny("llama")
     with pytest.raises(UserError, match=r"\[T\] slots"):
         finetune(PromptTask(lm, "{sentence} [T] [P]", LABELS), TRAIN, DEV, cfg("lora"))
-    with pytest.raises(UserError, match="--method 'prefix' is unknown"):
-        FinetuneConfig(method="prefix")
-    with pytest.raises(UserError, match="--target-modules applies to lora, ia3 and adapter"):
-        FinetuneConfig(method="full", target_modules="q_proj")
-    with pytest.raises(UserError, match="--last-k 5: the model has 2 blocks"):
+    with pytest.raises(UserError, match="finetune takes one of LoRAFinetuneConfig.*got a ManualConfig"):
+        finetune(PromptTask(lm, "{sentence} It was [P] .", LABELS), TRAIN, DEV, ManualConfig())
+    with pytest.raises(UserError, match="FullFinetuneConfig.target_modules is not an option"):
+        configs.from_dict(FullFinetuneConfig, {"target_modules": "q_proj"})
+    with pytest.raises(UserError, match="LoRAFinetuneConfig.r must be at least 1, got 0"):
+        LoRAFinetuneConfig(r=0)
+    with pytest.raises(UserError, match="LastKConfig.last_k is 5, but the model has 2 blocks"):
         finetune(PromptTask(lm, "{sentence} It was [P] .", LABELS), TRAIN, None, cfg("last_k", last_k=5))
-    with pytest.raises(UserError, match="PEFT cannot apply lora"):
+    with pytest.raises(UserError, match="PEFT cannot apply LoRAFinetuneConfig.*LoRAFinetuneConfig.target_modules"):
         finetune(PromptTask(lm, "{sentence} It was [P] .", LABELS), TRAIN, None, cfg("lora", target_modules="nope"))
 
 
@@ -119,13 +131,66 @@ def test_manual_method_saves_and_scores(tiny, tmp_path):
     r = run_manual(task, TRAIN, DEV, out=tmp_path / "m")
     assert r.metrics["dev"] == evaluate(task, DEV)
     assert evaluate(task, DEV, prompt=load_result(tmp_path / "m")) == r.metrics["dev"]
-    assert baselines.ManualResult.module == "baselines"
+    assert prompt_baselines.ManualResult.module == "prompt_baselines"
+    assert run_manual(task, None, DEV).metrics["dev"] == r.metrics["dev"]  # train is never read
+    with pytest.raises(UserError, match=r"\[T\] slots"):
+        run_manual(PromptTask(task.lm, "{sentence} [T] [P]", LABELS), TRAIN, DEV, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()  # refused before the folder is claimed
+
+
+def test_registered_methods():
+    found = frozen_lm.methods()
+    for name, config in prompt_baselines.CONFIGS.items():
+        m = found[name]
+        assert m.config is config and m.trains == "weights" and m.template == "manual" and "lr" in m.space
+        assert m.resumable is None and not m.needs_dev and m.reads("finetune", {"method": name})
+        assert m.command.name == "finetune" and m.command.default == (name == "lora")
+        assert ("peft" in m.imports) == (name in ("lora", "ia3", "adapter"))
+        assert config().lr == prompt_baselines.config.DEFAULT_LR[name]
+    assert found["manual"].trains == "nothing" and found["manual"].command is None
+
+
+def test_earlier_finetune_artifacts_load(tiny, tmp_path):
+    """An artifact of package 0.2 (method 'finetune', its config's 'method' naming the baseline, module
+    'baselines') loads as that baseline's result and scores the same."""
+    task = PromptTask(tiny("llama"), "{sentence} It was [P] .", LABELS)
+    r = finetune(task, TRAIN, DEV, cfg("bitfit"), out=tmp_path / "old", progress=False)
+    path = tmp_path / "old" / "config.json"
+    meta = json.loads(path.read_text())
+    meta.update(method="finetune", module="baselines", config={**meta["config"], "method": "bitfit", "r": 8,
+                                                                "target_modules": None, "last_k": 2})
+    path.write_text(json.dumps(meta))
+    again = load_result(tmp_path / "old")
+    assert again.method == "bitfit" and again.config == r.config and type(again.config) is BitFitConfig
+    assert evaluate(task, DEV, prompt=again) == r.metrics["dev"]
+
+
+def test_best_so_far_is_written_and_ctrl_c_keeps_it(tiny, tmp_path):
+    task = PromptTask(tiny("llama"), "{sentence} It was [P] .", LABELS)
+    out, seen = tmp_path / "run", {}
+
+    def callback(event):
+        if event.step == 2:  # after the step-2 evaluation, the first best
+            seen.update(json.loads((out / "results.json").read_text()))
+        if event.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="interrupted after step 3") as stop:
+        finetune(task, TRAIN, DEV, cfg("lora"), out=out, callback=callback, progress=False)
+    assert seen["status"] == "running" and seen["best_step"] == 2 and "dev" in seen["metrics"]
+    assert stop.value.result.status == "interrupted" and not stop.value.resumable
+    saved = load_result(out)
+    assert saved.status == "interrupted" and saved.best_step == 2
+    assert evaluate(task, DEV, prompt=saved) == seen["metrics"]["dev"]
 
 
 def test_cli_finetune_then_evaluate(cli, tiny_folder, tmp_path):
     model = tiny_folder("llama")
     help_ = cli("finetune", "--help")
-    assert help_.exit_code == 0 and "--adapter-size" in help_.output and "--last-k" in help_.output
+    assert help_.exit_code == 0 and "--r " in help_.output and "--method" in help_.output  # lora's options
+    for method, flag in (("adapter", "--adapter-size"), ("last_k", "--last-k")):
+        help_ = cli("finetune", "--method", method, "--help")
+        assert help_.exit_code == 0 and flag in help_.output
     out = cli("finetune", "--model", model, "--method", "bitfit", "--steps", "3", "--eval-every", "1", "--out",
               tmp_path / "ft", "--no-progress", "--json")
     assert out.exit_code == 0, out.output
@@ -136,5 +201,5 @@ def test_cli_finetune_then_evaluate(cli, tiny_folder, tmp_path):
     assert json.loads(scored.output)["accuracy"] == row["dev_accuracy"]
     assert_user_error(cli("finetune", "--model", model, "--template", "{sentence} [T] [P]", "--out", tmp_path / "x"),
                       "[T] slots")
-    assert_user_error(cli("finetune", "--model", model, "--method", "ia3", "--r", "0", "--out", tmp_path / "y"),
+    assert_user_error(cli("finetune", "--model", model, "--method", "lora", "--r", "0", "--out", tmp_path / "y"),
                       "--r must be at least 1")
