@@ -1,4 +1,5 @@
-"""Model space: weights theta = theta_0 + P(theta_d) applied to a task, as a `frozen_lm.evaluate.Bound`.
+"""A saved model-space run applied to a task: theta = theta_0 + P(theta_d) as the weight overrides of
+a `intrinsic_dim.objective.WeightsBound`.
 
 The same Bound scores every run during the sweep (through the shared evaluator) and a saved result
 afterwards (`evaluate(task, data, prompt=load_result(dir))`): the projection is regenerated from
@@ -13,37 +14,11 @@ import torch
 
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
-from frozen_lm.evaluate import Bound
 from frozen_lm.task import PromptTask
-from intrinsic_dim.objective import Objective, model_params
+from intrinsic_dim.objective import Objective
 from intrinsic_dim.params import select_names
 from intrinsic_dim.projections import make_projection
 from intrinsic_dim.subspace import Subspace
-
-
-class WeightsBound(Bound):
-    """A task scored with weight overrides {name: tensor} (model tensors and the head's), and the
-    trigger ids written into the template's [T] slots when it has any."""
-
-    def __init__(self, task: PromptTask, objective: Objective, params: Mapping[str, torch.Tensor],
-                 trigger_ids=None):
-        super().__init__(task)
-        self.objective, self.params = objective, dict(params)
-        self.trigger_ids = None if trigger_ids is None else torch.as_tensor(trigger_ids, dtype=torch.long,
-                                                                            device=task.lm.device)
-
-    def _rows(self, rows: Rows) -> Rows:
-        return rows if self.trigger_ids is None else rows.set_triggers(self.trigger_ids)
-
-    def logits(self, rows: Rows) -> torch.Tensor:
-        """The language model's logits at [P] (R, M, V) under the overrides."""
-        rows = self._rows(rows)
-        return self.task.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask,
-                                      params=model_params(self.params))
-
-    def log_probs(self, rows: Rows) -> torch.Tensor:
-        """(B, C) class log-probs (facts: (B, V)): label words at [P], or the linear head's."""
-        return self.objective.log_probs(self.params, self._rows(rows))
 
 
 def dev_metrics(objective, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int) -> dict:

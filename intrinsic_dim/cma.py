@@ -42,7 +42,7 @@ def load_cmaes():
     try:
         import cmaes
     except ImportError:
-        raise UserError("--optimizer cma needs the cmaes package: pip install cmaes "
+        raise UserError("IntrinsicDimConfig.optimizer cma needs the cmaes package: pip install cmaes "
                         "(or pip install 'autoprompt-suite[cma]')") from None
     return cmaes
 

@@ -1,21 +1,25 @@
 """IntrinsicDimConfig: every option of `intrinsic_dim.measure` (and `autoprompt intrinsic-dim`, whose
 --help text is the field help), with validation. The seed is part of it.
 
-Options that only make sense together are refused here with one line (SAID or --params outside
-model space, CMA-ES with a d too large for its covariance, ...); what needs the model (a prefix on an
-architecture without a key/value cache, a template without [T] slots) is refused by `measure` before
-any training.
+Options that only make sense together are refused here with one line naming the field (SAID or
+params outside model space, CMA-ES with a d too large for its covariance, ...); what needs the
+model (a prefix on an architecture without a key/value cache, a template without [T] slots) is
+refused by the method's `prepare` and `fit` (intrinsic_dim.fit) before any training.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from frozen_lm.configs import at_least, field_error, name_of, one_of, positive
 from frozen_lm.errors import UserError
+from frozen_lm.prompts.init import parse_init
 from intrinsic_dim.projections import PROJECTIONS
 
 SPACES = ("model", "prompt", "prefix")
 OPTIMIZERS = ("adam", "sgd", "cma")
+HEADS = ("none", "linear")
+LOSSES = ("classes", "vocab")
 CMA_MAX_DIM = 2000  # CMA-ES keeps a d x d covariance and decomposes it every generation
 # learning rate of full training by space: the pretrained weights; a prompt as `autoprompt tune`
 # trains it (0.03); prefix key/values trained directly (softprompt's 5e-3)
@@ -46,10 +50,10 @@ class IntrinsicDimConfig:
         "help": "SAID: one learned scale per moving tensor (counted in d); model space with gradient training only"})
     head: str = field(default="none", metadata={
         "help": "objective: none = label words at [P]; linear = a classification head on the [P] hidden state "
-                "(its weights are part of theta and count in d)", "choices": ["none", "linear"]})
+                "(its weights are part of theta and count in d)", "choices": list(HEADS)})
     loss: str = field(default="classes", metadata={
         "help": "label-word loss: cross-entropy over the classes' words, or -log p(word) over the vocabulary",
-        "choices": ["classes", "vocab"]})
+        "choices": list(LOSSES)})
     dims: list[int] | None = field(default=None, metadata={
         "help": "comma-separated subspace sizes, e.g. 10,30,100,300,1000; default: automatic (log grid, then bisection)"})
     seeds: int = field(default=1, metadata={"help": "projection seeds per d (d90 is reported with its spread)"})
@@ -94,33 +98,17 @@ class IntrinsicDimConfig:
     RESUMABLE = ("plot", "max_projection_gib")
 
     def __post_init__(self):
-        if self.projection not in PROJECTIONS:
-            raise UserError(f"unknown projection {self.projection!r}; choose one of: {', '.join(PROJECTIONS)}")
-        for name, choices in (("space", SPACES), ("head", ("none", "linear")), ("loss", ("classes", "vocab")),
-                              ("optimizer", OPTIMIZERS)):
-            if getattr(self, name) not in choices:
-                raise UserError(f"unknown --{name} {getattr(self, name)!r}; choose {', '.join(choices)}")
-        for name in ("seeds", "max_dim", "steps", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        for name in ("num_virtual_tokens", "max_forward_passes"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if self.popsize is not None and self.popsize < 2:
-            raise UserError(f"--popsize must be at least 2 (got {self.popsize})")
-        if not self.min_gain >= 0:
-            raise UserError(f"--min-gain must be 0 or more (got {self.min_gain})")
-        if self.baseline_steps is not None and self.baseline_steps < 1:
-            raise UserError(f"--baseline-steps must be at least 1 (got {self.baseline_steps})")
-        if self.bisect_steps < 0:
-            raise UserError("--bisect-steps must be 0 or more")
+        one_of(self, "projection", PROJECTIONS)
+        for name, choices in (("space", SPACES), ("head", HEADS), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+            one_of(self, name, choices)
+        at_least(self, 1, "seeds", "max_dim", "steps", "batch_size", "eval_batch_size", "num_virtual_tokens",
+                 "max_forward_passes", "baseline_steps")
+        at_least(self, 2, "popsize")
+        at_least(self, 0, "min_gain", "bisect_steps")
         if not 0 < self.threshold <= 1:
-            raise UserError(f"--threshold must be in (0, 1] (got {self.threshold})")
-        for name in ("lr", "baseline_lr", "max_projection_gib", "sigma"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
-        self.dims = parse_dims(self.dims)
+            raise field_error(self, "threshold", f"must be in (0, 1], got {self.threshold!r}")
+        positive(self, "lr", "baseline_lr", "max_projection_gib", "sigma")
+        self.dims = parse_dims(self.dims, name_of(self, "dims"))
         self._check_space()
         self._check_cma()
         if self.baseline_lr is None:
@@ -128,31 +116,35 @@ class IntrinsicDimConfig:
 
     def _check_space(self) -> None:
         """Options that belong to one space only."""
-        from softprompt.config import parse_init
-
-        parse_init(self.init)
+        parse_init(self.init, name_of(self, "init"))
+        space = name_of(self, "space")
         if self.space == "model":
             if self.num_virtual_tokens is not None:
-                raise UserError("--num-virtual-tokens is for --space prompt or prefix; model space moves weights")
+                raise field_error(self, "num_virtual_tokens", f"is for {space} prompt or prefix; {space} model moves "
+                                  f"weights (got {self.num_virtual_tokens})")
             return
-        where = f"--space {self.space} moves the {'prompt vectors' if self.space == 'prompt' else 'prefix key/values'}"
+        where = f"{space} {self.space} moves the {'prompt vectors' if self.space == 'prompt' else 'prefix key/values'}"
         if self.params != "all":
-            raise UserError(f"--params picks model weights, but {where}; leave --params out or use --space model")
+            raise field_error(self, "params", f"picks model weights, but {where}; leave it at 'all' (got "
+                              f"{self.params!r}) or use {space} model")
         if self.said:
-            raise UserError(f"--said scales each weight tensor of the model and does not apply here: {where}, a "
-                            "single tensor; leave --said out or use --space model")
+            raise field_error(self, "said", f"scales each weight tensor of the model and does not apply here: {where}, "
+                              f"a single tensor; leave it off or use {space} model")
         if self.head != "none":
-            raise UserError(f"--head linear trains a head with the model's weights; {where} and reads the label "
-                            "words; leave --head out or use --space model")
+            raise field_error(self, "head", f"{self.head} trains a head with the model's weights; {where} and reads "
+                              f"the label words; leave it at 'none' or use {space} model")
 
     def _check_cma(self) -> None:
         if self.optimizer != "cma":
             return
+        optimizer = f"{name_of(self, 'optimizer')} cma"
         if self.said:
-            raise UserError("--said with --optimizer cma: the SAID scales train by gradient; use --optimizer adam")
+            raise field_error(self, "said", f"with {optimizer}: the SAID scales train by gradient; use "
+                              f"{name_of(self, 'optimizer')} adam")
         if self.dims and max(self.dims) > CMA_MAX_DIM:
-            raise UserError(f"--optimizer cma with d={max(self.dims):,}: CMA-ES keeps a d x d covariance and "
-                            f"decomposes it every generation; use d up to {CMA_MAX_DIM:,} or --optimizer adam")
+            raise field_error(self, "dims", f"has d={max(self.dims):,} with {optimizer}: CMA-ES keeps a d x d "
+                              f"covariance and decomposes it every generation; use d up to {CMA_MAX_DIM:,} or "
+                              f"{name_of(self, 'optimizer')} adam")
 
     @property
     def sigma_relative(self) -> float:
@@ -160,9 +152,9 @@ class IntrinsicDimConfig:
         return self.sigma if self.sigma is not None else CMA_SIGMA[self.space]
 
 
-def parse_dims(dims) -> list[int] | None:
+def parse_dims(dims, name: str = "IntrinsicDimConfig.dims") -> list[int] | None:
     """Subspace sizes, sorted and unique, from a list or a comma-separated string ('10,100', as
-    older configs saved them); None for the automatic search."""
+    older configs saved them); None for the automatic search. UserError naming `name` (the field)."""
     if dims is None:
         return None
     if isinstance(dims, str):
@@ -170,14 +162,14 @@ def parse_dims(dims) -> list[int] | None:
     else:
         parts = list(dims) if isinstance(dims, (list, tuple)) else [dims]
     if not parts:
-        raise UserError("--dims is empty; give sizes like 10,30,100 or leave it out for the automatic search")
+        raise UserError(f"{name} is empty; give sizes like [10, 30, 100], or None for the automatic search")
     try:
         out = [_whole(p) for p in parts]
     except (TypeError, ValueError):
-        raise UserError(f"--dims {dims!r}: every size must be a whole number, e.g. 10,30,100") from None
+        raise UserError(f"{name} {dims!r}: every size must be a whole number, e.g. [10, 30, 100]") from None
     bad = [d for d in out if d < 1]
     if bad:
-        raise UserError(f"--dims: d must be at least 1 (got {bad[0]})")
+        raise UserError(f"{name}: d must be at least 1, got {bad[0]}")
     return sorted(set(out))
 
 

@@ -38,12 +38,12 @@ def refusal(baseline: float, majority: float, manual: float, min_gain: float, me
                "threshold": threshold}
     if baseline <= bar:
         reason = (f"full training scores {metric} {baseline:.4f} on dev, not above both the majority-class rate "
-                  f"{majority:.4f} and the theta_0 (manual template) score {manual:.4f} by --min-gain {min_gain:g} "
+                  f"{majority:.4f} and the theta_0 (manual template) score {manual:.4f} by IntrinsicDimConfig.min_gain {min_gain:g} "
                   f"(needs > {bar:.4f}): {threshold:.0%} of it would be reached by any d")
     elif target <= max(majority, manual):
         reason = (f"the target, {threshold:.0%} of full training's {metric} {baseline:.4f} = {target:.4f}, is no higher "
                   f"than the {'theta_0 (d = 0)' if manual >= majority else 'majority-class'} score "
-                  f"{max(majority, manual):.4f}: every d would reach it without learning (raise --threshold)")
+                  f"{max(majority, manual):.4f}: every d would reach it without learning (raise IntrinsicDimConfig.threshold)")
     else:
         return None
     return {"reason": reason, **numbers}

@@ -46,9 +46,9 @@ def check_projection(kind: str, D: int, d: int, limit: int) -> int:
     logger.info("projection %s: D=%d, d=%d, about %s (limit %s)", kind, D, d, human(need), human(limit))
     if need > limit:
         alt = "" if kind == "fastfood" else (
-            f"; use --projection fastfood, which needs about {human(memory_bytes('fastfood', D, d))}")
+            f"; use IntrinsicDimConfig.projection fastfood, which needs about {human(memory_bytes('fastfood', D, d))}")
         raise UserError(f"the {kind} projection for D={D:,} and d={d:,} needs about {human(need)}, over the limit "
-                        f"of {human(limit)} (--max-projection-gib, default a quarter of free memory){alt}")
+                        f"of {human(limit)} (IntrinsicDimConfig.max_projection_gib, default a quarter of free memory){alt}")
     return need
 
 

@@ -1,5 +1,6 @@
 """What the trained numbers are trained and scored on in model space: the label words at [P] (the same
-task as the prompt methods) or a linear classification head on the [P] hidden state.
+task as the prompt methods) or a linear classification head on the [P] hidden state, and
+`WeightsBound`, the task scored under weight overrides (for the shared evaluator).
 
 The head's weights are part of theta: they start from a seeded random init (regenerated from the
 seed, never saved) and move only through the same subspace, so d counts every trained number.
@@ -60,7 +61,8 @@ class Objective:
         self.head_params: dict[str, torch.Tensor] = {}
         if head == "linear":
             if task.is_facts:
-                raise UserError("--head linear needs classes: give --label-map (fact retrieval scores the vocabulary)")
+                raise UserError("IntrinsicDimConfig.head linear needs classes: give the task a label_map (fact "
+                                "retrieval scores the vocabulary)")
             self.head_params = head_init(task.verbalizer.n_classes, self.lm.hidden_size, seed,
                                          self.lm.dtype, self.lm.device)
 
@@ -98,8 +100,6 @@ class Objective:
 
     def bound(self, params: Mapping[str, torch.Tensor]) -> Bound:
         """The task scored under the overrides (trigger ids, if any, are already in the rows)."""
-        from intrinsic_dim.apply import WeightsBound
-
         return WeightsBound(self.task, self, params)
 
     def metrics(self, params: Mapping[str, torch.Tensor], rows: Rows, batch_size: int) -> dict:
@@ -110,3 +110,28 @@ class Objective:
         """(N,) mean loss on `rows` of each candidate theta_d in thetas (N, d) through `space` (a Subspace):
         one pass over the rows per candidate, whose weights differ (rows_per_pass does not apply)."""
         return torch.stack([self.loss(space.params(t), rows).float() for t in thetas])
+
+
+class WeightsBound(Bound):
+    """A task scored with weight overrides {name: tensor} (model tensors and the head's), and the
+    trigger ids written into the template's [T] slots when it has any."""
+
+    def __init__(self, task: PromptTask, objective: Objective, params: Mapping[str, torch.Tensor],
+                 trigger_ids=None):
+        super().__init__(task)
+        self.objective, self.params = objective, dict(params)
+        self.trigger_ids = None if trigger_ids is None else torch.as_tensor(trigger_ids, dtype=torch.long,
+                                                                            device=task.lm.device)
+
+    def _rows(self, rows: Rows) -> Rows:
+        return rows if self.trigger_ids is None else rows.set_triggers(self.trigger_ids)
+
+    def logits(self, rows: Rows) -> torch.Tensor:
+        """The language model's logits at [P] (R, M, V) under the overrides."""
+        rows = self._rows(rows)
+        return self.task.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask,
+                                      params=model_params(self.params))
+
+    def log_probs(self, rows: Rows) -> torch.Tensor:
+        """(B, C) class log-probs (facts: (B, V)): label words at [P], or the linear head's."""
+        return self.objective.log_probs(self.params, self._rows(rows))

@@ -16,8 +16,9 @@ MLP = r"(^|\.)(mlp|intermediate|feed_forward|ffn)\.|(^|\.)layer\.\d+\.output\."
 PRESETS = {"all": r".*", "attention": ATTENTION, "mlp": MLP}
 
 
-def select_names(names: list[str], spec: str) -> list[str]:
-    """The names that `spec` picks, in model order; UserError for a bad regex or an empty pick.
+def select_names(names: list[str], spec: str, field: str = "IntrinsicDimConfig.params") -> list[str]:
+    """The names that `spec` picks, in model order; UserError (naming `field`, the config field it
+    came from) for a bad regex or an empty pick.
 
     `attention` and `mlp` are presets; anything else is a regular expression searched in each name.
     """
@@ -25,13 +26,13 @@ def select_names(names: list[str], spec: str) -> list[str]:
     try:
         regex = re.compile(pattern)
     except re.error as e:
-        raise UserError(f"--params {spec!r} is not a valid regular expression ({e})") from None
+        raise UserError(f"{field} {spec!r} is not a valid regular expression ({e})") from None
     picked = [n for n in names if regex.search(n)]
     if spec == "mlp":
         attention = re.compile(ATTENTION)
         picked = [n for n in picked if not attention.search(n)]
     if not picked:
         sample = ", ".join(names[:4])
-        raise UserError(f"--params {spec!r} matches no parameter of this model (names look like: {sample}, ...); "
+        raise UserError(f"{field} {spec!r} matches no parameter of this model (names look like: {sample}, ...); "
                         f"use all, attention, mlp or a regular expression")
     return picked

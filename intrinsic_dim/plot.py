@@ -17,7 +17,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise UserError("the d90 plot needs matplotlib: pip install matplotlib (or pass --no-plot)") from None
+        raise UserError("the d90 plot needs matplotlib: pip install matplotlib (or turn off IntrinsicDimConfig.plot)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -3,17 +3,24 @@
 `evaluate(task, data, prompt=result)` scores theta_0 + P(theta_d) of the saved run (the best seed
 at d90, else the best run at the largest d) in its space: model weights (theta_0 = the model's own),
 a prompt or a prefix (theta_0 saved as the tensor `theta_0`, since it comes from an init). The
-projection is regenerated from its seed. `result.plot(path)` draws score against d.
+projection is regenerated from its seed. `result.plot(path)` draws score against d; `save(dir)` also
+writes it as d90.png when config.plot and the run ended with a sweep.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frozen_lm import distributed
+from frozen_lm.errors import UserError
 from frozen_lm.results import Result
 
+logger = logging.getLogger(__name__)
+
 METHOD = "intrinsic_dim"
+PLOT = "d90.png"
 
 
 @dataclass
@@ -71,7 +78,8 @@ class D90Result(Result):
 
     def bind(self, task):
         """theta_0 + P(theta_d) of the saved run on `task` (a Bound for the shared evaluator)."""
-        from intrinsic_dim.apply import WeightsBound, check_slots, saved_params
+        from intrinsic_dim.apply import check_slots, saved_params
+        from intrinsic_dim.objective import WeightsBound
 
         self.check_model(task.lm)
         if self.space != "model":
@@ -81,6 +89,20 @@ class D90Result(Result):
         check_slots(task, self.trigger_ids)
         objective, params = saved_params(self, task)
         return WeightsBound(task, objective, params, self.trigger_ids)
+
+    def save(self, out) -> Path:
+        """Write the artifact directory `out` and, when config.plot and a finished or stopped run has a
+        sweep, its d90.png (plot_path; a run still going or interrupted gets its plot at the end).
+        Without matplotlib the artifact is written without the plot (a run with an out folder
+        refuses to start instead)."""
+        out = Path(out)
+        if self.config.plot and self.per_dim and self.status not in ("running", "interrupted") and distributed.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.plot_path = str(self.plot(out / PLOT))
+            except UserError as e:  # no matplotlib
+                logger.warning("%s: not written (%s)", out / PLOT, e)
+        return super().save(out)
 
     def plot(self, path) -> Path:
         """Write the d90 plot (PNG, needs matplotlib) to `path`; returns the path."""

@@ -1,4 +1,5 @@
-"""Resuming `intrinsic_dim.measure` from a saved run (`resume=`, `autoprompt intrinsic-dim --resume`).
+"""Continuing a saved intrinsic_dim run (`resume=`): what the runner (frozen_lm.runner) does not check,
+and the saved run's finished work.
 
 An unfinished artifact (status 'running', 'interrupted' or 'stopped') holds, beside the chosen run's
 tensors, every finished subspace run's trained tensors as `runs.{i}.{name}` (i: the run's index in
@@ -10,8 +11,9 @@ and so is a finished run whose tensors an unfinished artifact lacks (an older on
 it the same run. A finished artifact ('done') keeps only the chosen run's tensors, and the same
 sweep chooses the same run again, so it gives back an equal result without training.
 
-The task, the data, the prompt and the config must equal the saved run's, except RESUMABLE fields
-(IntrinsicDimConfig.RESUMABLE: plot, max_projection_gib), which change no number.
+The runner checks that the model, task, data and config equal the saved run's, except the
+resumable fields (IntrinsicDimConfig.RESUMABLE: plot, max_projection_gib), which change no number;
+`check_inputs` checks the prompt in the [T] slots (model space) and theta_0 (prompt and prefix space).
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from dataclasses import dataclass, field
 import torch
 
 from frozen_lm.errors import UserError
-from frozen_lm.results import previous_result, resume_diffs
-from frozen_lm.task import PromptTask
-from intrinsic_dim.config import IntrinsicDimConfig
 from intrinsic_dim.result import D90Result
 from intrinsic_dim.train import Run
 
@@ -40,43 +39,19 @@ def run_tensors(runs: list[Run]) -> dict[str, torch.Tensor]:
             for name, t in run.tensors.items()}
 
 
-def load_previous(resume, task: PromptTask, config: IntrinsicDimConfig) -> D90Result | None:
-    """The saved run to continue (a D90Result or its folder), checked against this model, task and
-    config; UserError naming what differs."""
-    previous = previous_result(resume, D90Result, task, "intrinsic-dim")
-    if previous is None:
-        return None
-    diffs = resume_diffs(previous, task, config, IntrinsicDimConfig.RESUMABLE)
-    if diffs:
-        raise UserError(f"resume {_name(resume)}: these differ from the saved run, so its runs would not belong to "
-                        f"this one: {'; '.join(diffs)}; give the saved values (only "
-                        f"{', '.join(IntrinsicDimConfig.RESUMABLE)} may change), or start a new run without resume")
-    logger.info("resuming %s (%s): %d finished subspace runs%s", _name(resume), previous.status,
-                sum(not r.get("stopped") for r in previous.runs), ", the baseline" if previous.baseline_run else "")
-    return previous
-
-
-def _name(resume) -> str:
-    return "the given result" if isinstance(resume, D90Result) else str(resume)
-
-
-def check_inputs(previous: D90Result, trigger: list[int] | None, data: dict, theta_0: torch.Tensor | None) -> None:
-    """UserError when the prompt, the data (the sampled rows' hash) or a prompt/prefix theta_0 differ
-    from the saved run's: its runs were trained on those."""
+def check_inputs(previous: D90Result, trigger: list[int] | None, theta_0: torch.Tensor | None) -> None:
+    """UserError when the prompt (model space: the trigger ids in the [T] slots) or a prompt/prefix
+    theta_0 differ from the saved run's: its runs were trained on those. (The runner has already
+    checked the model, task, data and config.)"""
     diffs = []
     if (previous.trigger_ids or None) != (trigger or None):
         diffs.append(f"the prompt's trigger ids ({previous.trigger_ids} saved, {trigger} now)")
-    for split, now in data.items():
-        saved = previous.data.get(split) or {}
-        if saved.get("sha256") and (saved["sha256"], saved.get("rows")) != (now["sha256"], now["rows"]):
-            diffs.append(f"the {split} split ({saved.get('source')}, {saved.get('rows')} rows saved; "
-                         f"{now['source']}, {now['rows']} rows now)")
     saved_theta = previous.tensors.get("theta_0")
     if theta_0 is not None and saved_theta is not None and not torch.equal(saved_theta.cpu(), theta_0.detach().cpu()):
         diffs.append("theta_0, the prompt's or prefix's starting point (another model, init or device)")
     if diffs:
         raise UserError(f"resume: these differ from the saved run, so its runs would not belong to this one: "
-                        f"{'; '.join(diffs)}; give the saved run's data and prompt, or start a new run")
+                        f"{'; '.join(diffs)}; give the saved run's prompt, or start a new run")
 
 
 @dataclass
@@ -86,7 +61,6 @@ class Restored:
 
     baseline: Run | None = None
     runs: dict[tuple[int, int], list[Run]] = field(default_factory=dict)
-    seconds: float = 0.0  # the saved run's total time
 
     def take(self, d: int, seed: int) -> Run | None:
         found = self.runs.get((d, seed))
@@ -101,7 +75,7 @@ def restore(previous: D90Result, device: torch.device) -> Restored:
     """The finished runs of a saved result (their losses from its history, tensors on `device`)."""
     losses = [h.get("loss", []) for h in previous.history if not h.get("baseline")]
     base_losses = next((h.get("loss", []) for h in previous.history if h.get("baseline")), [])
-    restored = Restored(seconds=float(previous.timings.get("total_seconds") or 0.0))
+    restored = Restored()
     if previous.baseline_run and not previous.baseline_run.get("stopped"):
         restored.baseline = Run.from_record(previous.baseline_run, base_losses, {})
     for i, record in enumerate(previous.runs):

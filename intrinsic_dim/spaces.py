@@ -1,11 +1,11 @@
 """Prompt space and prefix space: what moves is a soft prompt; the model is never touched.
 
-theta_0 is the soft prompt `softprompt.tune` starts from: `frozen_lm.prompts.init` (random, vocab, labels or
-text) with a generator seeded by config.seed, on `frozen_lm.prompts.effective`'s task (the template's or
-prepended [T] slots for a prompt; for a prefix the slots are removed and positions reserved). The
-subspace moves theta = theta_0 + P(theta_d): a prompt (K, H) or a prefix (L, 2, kv, P, hd), seen by
-the model through softprompt's PromptBound / PrefixBound, the same Bounds a tuned prompt is scored
-with. Full training here is prompt tuning / direct prefix tuning of all D numbers.
+theta_0 is the soft prompt prompt tuning starts from: `frozen_lm.prompts.init` (random, vocab, labels
+or text) with a generator seeded by config.seed, on `frozen_lm.prompts.effective`'s task (the
+template's or prepended [T] slots for a prompt; for a prefix the slots are removed and positions
+reserved). The subspace moves theta = theta_0 + P(theta_d): a prompt (K, H) or a prefix (L, 2, kv,
+P, hd), seen by the model through frozen_lm.prompts' PromptBound / PrefixBound, the same Bounds a
+tuned prompt is scored with. Full training here is prompt tuning / direct prefix tuning of all D numbers.
 
 `make_objective` picks the space's objective (model space: `intrinsic_dim.objective.Objective`).
 CMA-ES's `population_loss` stacks the candidates' prompts along the batch: candidates x examples
@@ -24,17 +24,16 @@ from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import Bound
 from frozen_lm.model import Prefix
+from frozen_lm.prompts.effective import effective_task
+from frozen_lm.prompts.init import prefix_init, prompt_init
+from frozen_lm.prompts.prefix import PrefixBound, check_prefix_support
+from frozen_lm.prompts.soft import PromptBound
 from frozen_lm.task import PromptTask
 from intrinsic_dim.apply import require_run
 from intrinsic_dim.objective import Objective, metrics_of
 from intrinsic_dim.params import select_names
 from intrinsic_dim.projections import make_projection
 from intrinsic_dim.subspace import Subspace
-from frozen_lm.prompts.effective import effective_task
-from frozen_lm.prompts.init import prefix_init, prompt_init
-from frozen_lm.prompts.prefix import PrefixBound
-from frozen_lm.prompts.soft import PromptBound
-from softprompt.run import check_prefix_support
 
 
 def make_objective(task: PromptTask, config) -> tuple[Objective | PromptObjective, dict[str, torch.Tensor]]:

@@ -107,8 +107,8 @@ class _Overrides(torch.autograd.Function):
 def projection_dim(d: int, n_tensors: int, said: bool) -> int:
     """Input size of the projection for a total budget d (SAID spends n_tensors of it on scales)."""
     if d < 1:
-        raise UserError(f"d must be at least 1 (got {d})")
+        raise UserError(f"d must be at least 1, got {d}")
     if said and d <= n_tensors:
-        raise UserError(f"--said spends one of d on each of the {n_tensors} selected tensors; "
-                        f"d={d} leaves none for the projection (use d > {n_tensors} or fewer --params)")
+        raise UserError(f"IntrinsicDimConfig.said spends one of d on each of the {n_tensors} selected tensors; "
+                        f"d={d} leaves none for the projection (use d > {n_tensors} or fewer IntrinsicDimConfig.params)")
     return d - n_tensors if said else d

@@ -139,4 +139,4 @@ def _search(sweep: Sweep, run_fn, dims, seeds, max_dim, bisect_steps, min_dim, s
             bisect(sweep, run_fn, lo, d, seeds, bisect_steps)
             return
         lo = d
-    logger.warning("no d up to %d reached %.0f%% of the baseline; raise --max-dim", max_dim, 100 * sweep.threshold)
+    logger.warning("no d up to %d reached %.0f%% of the baseline; raise IntrinsicDimConfig.max_dim", max_dim, 100 * sweep.threshold)

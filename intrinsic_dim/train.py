@@ -6,7 +6,7 @@ objective says what theta is: model weights, a prompt or a prefix). CMA-ES runs 
 The frozen weights are only read (overrides through functional_call); full fine-tuning trains one
 copy of the selected tensors, made once. Both score their final state on the dev rows with the
 shared evaluator (keep_best is off: no checkpoint copies). Runs count their forward passes of one
-training example (`examples_seen`), the unit of --max-forward-passes.
+training example (`examples_seen`), the unit of IntrinsicDimConfig.max_forward_passes.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import pytest
 import torch
 from tests.conftest import assert_user_error
 
-import intrinsic_dim
 from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
@@ -171,8 +170,9 @@ def test_memory_refusal_suggests_fastfood():
 
 @pytest.mark.parametrize("options,fragment", [
     ({"dims": "0,10"}, "at least 1"), ({"dims": " , "}, "empty"), ({"dims": []}, "empty"),
-    ({"projection": "gaussian"}, "unknown projection"), ({"threshold": 1.5}, "threshold"),
-    ({"dims": "10,abc"}, "whole number"), ({"dims": [10, 2.5]}, "whole number"), ({"optimizer": "lion"}, "optimizer")])
+    ({"projection": "gaussian"}, "IntrinsicDimConfig.projection is 'gaussian'"),
+    ({"threshold": 1.5}, "IntrinsicDimConfig.threshold"), ({"dims": "10,abc"}, "whole number"),
+    ({"dims": [10, 2.5]}, "whole number"), ({"optimizer": "lion"}, "IntrinsicDimConfig.optimizer")])
 def test_config_validation(options, fragment):
     with pytest.raises(UserError, match=fragment):
         IntrinsicDimConfig(**options)
@@ -305,7 +305,7 @@ def test_package_0_1_artifact_loads_and_evaluates(tiny, tmp_path):
 @pytest.mark.parametrize("args,fragments", [
     (["--dims", "0,10"], ["d must be at least 1"]),
     (["--dims", ","], ["--dims is empty"]),
-    (["--projection", "gaussian"], ["unknown projection", "fastfood"]),
+    (["--projection", "gaussian"], ["--projection is 'gaussian'", "fastfood"]),
     (["--template", "{sentence} [T] [P]"], ["[T] slots", "remove [T]"]),
 ])
 def test_cli_bad_options(cli, tiny_folder, tmp_path, args, fragments):
@@ -369,6 +369,9 @@ def test_cli_linear_head_with_said_prints_the_table_and_evaluates_the_same(cli, 
 
 def test_registered_method():
     from frozen_lm.methods import methods
+    from intrinsic_dim import fit
 
     method = methods()["intrinsic_dim"]
-    assert method.run is intrinsic_dim.measure and method.result is D90Result and method.command.name == "intrinsic-dim"
+    assert method.fit is fit.fit and method.prepare is fit.prepare and method.config is IntrinsicDimConfig
+    assert method.result is D90Result and method.command.name == "intrinsic-dim" and method.command.default
+    assert method.trains == "weights" and method.resumable == ("plot", "max_projection_gib") and method.needs_dev

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_intrinsic_dim_spaces import DEV, LABELS, TEMPLATE, TRAIN, _config, _rows
+from tests.intrinsic_dim.test_intrinsic_dim_spaces import DEV, LABELS, TEMPLATE, TRAIN, _config, _rows
 
 from frozen_lm import data as data_mod
 from frozen_lm.task import PromptTask

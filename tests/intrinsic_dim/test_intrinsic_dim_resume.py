@@ -5,12 +5,13 @@ equals an uninterrupted run's (tiny models)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from tests.conftest import assert_user_error, need_cmaes
 
-import intrinsic_dim.run as run_mod
+import intrinsic_dim.measurement as run_mod
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
@@ -81,8 +82,10 @@ def uninterrupted(llama_task):
 def test_ctrl_c_after_k_runs_resumes_to_the_uninterrupted_result(llama_task, uninterrupted, tmp_path, k):
     out = tmp_path / "run"
     first = Recorder(interrupt_at=k)
-    with pytest.raises(Interrupted, match=f"continue with: autoprompt intrinsic-dim --resume {out}") as info:
+    with pytest.raises(Interrupted, match=re.escape(f"after {k - 1} finished subspace runs; the best so far is "
+                                                    f"saved in {out}")) as info:
         measure(llama_task, TRAIN, DEV, _config(), out=out, callback=first, progress=False)
+    assert info.value.out == out and info.value.resumable  # resume=out continues it
     saved = load_result(out)
     assert saved.status == "interrupted" and len(saved.runs) == k - 1 and saved.baseline_run is not None
     assert sorted(n for n in saved.tensors if n.startswith("runs.")) == [f"runs.{i}.theta_d" for i in range(k - 1)]
@@ -169,10 +172,11 @@ def test_resume_refuses_what_differs(llama_task, tiny, tmp_path):
         measure(llama_task, TRAIN, DEV, _config(), out=out, callback=Recorder(interrupt_at=2), progress=False)
     with pytest.raises(UserError, match=r"steps \(3 saved, 4 now\)") as err:
         measure(llama_task, TRAIN, DEV, _config(steps=4), resume=out, progress=False)
-    assert "\n" not in str(err.value) and "plot, max_projection_gib may change" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert "IntrinsicDimConfig.plot, IntrinsicDimConfig.max_projection_gib may change" in str(err.value)
     with pytest.raises(UserError, match=r"template \(.* saved"):
         measure(PromptTask(tiny("llama"), "{sentence} So [P] .", LABELS), TRAIN, DEV, _config(), resume=out)
-    with pytest.raises(UserError, match="the dev split"):
+    with pytest.raises(UserError, match="the dev data"):
         measure(llama_task, TRAIN, TRAIN, _config(), resume=out, progress=False)
     with pytest.raises(UserError, match="already holds a run"):  # resuming into another run's folder
         measure(llama_task, TRAIN, DEV, _config(), resume=out, out=_done(llama_task, tmp_path / "other"))
@@ -181,8 +185,8 @@ def test_resume_refuses_what_differs(llama_task, tiny, tmp_path):
 
     search = tmp_path / "search"
     autoprompt.search(PromptTask(tiny("llama"), "{sentence} [T] [P] .", LABELS), TRAIN, DEV,
-                      autoprompt.SearchConfig(iters=1, num_cand=2), out=search, progress=False)
-    with pytest.raises(UserError, match="not an `autoprompt intrinsic-dim` run"):
+                      autoprompt.AutoPromptConfig(iters=1, num_cand=2), out=search, progress=False)
+    with pytest.raises(UserError, match="holds a 'autoprompt' run, not a 'intrinsic_dim' run"):
         measure(llama_task, TRAIN, DEV, _config(), resume=search)
 
     events = Recorder()  # what changes no number may change: into a new folder, with the plot
@@ -224,7 +228,7 @@ def test_cli_resume_after_ctrl_c_equals_the_uninterrupted_run(cli, tiny_folder, 
     assert f"continue with: autoprompt intrinsic-dim --resume {out}" in part.output
     assert _results(out)["status"] == "interrupted" and len(_results(out)["runs"]) == 2
 
-    assert_user_error(cli("intrinsic-dim", "--resume", out, "--steps", "4"), "--steps 4 (saved: 3)")
+    assert_user_error(cli("intrinsic-dim", "--resume", out, "--steps", "4"), "--steps (3 saved, 4 now)")
     calls.clear()
     resumed = cli("intrinsic-dim", "--resume", out, "--no-progress", "--json")
     assert resumed.exit_code == 0, resumed.output

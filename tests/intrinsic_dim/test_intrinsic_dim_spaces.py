@@ -43,17 +43,18 @@ def _rows(task, n=8, source=TRAIN):
 
 # ----------------------------------------------------------------- options
 @pytest.mark.parametrize("options,fragment", [
-    ({"space": "weights"}, "unknown --space"),
-    ({"space": "prompt", "params": "attention"}, "--params picks model weights"),
-    ({"space": "prompt", "said": True}, "--said"),
+    ({"space": "weights"}, "IntrinsicDimConfig.space is 'weights'"),
+    ({"space": "prompt", "params": "attention"}, "IntrinsicDimConfig.params picks model weights"),
+    ({"space": "prompt", "said": True}, "IntrinsicDimConfig.said"),
     ({"space": "prefix", "said": True}, "does not apply"),
-    ({"space": "prefix", "head": "linear"}, "--head linear"),
-    ({"num_virtual_tokens": 4}, "--num-virtual-tokens is for --space prompt or prefix"),
+    ({"space": "prefix", "head": "linear"}, "IntrinsicDimConfig.head linear"),
+    ({"num_virtual_tokens": 4}, "IntrinsicDimConfig.num_virtual_tokens is for IntrinsicDimConfig.space prompt or prefix"),
     ({"space": "prompt", "num_virtual_tokens": 0}, "at least 1"),
     ({"optimizer": "cma", "said": True}, "SAID scales train by gradient"),
     ({"optimizer": "cma", "dims": [10, CMA_MAX_DIM + 1]}, "d x d covariance"),
-    ({"popsize": 1}, "--popsize"), ({"min_gain": -0.1}, "--min-gain"), ({"sigma": 0}, "--sigma"),
-    ({"max_forward_passes": 0}, "--max-forward-passes"), ({"space": "prompt", "init": "words"}, "--init"),
+    ({"popsize": 1}, "IntrinsicDimConfig.popsize"), ({"min_gain": -0.1}, "IntrinsicDimConfig.min_gain"),
+    ({"sigma": 0}, "IntrinsicDimConfig.sigma"), ({"max_forward_passes": 0}, "IntrinsicDimConfig.max_forward_passes"),
+    ({"space": "prompt", "init": "words"}, "IntrinsicDimConfig.init"),
 ])
 def test_config_refuses_bad_combinations(options, fragment):
     with pytest.raises(UserError, match=fragment) as err:
@@ -187,11 +188,13 @@ def test_model_space_population_loss(tiny):
 
 
 def test_theta_0_is_tunes_init(tiny):
-    import softprompt
+    from frozen_lm.methods import methods
+    from frozen_lm.runner import run
 
     task = PromptTask(tiny("llama"), TEMPLATE, LABELS)
-    tuned = softprompt.tune(task, TRAIN, None, softprompt.TuneConfig(num_virtual_tokens=4, steps=1, seed=7),
-                            progress=False)
+    prompt_tuning = methods()["prompt"]  # (through the registry: no method package imports another)
+    tuned = run(prompt_tuning, task, TRAIN, DEV, prompt_tuning.config(num_virtual_tokens=4, steps=1, seed=7),
+                progress=False)
     objective, base = make_objective(task, _config(seed=7))
     assert torch.equal(base["prompt"], tuned.tensors["init_embeddings"]) and objective.init_ids == tuned.init_ids
     assert objective.task.spec.template == "[T]" * 4 + TEMPLATE
