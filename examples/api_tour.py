@@ -36,12 +36,12 @@ def tour(model: str = "smollm2-135m", out: str = "runs/tour", quick: bool = Fals
     print("found:", r.filled_template)
 
     # the same template, learned as vectors (prompt tuning) and as a prefix; then read back as tokens
-    s = softprompt.tune(task, TRAIN, DEV, softprompt.TuneConfig(steps=4 if quick else 30, seed=0))
+    s = softprompt.tune(task, TRAIN, DEV, softprompt.PromptTuningConfig(steps=4 if quick else 30, seed=0))
     scores["prompt_tuning"] = evaluate(task, DEV, prompt=s)["accuracy"]
     n = softprompt.nearest(s, k=5)  # nearest vocabulary tokens of each learned vector
     scores["nearest_tokens"] = evaluate(task, DEV, prompt=n.prompt)["accuracy"]
     if lm.supports_prefix and not lm.is_masked:
-        p = softprompt.tune(task, TRAIN, DEV, softprompt.TuneConfig(method="prefix", steps=4 if quick else 30))
+        p = softprompt.tune(task, TRAIN, DEV, softprompt.PrefixTuningConfig(steps=4 if quick else 30))
         scores["prefix_tuning"] = evaluate(task, DEV, prompt=p)["accuracy"]
 
     # intrinsic dimension of the hand-written template: train theta_0 + P(theta_d) for a few d

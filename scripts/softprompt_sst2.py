@@ -28,8 +28,8 @@ def run(args) -> list[dict]:
     lm = FrozenLM.load(args.model)
     task = PromptTask(lm, TEMPLATE, LABELS)
     split, test = DATA / f"16-{args.seed}", str(DATA / "test.jsonl")
-    config = softprompt.TuneConfig(method=args.method, num_virtual_tokens=20, init=INIT, steps=args.steps, eval_every=10,
-                                   seed=args.seed)
+    make = {"prompt": softprompt.PromptTuningConfig, "prefix": softprompt.PrefixTuningConfig}[args.method]
+    config = make(num_virtual_tokens=20, init=INIT, steps=args.steps, eval_every=10, seed=args.seed)
     result = softprompt.tune(task, str(split / "train.jsonl"), str(split / "dev.jsonl"), config,
                              out=f"runs/sp-sst2-{args.method}-{args.seed}")
     rows = [{"prompt": f"{result.method} (learned)", "dev": result.metrics["dev"]["accuracy"],

@@ -30,8 +30,9 @@ def check_prepended(template: str, k: int) -> None:
     segments = parse_slots(template).segments
     slots = [i for i, s in enumerate(segments) if s.kind == "trigger"]
     if slots != list(range(k)):
-        raise UserError(f"--export-peft: PEFT prompt tuning prepends its virtual tokens, but template {template!r} "
-                        "has [T] slots inside the text; train with --num-virtual-tokens K and no [T] in the template")
+        raise UserError(f"PEFT export: PEFT prompt tuning prepends its virtual tokens, but template {template!r} "
+                        "has [T] slots inside the text; train with PromptTuningConfig.num_virtual_tokens and no [T] "
+                        "in the template")
 
 
 def check_exportable(lm: FrozenLM, method: str, template: str, k: int) -> None:
@@ -39,8 +40,8 @@ def check_exportable(lm: FrozenLM, method: str, template: str, k: int) -> None:
     `template` (k slots) on `lm` has a PEFT equivalent (run before training, so nothing is wasted)."""
     if lm.is_masked:
         if method == "prefix":
-            raise UserError("--export-peft: PEFT prefix tuning here supports causal LMs only")
-        raise UserError("--export-peft: PEFT prompt tuning has no masked-LM task type; export works for causal LMs")
+            raise UserError("PEFT export: PEFT prefix tuning here supports causal LMs only")
+        raise UserError("PEFT export: PEFT prompt tuning has no masked-LM task type; export works for causal LMs")
     if method == "prompt":
         check_prepended(template, k)
 

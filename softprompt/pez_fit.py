@@ -7,7 +7,8 @@ higher dev metric (accuracy, P@1, or for target strings exact match), then the b
 objective: the mean log-likelihood of the labels (target strings: minus the loss per target token)
 plus fluency_weight times the mean trigger-token log-probability; an exact tie (in practice the
 same prompt again) keeps the earlier one. A projection already scored is not scored
-again. Early stopping (--patience) counts evaluations without a better prompt. Without a dev split
+again. Early stopping (PezConfig.patience) counts evaluations without a better prompt. A better
+prompt found before the last step is handed to `on_better` (the method writes its best-so-far artifact). Without a dev split
 the prompt is the final projection. The continuous vectors are left as the last step made them.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -25,7 +27,7 @@ from frozen_lm.events import Callback, notify
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.task import Encoded, PromptTask
 from frozen_lm.train import Trainer, TrainResult
-from softprompt.config import TuneConfig
+from softprompt.config import PezConfig
 from softprompt.pez import PezPrompt, own_token_map
 from softprompt.train import autocast, loss_kind, on_device, ranked, train_settings
 
@@ -64,10 +66,13 @@ class Kept:
 
 
 class BestProjection:
-    """The Trainer's dev evaluation for PEZ: scores the current projection, keeps the best one."""
+    """The Trainer's dev evaluation for PEZ: scores the current projection, keeps the best one.
+    on_better(kept): called when a better prompt is found before the last step."""
 
-    def __init__(self, module: PezPrompt, task: PromptTask, dev: Encoded, cfg: TuneConfig, step):
+    def __init__(self, module: PezPrompt, task: PromptTask, dev: Encoded, cfg: PezConfig, step,
+                 on_better: Callable[[Kept], None] | None = None):
         self.module, self.task, self.dev, self.cfg, self.step = module, task, dev, cfg, step
+        self.on_better = on_better
         self.cache: dict[tuple[int, ...], tuple[dict, tuple[float, float]]] = {}
         self.best: Kept | None = None
         self.stale = 0
@@ -81,27 +86,32 @@ class BestProjection:
         metrics, rank = self.cache[key]
         if self.best is None or rank > self.best.rank:
             self.best, self.stale = Kept(self.step(), ids.cpu(), metrics, rank), 0
+            if self.on_better is not None and self.best.step < self.cfg.steps:
+                self.on_better(self.best)
         else:
             self.stale += 1
         return dict(metrics)
 
     @property
     def exhausted(self) -> bool:
-        """Early stopping: --patience evaluations in a row without a better prompt."""
+        """Early stopping: PezConfig.patience evaluations in a row without a better prompt."""
         return self.cfg.patience > 0 and self.stale >= self.cfg.patience
 
 
 class PezFit:
-    """One PEZ training run: `run()` trains (the model stays frozen), `kept_ids()` is the prompt."""
+    """One PEZ training run: `run()` trains (the model stays frozen), `kept_ids()` is the prompt.
+    method: the name events carry; on_better(kept): see BestProjection."""
 
-    def __init__(self, module: PezPrompt, task: PromptTask, train: Encoded, dev: Encoded | None, cfg: TuneConfig):
+    def __init__(self, module: PezPrompt, task: PromptTask, train: Encoded, dev: Encoded | None, cfg: PezConfig,
+                 method: str = "pez", on_better: Callable[[Kept], None] | None = None):
         lm = task.lm
-        self.module, self.task, self.cfg = module.to(lm.device), task, cfg
+        self.module, self.task, self.cfg, self.method = module.to(lm.device), task, cfg, method
         self.train_rows = train.rows.to(lm.device)
         self.to_output = own_token_map(lm) if cfg.fluency_weight else None  # once per run, not per batch
         self.calls = 0
         dev = on_device(dev, lm.device)
-        self.tracker = BestProjection(module, task, dev, cfg, lambda: self.calls // cfg.grad_accum) if dev else None
+        self.tracker = BestProjection(module, task, dev, cfg, lambda: self.calls // cfg.grad_accum,
+                                      on_better) if dev else None
 
     def loss(self, index: torch.Tensor) -> torch.Tensor:
         self.calls += 1
@@ -138,7 +148,7 @@ class PezFit:
 
         settings = replace(train_settings(self.cfg, self.tracker is not None), keep_best=False, patience=0)
         trainer = Trainer({"vectors": self.module.vectors}, self.loss, len(self.train_rows), settings, self.tracker,
-                          callback=on_event, method=self.cfg.artifact_method, progress=progress,
+                          callback=on_event, method=self.method, progress=progress,
                           autocast=autocast(self.task.lm, self.cfg))
         run = trainer.run(resume)
         if run.stopped == "callback" and not asked:
@@ -159,3 +169,9 @@ class PezFit:
 
     def kept_metrics(self) -> dict | None:
         return dict(self.tracker.best.metrics) if self.tracker is not None and self.tracker.best else None
+
+
+def split_scores(task: PromptTask, data: Encoded, ids: torch.Tensor, cfg: PezConfig) -> dict:
+    """`discrete_metrics` of trigger ids on an encoded split (moved to the model's device)."""
+    rows = Encoded(data.rows.to(task.lm.device), data.n_skipped, data.n_multi_token)
+    return discrete_metrics(task, rows, ids, cfg.eval_batch_size, loss_kind(cfg), cfg.fluency_weight)[0]

@@ -17,9 +17,9 @@ import torch
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.model import FrozenLM
-from frozen_lm.task import TaskSpec
 from frozen_lm.prompts.effective import ReadingPrompt
 from frozen_lm.prompts.init import special_ids
+from frozen_lm.task import TaskSpec
 
 METRICS = ("cosine", "l2")
 
@@ -38,14 +38,14 @@ def distances(vectors: torch.Tensor, table: torch.Tensor, metric: str) -> torch.
         return 1 - v @ t.T
     if metric == "l2":
         return torch.cdist(vectors[None], table[None])[0]
-    raise UserError(f"--metric {metric!r} is unknown; use cosine or l2")
+    raise UserError(f"metric {metric!r} is unknown; use cosine or l2")
 
 
 def nearest_tokens(vectors: torch.Tensor, table: torch.Tensor, k: int, metric: str = "cosine",
                    exclude: set[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor]:
     """(dist (S, k), ids (S, k)) of each vector's k nearest tokens, closest first."""
     if k < 1:
-        raise UserError(f"--k must be at least 1, got {k}")
+        raise UserError(f"k must be at least 1, got {k}")
     d = distances(vectors, table, metric)
     if exclude:
         d[:, torch.tensor(sorted(exclude), dtype=torch.long)] = float("inf")
@@ -158,22 +158,23 @@ def label_map_text(label_map: dict[str, list[str]]) -> str:
     return json.dumps(label_map)
 
 
+SOFT_PROMPTS = ("prompt", "pez", "prompt_tuning")  # methods whose results hold prompt vectors (0.2's name too)
+
+
 def nearest(result, k: int = 5, metric: str = "cosine", keep_special: bool = False, lm: FrozenLM | None = None) -> NearestReading:
-    """The nearest vocabulary tokens of each vector of a prompt-tuning result, their norms against the
-    typical token-embedding norm, the drift from the initialization, and the discrete reading.
+    """The nearest vocabulary tokens of each vector of a prompt-tuning (or PEZ) result, their norms
+    against the typical token-embedding norm, the drift from the initialization, and the discrete reading.
 
     lm: the model to read with (default: `result.lm`, else the model the result names, loaded)."""
-    from softprompt.result import TuneResult
-
     where = f"{result.saved_to}: " if getattr(result, "saved_to", None) else ""
-    if not isinstance(result, TuneResult):
-        raise UserError(f"{where}method {getattr(result, 'method', type(result).__name__)!r} is not a soft prompt "
-                        "(tune results only)")
-    if result.kind == "prefix":
-        raise UserError(f"{where}a prefix_tuning result holds key/values, not vectors in the embedding space; "
-                        "nearest tokens exist for prompt_tuning results")
+    method = getattr(result, "method", type(result).__name__)
+    if method in ("prefix", "prefix_tuning"):
+        raise UserError(f"{where}a prefix result holds key/values, not vectors in the embedding space; "
+                        "nearest tokens exist for prompt and pez results")
+    if method not in SOFT_PROMPTS:
+        raise UserError(f"{where}method {method!r} is not a soft prompt (prompt and pez results only)")
     if k < 1:
-        raise UserError(f"--k must be at least 1, got {k}")
+        raise UserError(f"nearest: k must be at least 1, got {k}")
     lm = lm or result.lm or FrozenLM.load(result.model["name"])
     result.check_model(lm)
     result.require("prompt_embeddings")

@@ -15,21 +15,19 @@ from pathlib import Path
 import torch
 
 from frozen_lm.errors import UserError
-from frozen_lm.results import TrainedResult
-from softprompt.config import METHODS
-from frozen_lm.prompts.effective import effective_task
+from frozen_lm.prompts.effective import ReadingPrompt, effective_task
 from frozen_lm.prompts.prefix import PrefixBound
 from frozen_lm.prompts.soft import PromptBound
-from softprompt.reading import ReadingPrompt
+from frozen_lm.results import TrainedResult
 
-ARTIFACTS = tuple(METHODS.values())  # prompt_tuning, prefix_tuning, pez
+KINDS = {"prompt_tuning": "prompt", "prefix_tuning": "prefix"}  # artifact method names before 0.3 -> method
 
 
 @dataclass
 class TuneResult(TrainedResult):
     """template: the effective template (the one the prompt was trained with); best_step / best_dev:
-    the kept checkpoint and its dev score; steps_done; stopped: 'steps', 'early_stopping', 'nan' or
-    'callback'; note: what happened on a 'nan' stop; init_ids: the tokens the prompt started from
+    the kept checkpoint and its dev score; steps_done; stopped: 'steps', 'early_stopping', 'nan',
+    'callback', 'interrupted', or 'running' (the best-so-far artifact of a run still going); note: what happened on a 'nan' stop; init_ids: the tokens the prompt started from
     (None for a random init). tensors: prompt_embeddings + init_embeddings, or prefix + prefix_init
     (an interrupted run adds its training state, 'checkpoint.*', described by `checkpoint`).
     metrics: 'train' and 'dev' from the shared evaluator (target strings add 'score', the dev ranking:
@@ -42,8 +40,8 @@ class TuneResult(TrainedResult):
 
     @property
     def kind(self) -> str:
-        """'prompt', 'prefix' or 'pez'."""
-        return {artifact: method for method, artifact in METHODS.items()}.get(self.method, "prompt")
+        """'prompt', 'prefix' or 'pez': the method's name."""
+        return KINDS.get(self.method, self.method)
 
     @property
     def n_slots(self) -> int:
@@ -74,7 +72,7 @@ class TuneResult(TrainedResult):
         vectors = self.tensors["prompt_embeddings"]
         if vectors.shape[1] != lm.hidden_size:
             raise UserError(f"this {self.method} result has prompt vectors of size {vectors.shape[1]}, the model's "
-                            f"embeddings {lm.hidden_size}; load it with --model {self.model.get('name')}")
+                            f"embeddings {lm.hidden_size}; load it with model {self.model.get('name')!r}")
         if eff.template.n_triggers != vectors.shape[0]:
             raise UserError(f"this {self.method} result has {vectors.shape[0]} prompt vectors, but template "
                             f"{eff.spec.template!r} has {eff.template.n_triggers} [T] slots")
@@ -106,11 +104,9 @@ class TuneResult(TrainedResult):
 
     @classmethod
     def from_artifact(cls, art, config):
-        """A pez artifact reads as a PezResult. Package 0.1 artifacts saved the effective template as
-        the task's and kept no 'template'; artifacts of the old `--loss lm` kept the target column in
-        the config (`target_field`): it moves into the task (which then has no label words)."""
-        if art.method == METHODS["pez"] and not issubclass(cls, PezResult):
-            return PezResult.from_artifact(art, config)
+        """Package 0.1 artifacts saved the effective template as the task's and kept no 'template';
+        artifacts of the old lm loss kept the target column in the config (`target_field`): it moves
+        into the task (which then has no label words)."""
         result = super().from_artifact(art, config)
         if "template" not in art.results:
             result.template = result.task.template
@@ -157,8 +153,8 @@ class PezResult(TuneResult):
         return self.prompt.bind(task)
 
     def export_peft(self, folder, lm=None) -> Path:
-        raise UserError("a pez result is a discrete prompt, not PEFT vectors; use its trigger "
-                        f"({self.trigger_text!r}) with `autoprompt evaluate`")
+        raise UserError("a pez result is a discrete prompt, not PEFT vectors; evaluate its trigger "
+                        f"({self.trigger_text!r}) as it is: frozen_lm.evaluate(task, data, prompt=result)")
 
 
 def _load(name: str):

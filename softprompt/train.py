@@ -1,7 +1,7 @@
 """What training a soft prompt adds to the shared loop (frozen_lm.train.Trainer).
 
 `module` is a SoftPrompt or PrefixParams: it holds the trainable tensors and maps rows to logits at
-[P] through the frozen model. This module gives the Trainer its settings (from TuneConfig), the
+[P] through the frozen model. This module gives the Trainer its settings (from the method's config), the
 batch loss (`PromptTask.loss`: label words, facts or a target string) and the dev score (the
 shared evaluator). Splits are encoded by the task itself (`encode_split`), so a target string is
 encoded and scored the same way here as in search and evaluation.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -19,7 +20,7 @@ from frozen_lm.evaluate import evaluate
 from frozen_lm.events import Callback
 from frozen_lm.task import Encoded, PromptTask
 from frozen_lm.train import Trainer, TrainResult, TrainSettings, loss_weights
-from softprompt.config import TuneConfig
+from softprompt.config import SoftPromptOptions
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +33,12 @@ def encode_split(task: PromptTask, data, name: str) -> Encoded:
     return Encoded(encoded.rows, encoded.n_skipped, encoded.n_multi_token)
 
 
-def loss_kind(cfg: TuneConfig) -> str:
+def loss_kind(cfg: SoftPromptOptions) -> str:
     """The `PromptTask.loss` kind of a config (target strings ignore it: their loss is the LM loss)."""
     return "classes" if cfg.loss == "classes" else "vocab"
 
 
-def train_settings(cfg: TuneConfig, has_dev: bool = False) -> TrainSettings:
+def train_settings(cfg: SoftPromptOptions, has_dev: bool = False) -> TrainSettings:
     """The shared loop's settings: best checkpoint kept; the initial prompt scored when there is a dev split."""
     return TrainSettings(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, grad_accum=cfg.grad_accum,
                          optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
@@ -45,7 +46,7 @@ def train_settings(cfg: TuneConfig, has_dev: bool = False) -> TrainSettings:
                          patience=cfg.patience, keep_best=True, eval_first=has_dev)
 
 
-def batch_loss(module, task: PromptTask, rows, cfg: TuneConfig) -> torch.Tensor:
+def batch_loss(module, task: PromptTask, rows, cfg: SoftPromptOptions) -> torch.Tensor:
     """The task's mean loss of a batch of rows with the module's prompt in place."""
     return task.loss(module.logits(task.lm, rows), rows, kind=loss_kind(cfg))
 
@@ -64,7 +65,7 @@ def split_metrics(module, task: PromptTask, data: Encoded, batch_size: int) -> d
     return ranked(task, evaluate(task, data, prompt=module, batch_size=batch_size))
 
 
-def autocast(lm, cfg: TuneConfig):
+def autocast(lm, cfg: SoftPromptOptions):
     """bfloat16 autocast on CUDA when asked (None: the model's own dtype)."""
     if cfg.bf16 and lm.device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -77,10 +78,13 @@ def on_device(data: Encoded | None, device) -> Encoded | None:
     return Encoded(data.rows.to(device), data.n_skipped, data.n_multi_token)
 
 
-def fit(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None, cfg: TuneConfig, *,
-        callback: Callback | None = None, progress: bool = False, resume: TrainCheckpoint | None = None) -> TrainResult:
+def train_module(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None, cfg: SoftPromptOptions, *,
+                 method: str = "train", callback: Callback | None = None, progress: bool = False,
+                 resume: TrainCheckpoint | None = None,
+                 on_best: Callable[[int, dict | None], None] | None = None) -> TrainResult:
     """Train `module` in place (the model stays frozen); on return it holds the best checkpoint.
-    resume: the state of a cut run of the same module and config, to continue from."""
+    method: the name events carry; resume: the state of a cut run of the same module and config, to
+    continue from; on_best(step, dev metrics): the module's tensors are now the best so far."""
     lm = task.lm
     module.to(lm.device)
     train_rows = train_data.rows.to(lm.device)
@@ -93,6 +97,6 @@ def fit(module, task: PromptTask, train_data: Encoded, dev_data: Encoded | None,
         return split_metrics(module, task, dev, cfg.eval_batch_size)
 
     trainer = Trainer(dict(module.named_parameters()), loss_fn, len(train_rows), train_settings(cfg, dev is not None),
-                      dev_metrics if dev is not None else None, callback=callback, method=cfg.artifact_method,
-                      progress=progress, autocast=autocast(lm, cfg), weights=loss_weights(task, train_rows, loss_kind(cfg)))
+                      dev_metrics if dev is not None else None, callback=callback, method=method, progress=progress,
+                      autocast=autocast(lm, cfg), weights=loss_weights(task, train_rows, loss_kind(cfg)), on_best=on_best)
     return trainer.run(resume)

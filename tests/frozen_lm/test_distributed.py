@@ -39,10 +39,10 @@ def run_jobs(out: Path, folder: str) -> dict:
     manual = PromptTask(lm, "{sentence} it was [P] .", LABELS)
     found = autoprompt.search(slots, TRAIN, DEV, autoprompt.SearchConfig(
         iters=3, batch_size=5, eval_size=7, num_cand=6, dev_size=11, seed=3), out=out / "search", progress=False)
-    tuned = softprompt.tune(slots, TRAIN, DEV, softprompt.TuneConfig(
+    tuned = softprompt.tune(slots, TRAIN, DEV, softprompt.PromptTuningConfig(
         steps=3, batch_size=5, grad_accum=2, lr=0.05, eval_every=2, seed=1), out=out / "tune", progress=False)
-    prefix = softprompt.tune(manual, TRAIN, None, softprompt.TuneConfig(
-        method="prefix", num_virtual_tokens=2, steps=2, batch_size=3, lr=0.01, seed=2), progress=False)
+    prefix = softprompt.tune(manual, TRAIN, None, softprompt.PrefixTuningConfig(
+        num_virtual_tokens=2, steps=2, batch_size=3, lr=0.01, seed=2), progress=False)
     d90 = intrinsic_dim.measure(manual, TRAIN, DEV, intrinsic_dim.IntrinsicDimConfig(
         dims=[6], steps=2, baseline_steps=2, baseline_lr=1e-2, batch_size=5, max_train=13, max_dev=9, plot=False,
         ), out=out / "d90", progress=False)
@@ -216,7 +216,7 @@ def test_bf16_weights_train_float32_prompts_and_theta_d(tiny_folder):
     lm = FrozenLM.load(tiny_folder("llama"), device="cpu", dtype="bfloat16")
     assert lm.dtype == torch.bfloat16
     task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
-    tuned = softprompt.tune(task, TRAIN, None, softprompt.TuneConfig(steps=2, batch_size=4, lr=0.1), progress=False)
+    tuned = softprompt.tune(task, TRAIN, None, softprompt.PromptTuningConfig(steps=2, batch_size=4, lr=0.1), progress=False)
     prompt = tuned.tensors["prompt_embeddings"]
     assert prompt.dtype == torch.float32 and not torch.equal(prompt, tuned.tensors["init_embeddings"])
     manual = PromptTask(lm, "{sentence} it was [P] .", LABELS)

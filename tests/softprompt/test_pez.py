@@ -14,23 +14,23 @@ from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt, evaluate
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.model import FrozenLM
+from frozen_lm.prompts.init import special_ids, typical_norm
+from frozen_lm.prompts.soft import prompt_logits
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
 from frozen_lm.testing import tiny_lm, tiny_model
-from softprompt import PezResult, TuneConfig
-from frozen_lm.prompts.init import special_ids, typical_norm
+from softprompt import PezConfig, PezResult, PromptTuningConfig
 from softprompt.pez import PezPrompt, Projector, output_map, pez_loss
-from frozen_lm.prompts.soft import prompt_logits
 from softprompt.reading import token_table
 from tests.conftest import assert_user_error
 
 LABELS = {"0": "terrible", "1": "great"}
 TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
-FAST = dict(method="pez", steps=6, eval_every=2, batch_size=8)
+FAST = dict(steps=6, eval_every=2, batch_size=8)
 
 
 def _pez(task, train=TRAIN, dev=DEV, **cfg) -> PezResult:
-    return softprompt.tune(task, train, dev, TuneConfig(**{**FAST, **cfg}), progress=False)
+    return softprompt.tune(task, train, dev, PezConfig(**{**FAST, **cfg}), progress=False)
 
 
 def _rows(task, n=8):
@@ -141,13 +141,19 @@ def test_fluency_without_a_separate_head_says_so_and_still_trains(tiny, monkeypa
 
 
 def test_fluency_needs_a_causal_lm_and_pez(tiny):
+    from frozen_lm.configs import from_dict
+
     task = PromptTask(tiny("bert"), "{sentence} [T] [T] [P]", LABELS)
-    with pytest.raises(UserError, match="needs a causal LM"):
+    with pytest.raises(UserError, match="PezConfig.fluency_weight scores the trigger .* needs a causal LM"):
         _pez(task, fluency_weight=0.5)
-    with pytest.raises(UserError, match="add --method pez"):
-        TuneConfig(fluency_weight=0.5)
-    with pytest.raises(UserError, match="--fluency-weight must be 0 or more"):
-        TuneConfig(method="pez", fluency_weight=-1)
+    with pytest.raises(UserError, match="PromptTuningConfig.fluency_weight is not an option"):
+        from_dict(PromptTuningConfig, {"fluency_weight": 0.5})  # a PEZ option only
+    with pytest.raises(UserError, match="PezConfig.fluency_weight must be 0 or more, got -1"):
+        PezConfig(fluency_weight=-1)
+    with pytest.raises(UserError, match="PezConfig.fluency_weight must be 0 or more, got inf"):
+        PezConfig(fluency_weight=float("inf"))
+    with pytest.raises(UserError, match="PezConfig.pez_metric is 'dot'; choose one of: cosine, l2"):
+        PezConfig(pez_metric="dot")
     r = _pez(task, steps=2)  # PEZ itself runs on a masked LM; there is no perplexity to report
     assert r.metrics["prompt_perplexity"] is None and len(r.prompt.trigger_ids) == 2
 
@@ -203,7 +209,7 @@ def test_pez_with_a_fixed_target_and_no_data(tiny):
 def test_result_is_a_discrete_prompt_that_saves_and_loads(tiny, tmp_path):
     lm = tiny("llama")
     task = PromptTask(lm, "{sentence} It was [P] .", LABELS)
-    r = softprompt.tune(task, TRAIN, DEV, TuneConfig(**{**FAST, "num_virtual_tokens": 3, "init": "text:it was"}),
+    r = softprompt.tune(task, TRAIN, DEV, PezConfig(**{**FAST, "num_virtual_tokens": 3, "init": "text:it was"}),
                         out=tmp_path / "run", progress=False)
     assert isinstance(r, PezResult) and r.method == "pez" and r.template == "[T][T][T]{sentence} It was [P] ."
     assert isinstance(r.prompt, DiscretePrompt) and r.tensors["trigger_ids"].tolist() == r.prompt.trigger_ids
@@ -240,12 +246,12 @@ def test_default_lr_follows_the_embedding_scale_and_is_saved(tiny, tmp_path):
     """PEZ's default lr is PEZ_LR_SCALE x the RMS embedding coordinate: scaling the embeddings by c
     scales it by c (Adam moves each coordinate by about lr, so the steps keep their size relative to
     the distances between tokens); an lr given explicitly is kept; the config saved holds the value."""
-    from softprompt.config import PEZ_LR_SCALE
     from frozen_lm.prompts.init import embedding_rms
+    from softprompt.config import PEZ_LR_SCALE
 
     lm = tiny("llama")
     task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
-    assert TuneConfig(method="pez").lr is None and TuneConfig().lr == 0.03
+    assert PezConfig().lr is None and PromptTuningConfig().lr == 0.03
     rms = float(lm.embedding_matrix.float().pow(2).mean().sqrt())
     assert embedding_rms(lm) == pytest.approx(rms)
     r = _pez(task, steps=1)
@@ -265,7 +271,7 @@ def test_patience_stops_and_callback_stops(tiny):
     task = PromptTask(tiny("llama"), "{sentence} [T] [T] [P]", LABELS)
     r = _pez(task, steps=20, eval_every=1, patience=2, lr=1e-9)  # the projection never changes
     assert r.stopped == "early_stopping" and r.steps_done == 2 and r.best_step == 0 and r.status == "done"
-    stopped = softprompt.tune(task, TRAIN, DEV, TuneConfig(**FAST), callback=lambda e: e.step == 3, progress=False)
+    stopped = softprompt.tune(task, TRAIN, DEV, PezConfig(**FAST), callback=lambda e: e.step == 3, progress=False)
     assert stopped.stopped == "callback" and stopped.status == "stopped" and stopped.steps_done == 3
 
 
@@ -282,7 +288,7 @@ def test_cli_tune_pez_then_evaluate(cli, tiny_folder, tmp_path):
     again = cli("evaluate", out, "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.output.strip().splitlines()[-1])["accuracy"] == summary["dev_accuracy"]
-    help_text = cli("tune", "--help").output
+    help_text = cli("tune", "--method", "pez", "--help").output
     assert "--pez-metric" in help_text and "--fluency-weight" in help_text
     assert "autoprompt tune --method pez --num-virtual-tokens 5 --init 'text:It was'" in help_text
 
@@ -314,7 +320,7 @@ def test_ctrl_c_during_pez_keeps_the_best_prompt(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(PezFit, "loss", loss)
     task = PromptTask(tiny("llama"), "{sentence} [T] [T] [P]", LABELS)
     with pytest.raises(Interrupted, match="interrupted after step 3") as info:
-        softprompt.tune(task, TRAIN, DEV, TuneConfig(**{**FAST, "eval_every": 1}), out=tmp_path / "run", progress=False)
+        softprompt.tune(task, TRAIN, DEV, PezConfig(**{**FAST, "eval_every": 1}), out=tmp_path / "run", progress=False)
     saved = load_result(tmp_path / "run")
     assert saved.status == "interrupted" and saved.steps_done == 3 and saved.prompt == info.value.result.prompt
     assert saved.best_step in (0, 1, 2, 3) and evaluate(task, DEV, prompt=saved)["n_scored"] == 32
@@ -323,9 +329,41 @@ def test_ctrl_c_during_pez_keeps_the_best_prompt(tiny, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args,fragment", [
     (("--fluency-weight", 0.5), "add --method pez"),
     (("--method", "pez", "--export-peft", "peft"), "a pez run finds a discrete prompt"),
-    (("--method", "pez", "--loss", "lm"), "--loss lm trains on a target string"),
+    (("--method", "pez", "--loss", "lm"), "--loss 'lm' trains on a target string"),
 ])
 def test_cli_bad_pez_input_is_one_line(cli, tiny_folder, tmp_path, args, fragment):
     result = cli("tune", "--model", tiny_folder("llama"), "--steps", 2, "--no-progress", "--out", tmp_path / "r", *args)
     assert_user_error(result, fragment)
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_a_pez_artifact_of_package_0_2_still_loads(tiny, tmp_path):
+    """0.2 saved every TuneConfig field (method 'pez', the prefix options) in the config."""
+    lm = tiny("llama")
+    task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
+    r = softprompt.tune(task, TRAIN, DEV, PezConfig(**{**FAST, "steps": 2}), out=tmp_path / "run", progress=False)
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    meta["config"] = {**meta["config"], "method": "pez", "prefix_projection": True, "prefix_hidden": 512}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(meta))
+    loaded = load_result(tmp_path / "run")
+    assert isinstance(loaded, PezResult) and loaded.method == "pez" and loaded.config == r.config
+    assert loaded.prompt == r.prompt and evaluate(task, DEV, prompt=loaded) == evaluate(task, DEV, prompt=r)
+
+
+def test_a_long_pez_run_writes_each_better_prompt(tiny, tmp_path):
+    """The artifact is rewritten when dev finds a better discrete prompt (status 'running'), and
+    that prompt scores what it records."""
+    task = PromptTask(tiny("llama"), "{sentence} [T] [T] [P]", LABELS)
+    out, seen = tmp_path / "run", []
+
+    def look(event):
+        if event.step == 3:
+            seen.append(load_result(out))
+        return event.step == 3
+
+    r = softprompt.tune(task, TRAIN, DEV, PezConfig(**{**FAST, "steps": 100000, "eval_every": 1}), out=out,
+                        callback=look, progress=False)
+    (running,) = seen
+    assert running.status == "running" and running.method == "pez" and 0 <= running.best_step <= 3
+    assert evaluate(task, DEV, prompt=running)["accuracy"] == running.best_dev == running.metrics["dev"]["accuracy"]
+    assert r.status == "stopped" and load_result(out).status == "stopped"

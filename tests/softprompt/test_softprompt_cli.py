@@ -39,9 +39,9 @@ def test_save_load_round_trip(cli, tiny_folder, tmp_path, method):
     summary = _cli_tune(cli, folder, tmp_path / "run", "--method", method)
     assert set(summary) == {"method", "slots", "steps", "best_step", "train_accuracy", "dev_accuracy", "s/step",
                             "stopped", "out"}
-    assert summary["method"] == f"{method}_tuning" and summary["slots"] == 3 and summary["steps"] == 3
+    assert summary["method"] == method and summary["slots"] == 3 and summary["steps"] == 3
     art = read_artifact(tmp_path / "run")
-    assert art.method == f"{method}_tuning" and art.meta["config"]["method"] == method
+    assert art.method == method and "method" not in art.meta["config"]
     assert set(art.tensors) == ({"prompt_embeddings", "init_embeddings"} if method == "prompt" else {"prefix", "prefix_init"})
     again = cli("evaluate", tmp_path / "run", "--model", folder, "--json")
     assert again.exit_code == 0, again.output
@@ -53,12 +53,15 @@ def test_cli_prints_the_summary_table(cli, tiny_folder, tmp_path):
     result = cli("tune", "--model", folder, "--steps", 2, "--no-progress", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert lines[-3] == f"prompt_tuning on {folder}, artifact {tmp_path / 'run'}"
+    assert lines[-3] == f"prompt on {folder}, artifact {tmp_path / 'run'}"
     assert lines[-2].split() == ["method", "slots", "steps", "best_step", "train_accuracy", "dev_accuracy", "s/step",
                                  "stopped", "out"]
-    help_text = cli("tune", "--help").output
-    assert "prefix tuning (trainable key/values at every layer)" in help_text and "--export-peft" in help_text
-    assert "--seed" in help_text and "autoprompt tune --method prefix --num-virtual-tokens 10" in help_text
+    help_text = " ".join(cli("tune", "--help").output.split())  # (click wraps the lines)
+    assert "prompt tuning (a trainable vector per [T] slot)" in help_text and "--export-peft" in help_text
+    assert "--seed" in help_text and "--method prefix" in help_text
+    prefix_help = " ".join(cli("tune", "--method", "prefix", "--help").output.split())
+    assert "prefix tuning (trainable key/values at every layer)" in prefix_help and "--prefix-hidden" in prefix_help
+    assert "autoprompt tune --method prefix --num-virtual-tokens 10" in prefix_help
 
 
 def test_cli_virtual_tokens_take_the_demo_manual_template(cli, tiny_folder, tmp_path):

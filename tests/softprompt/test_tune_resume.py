@@ -15,7 +15,7 @@ from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
 from frozen_lm.train import Trainer, TrainSettings
-from softprompt import TuneConfig, tune
+from softprompt import PezConfig, PrefixTuningConfig, PromptTuningConfig, tune
 from tests.conftest import assert_user_error
 
 LABELS = {"0": "terrible", "1": "great"}
@@ -45,6 +45,7 @@ def assert_same(got, want) -> None:
         assert torch.equal(got.tensors[name], tensor), name
 
 
+CONFIGS = {"prompt": PromptTuningConfig, "prefix": PrefixTuningConfig, "pez": PezConfig}
 CASES = {
     "prompt": dict(method="prompt", num_virtual_tokens=3, steps=6, eval_every=2, batch_size=4, lr=0.05),
     "prefix-mlp-accum-cosine": dict(method="prefix", num_virtual_tokens=2, steps=6, eval_every=1, batch_size=2,
@@ -59,13 +60,14 @@ CASES = {
 def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tiny, tmp_path, case, cut):
     lm = tiny("gpt2")
     task = PromptTask(lm, TEMPLATE, LABELS)
-    config = TuneConfig(**CASES[case], seed=3)
+    values = dict(CASES[case])
+    config = CONFIGS[values.pop("method")](**values, seed=3)
     want = tune(task, TRAIN, DEV, config, progress=False)
     out = tmp_path / "run"
     with pytest.raises(Interrupted) as stopped:
         tune(task, TRAIN, DEV, config, out=out, progress=False, callback=ctrl_c_at(cut))
     assert f"interrupted after step {cut}" in str(stopped.value)
-    assert f"continue with: autoprompt tune --resume {out}" in str(stopped.value)
+    assert stopped.value.resumable and stopped.value.out == out and f"saved in {out}" in str(stopped.value)
     saved = load_result(out)
     assert saved.status == "interrupted" and saved.steps_done == cut and saved.checkpoint["step"] == cut
 
@@ -82,7 +84,7 @@ def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tiny, tmp_path, case, c
 def test_ctrl_c_during_an_evaluation_evaluates_first_on_resume(tiny, monkeypatch):
     lm = tiny("llama")
     task = PromptTask(lm, TEMPLATE, LABELS)
-    config = TuneConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4, lr=0.05, seed=1)
+    config = PromptTuningConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4, lr=0.05, seed=1)
     want = tune(task, TRAIN, DEV, config, progress=False)
     real, calls = train_mod.split_metrics, []
 
@@ -104,15 +106,18 @@ def test_ctrl_c_during_an_evaluation_evaluates_first_on_resume(tiny, monkeypatch
 def test_resume_refuses_what_differs_and_returns_a_finished_run(tiny, tmp_path):
     lm = tiny("gpt2")
     task = PromptTask(lm, TEMPLATE, LABELS)
-    config = TuneConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4, seed=0)
+    config = PromptTuningConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4, seed=0)
     out = tmp_path / "run"
     with pytest.raises(Interrupted):
         tune(task, TRAIN, DEV, config, out=out, progress=False, callback=ctrl_c_at(2))
-    with pytest.raises(UserError, match=r"lr \(0.03 saved, 0.5 now\)"):
-        tune(task, TRAIN, DEV, TuneConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4, lr=0.5), resume=out)
+    with pytest.raises(UserError, match=r"PromptTuningConfig.lr \(0.03 saved, 0.5 now\)"):
+        tune(task, TRAIN, DEV, PromptTuningConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4, lr=0.5),
+             resume=out)
+    with pytest.raises(UserError, match="holds a 'prompt' run, not a 'prefix' run"):
+        tune(task, TRAIN, DEV, PrefixTuningConfig(num_virtual_tokens=2, steps=4, eval_every=2, batch_size=4), resume=out)
     with pytest.raises(UserError, match="template"):
         tune(task.derive(template="{sentence} So it was [P] ."), TRAIN, DEV, config, resume=out)
-    with pytest.raises(UserError, match="the dev split differs"):
+    with pytest.raises(UserError, match="the dev data"):
         tune(task, TRAIN, TRAIN, config, resume=out)
     done = tune(task, TRAIN, DEV, config, out=out, resume=out, progress=False)
     steps = []
@@ -144,7 +149,7 @@ def test_cli_resume_after_ctrl_c(cli, tiny_folder, tmp_path, monkeypatch):
     assert saved["status"] == "interrupted" and saved["steps_done"] == 2
     monkeypatch.setattr(Trainer, "_step", real)
 
-    assert_user_error(cli("tune", "--resume", out, "--steps", "8"), "--steps 8 (saved: 4)")
+    assert_user_error(cli("tune", "--resume", out, "--steps", "8"), "--steps (4 saved, 8 now)")
     resumed = cli("tune", "--resume", out, "--no-progress", "--json")
     assert resumed.exit_code == 0, resumed.output
     got, want = load_result(out), load_result(tmp_path / "full")
@@ -189,7 +194,8 @@ def test_sigterm_is_held_too_and_reaches_its_handler_after_the_update():
 def test_trainer_checkpoint_round_trips_through_saved_tensors_and_json():
     """A Trainer cut at step 2 and resumed from its checkpoint's tensors + JSON meta ends where an
     uninterrupted one does (AdamW state, linear schedule, batch position)."""
-    from frozen_lm.checkpoint import TrainCheckpoint, TrainInterrupted
+    from frozen_lm.checkpoint import TrainCheckpoint
+    from frozen_lm.train import TrainInterrupted
 
     target = torch.linspace(-1, 1, 12)
     data = torch.randn(10, 12, generator=torch.Generator().manual_seed(0))
