@@ -90,7 +90,7 @@ def part_nanogcg(args) -> list[dict]:
     matmuls run on AMX). Every final prompt is also scored by one fp32 evaluator, so losses compare
     across dtypes and implementations ('final_loss_fp32')."""
     import autoprompt
-    from autoprompt import SearchConfig
+    from autoprompt import GCGConfig
     from frozen_lm import FrozenLM, PromptTask, evaluate
 
     folder = converted_folder()
@@ -101,7 +101,7 @@ def part_nanogcg(args) -> list[dict]:
         lm = FrozenLM.load("smollm2-135m", dtype=dtype)
         task = PromptTask(lm, MESSAGE + " [T]x20", target=TARGET, chat=True)
         for seed in args.seeds:
-            cfg = SearchConfig(method="gcg", iters=args.steps, search_width=64, topk=64, initial_trigger=INIT, seed=seed)
+            cfg = GCGConfig(iters=args.steps, search_width=64, topk=64, initial_trigger=INIT, seed=seed)
             start = time.perf_counter()
             r = autoprompt.search(task, None, None, cfg, progress=False)
             ours = time.perf_counter() - start
@@ -152,26 +152,26 @@ def part_sst2(args) -> list[dict]:
         acc = lambda task, prompt=None, test=test: evaluate(task, test, prompt=prompt, batch_size=32)["accuracy"]  # noqa: E731
         row = {"seed": seed, "manual": acc(manual)}
         clock = time.perf_counter()
-        tune = softprompt.TuneConfig(num_virtual_tokens=20, init=SOFT_INIT, lr=0.03, steps=40, schedule="constant",
-                                     max_grad_norm=0.0, eval_every=0, seed=seed)
+        tune = softprompt.PromptTuningConfig(num_virtual_tokens=20, init=SOFT_INIT, lr=0.03, steps=40,
+                                             schedule="constant", max_grad_norm=0.0, eval_every=0, seed=seed)
         s = softprompt.tune(manual, train, None, tune, progress=False)
         row["soft_prompt_s"] = _since(clock)
         row["soft_prompt"] = acc(manual, s)
         row["nearest_reading"] = acc(manual, softprompt.nearest(s, k=1).prompt)
         clock = time.perf_counter()
-        pez = softprompt.tune(manual, train, dev, softprompt.TuneConfig(
-            method="pez", num_virtual_tokens=20, init=SOFT_INIT, steps=args.pez_steps, eval_every=1, seed=seed),
+        pez = softprompt.tune(manual, train, dev, softprompt.PezConfig(
+            num_virtual_tokens=20, init=SOFT_INIT, steps=args.pez_steps, eval_every=1, seed=seed),
             progress=False)
         row["pez_s"] = _since(clock)
         row["pez"], row["pez_prompt"] = acc(manual, pez), pez.prompt.text
         clock = time.perf_counter()
-        ap = autoprompt.search(slots5, train, dev, autoprompt.SearchConfig(iters=20, num_cand=16, seed=seed),
+        ap = autoprompt.search(slots5, train, dev, autoprompt.AutoPromptConfig(iters=20, num_cand=16, seed=seed),
                                progress=False)
         row["autoprompt_s"] = _since(clock)
         row["autoprompt"], row["autoprompt_prompt"] = acc(slots5, ap), ap.filled_template
         clock = time.perf_counter()
-        gcg = autoprompt.search(slots5, train, dev, autoprompt.SearchConfig(
-            method="gcg", iters=12, search_width=64, topk=64, eval_size=16, seed=seed), progress=False)
+        gcg = autoprompt.search(slots5, train, dev, autoprompt.GCGConfig(
+            iters=12, search_width=64, topk=64, eval_size=16, seed=seed), progress=False)
         row["gcg_s"] = _since(clock)
         row["gcg"], row["gcg_prompt"] = acc(slots5, gcg), gcg.filled_template
         rows.append(row)
@@ -197,11 +197,10 @@ def part_fluency(args) -> list[dict]:
                     continue
                 train, dev, test = _sst2(seed)
                 if method == "autoprompt":
-                    cfg = autoprompt.SearchConfig(iters=20, num_cand=16, fluency_weight=weight, seed=seed)
+                    cfg = autoprompt.AutoPromptConfig(iters=20, num_cand=16, fluency_weight=weight, seed=seed)
                     r = autoprompt.search(task, train, dev, cfg, progress=False)
                 else:  # PEZ on the same 5 slots, --pez-steps steps, the projection scored on dev after every step
-                    cfg = softprompt.TuneConfig(method="pez", steps=args.pez_steps, eval_every=1, fluency_weight=weight,
-                                                seed=seed)
+                    cfg = softprompt.PezConfig(steps=args.pez_steps, eval_every=1, fluency_weight=weight, seed=seed)
                     r = softprompt.tune(task, train, dev, cfg, progress=False)
                 rows.append({"method": method, "weight": weight, "seed": seed,
                              **({"pez_steps": args.pez_steps} if method == "pez" else {}),
@@ -243,13 +242,13 @@ def summarize(part: str, rows: list[dict]) -> None:
 
 
 def main() -> None:
-    from softprompt.config import TuneConfig
+    from softprompt.config import PezConfig
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["nanogcg", "sst2", "fluency"], required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--pez-steps", type=int, default=TuneConfig().steps,
+    ap.add_argument("--pez-steps", type=int, default=PezConfig().steps,
                     help="parts sst2 and fluency: PEZ optimizer steps (default: the library's, %(default)s, with its linear decay)")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.01, 0.1])
     ap.add_argument("--reuse", default=None, help="part fluency: a JSON of an earlier fluency run whose rows are taken as they are (PEZ rows only if they ran the same --pez-steps)")

@@ -133,7 +133,7 @@ def quality(args) -> None:
             print(f"{name}: {train} is absent; skipped")
             continue
         out = Path(args.out) / f"{name}-{args.model}"
-        cmd = [sys.executable, "-m", "autoprompt", "-q", "intrinsic-dim", "--model", args.model, "--train", str(train), "--dev", str(dev),
+        cmd = [sys.executable, "-m", "autoprompt_cli", "-q", "intrinsic-dim", "--model", args.model, "--train", str(train), "--dev", str(dev),
                "--template", spec["template"], "--label-map", spec["label_map"],
                "--projection", args.projection, "--steps", str(args.steps), "--seeds", str(args.seeds),
                "--out", str(out), "--overwrite", "--no-progress", "--json", *spec["options"], *args.extra.split()]

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import autoprompt
-from autoprompt import SearchConfig
+from autoprompt import AutoPromptConfig
 from benchmarks.common import OUT, SHARED, print_table, require, save_json, threads_line
 from frozen_lm import FrozenLM, PromptTask, evaluate, load_result
 
@@ -54,14 +54,14 @@ def search_vs_manual(name, model, template, manual, label_map, train, dev, tests
 
 
 def part_bert(iters: int) -> list[dict]:
-    cfg = SearchConfig(iters=iters, num_cand=10, batch_size=32, eval_size=32)
+    cfg = AutoPromptConfig(iters=iters, num_cand=10, batch_size=32, eval_size=32)
     return search_vs_manual("bert-sst2", "bert-tiny-mlm", "[CLS] {sentence} [T] [T] [T] [P] . [SEP]",
                             "[CLS] {sentence} It was [P] . [SEP]", LABELS, SST2 / "train.jsonl", SST2 / "dev.jsonl",
                             {"dev": SST2 / "dev.jsonl"}, cfg)
 
 
 def part_sst2(iters: int) -> list[dict]:
-    cfg = SearchConfig(iters=iters, num_cand=32, batch_size=32, eval_size=64, dev_size=200, slots="all")
+    cfg = AutoPromptConfig(iters=iters, num_cand=32, batch_size=32, eval_size=64, dev_size=200, slots="all")
     return search_vs_manual("smollm2-sst2", "smollm2-135m", "{sentence} [T] [T] [T] [P]", "{sentence} It was [P] .",
                             LABELS, SST2 / "train.jsonl", SST2 / "dev.jsonl",
                             {"dev": SST2 / "dev.jsonl"}, cfg)
@@ -71,7 +71,7 @@ def part_trex(iters: int) -> list[dict]:
     rows = []
     for rel, manual in TREX.items():
         folder = SHARED / "trex" / rel
-        cfg = SearchConfig(iters=iters, num_cand=32, batch_size=32, eval_size=64, slots="all")
+        cfg = AutoPromptConfig(iters=iters, num_cand=32, batch_size=32, eval_size=64, slots="all")
         rows += search_vs_manual(f"smollm2-trex-{rel}", "smollm2-135m", "[X] [T] [T] [T] [Y]", manual, None,
                                  folder / "train.jsonl", folder / "dev.jsonl", {"lama-test": folder / "lama.jsonl"}, cfg)
     return rows

@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from autoprompt.config import SearchConfig
+from autoprompt.config import AutoPromptConfig
+from autoprompt.hotflip import HotFlip
 from autoprompt.scoring import score_triggers
 from autoprompt.search import Searcher, initial_trigger
 from benchmarks.common import SHARED, print_table, require, save_json, threads_line
@@ -62,8 +63,9 @@ def main() -> None:
     rows = batch.set_triggers(trigger)
     t_grad = timed(lambda: lm.token_gradients(rows.input_ids, rows.attention_mask, rows.trigger_pos, rows.predict_pos,
                                               lambda logits: task.loss(logits, rows)))
-    searcher = Searcher(task, SearchConfig(iters=args.iters, num_cand=args.num_cand, batch_size=args.batch_size,
-                                           eval_size=args.batch_size, dev_size=args.dev_size, seed=0), train, dev)
+    cfg = AutoPromptConfig(iters=args.iters, num_cand=args.num_cand, batch_size=args.batch_size,
+                           eval_size=args.batch_size, dev_size=args.dev_size, seed=0)
+    searcher = Searcher(task, cfg, HotFlip(cfg), train, dev)
     t_dev = timed(lambda: searcher.dev_score(trigger), repeat=1)
     state = searcher.start(trigger)
     while not searcher.finished(state):

@@ -74,13 +74,14 @@ def _setup(args):
 
 
 def _tune_config(args):
-    from softprompt import TuneConfig
+    from softprompt import PrefixTuningConfig, PromptTuningConfig
 
-    prefix = args.worker.startswith("prefix")
     lr = {"prefix": args.prefix_lr, "prefix_direct": args.prefix_direct_lr}.get(args.worker, args.lr)
-    return TuneConfig(method="prefix" if prefix else "prompt", num_virtual_tokens=args.k, init=f"text:{INIT}",
-                      prefix_projection=args.worker == "prefix", lr=lr, steps=args.steps, batch_size=8, schedule="constant",
-                      max_grad_norm=0.0, weight_decay=0.0, eval_every=0, loss="classes", seed=args.seed)
+    common = dict(num_virtual_tokens=args.k, init=f"text:{INIT}", lr=lr, steps=args.steps, batch_size=8,
+                  schedule="constant", max_grad_norm=0.0, weight_decay=0.0, eval_every=0, loss="classes", seed=args.seed)
+    if args.worker.startswith("prefix"):
+        return PrefixTuningConfig(prefix_projection=args.worker == "prefix", **common)
+    return PromptTuningConfig(**common)
 
 
 def worker(args) -> dict:
@@ -123,8 +124,8 @@ def _peft(args, lm, task, data) -> dict:
     from peft import PromptTuningConfig, get_peft_model
 
     from frozen_lm import evaluate
-    from frozen_lm.train import batches
     from frozen_lm.prompts.init import prompt_init
+    from frozen_lm.train import batches
 
     task = task.derive(reserved_positions=args.k)  # PEFT's virtual tokens take k positions
     enc = {name: task.encode(ds) for name, ds in data.items()}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import autoprompt
-from autoprompt import SearchConfig
+from autoprompt import AutoPromptConfig
 from benchmarks.bench_search_quality import TREX
 from benchmarks.common import OUT, SHARED, print_table, require, save_json, threads_line
 from frozen_lm import FrozenLM, PromptTask, evaluate, load_result
@@ -27,7 +27,7 @@ from frozen_lm.errors import UserError
 LABELS = {"0": "terrible", "1": "great"}
 
 
-def finished(out, config: SearchConfig, test):
+def finished(out, config: AutoPromptConfig, test):
     """The result saved in `out` by an earlier run of this benchmark with the same config, or None."""
     try:
         r = load_result(out)
@@ -44,7 +44,7 @@ def compare(lm, name, slot_template, manual, labels, train, dev, test, cfg: dict
     row = {"run": name, "metric": metric, "manual": evaluate(task.derive(template=manual), test, batch_size=64)[metric]}
     for start, extra in (("default", {}), ("from_manual", {"from_template": manual})):
         t = time.perf_counter()
-        out, config = OUT / f"start-{name}-{start}", SearchConfig(**cfg, **extra)
+        out, config = OUT / f"start-{name}-{start}", AutoPromptConfig(**cfg, **extra)
         r = finished(out, config, test) if reuse else None
         if r is None:
             r = autoprompt.search(task, train, dev, config, test=test, out=out, overwrite=True, progress=False)

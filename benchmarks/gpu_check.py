@@ -54,11 +54,11 @@ def speed(args) -> None:
     print(f"[speed] {args.model} {args.dtype} on {lm.device} (load {load_s:.1f} s)", flush=True)
     task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
     _reset_peak()
-    found = autoprompt.search(task, TRAIN, DEV, autoprompt.SearchConfig(iters=args.iters, seed=0), progress=False)
+    found = autoprompt.search(task, TRAIN, DEV, autoprompt.AutoPromptConfig(iters=args.iters, seed=0), progress=False)
     search_mib = _peak_mib()
     per_iter = found.timings["seconds_per_iteration"]
     _reset_peak()
-    tuned = softprompt.tune(task, TRAIN, DEV, softprompt.TuneConfig(steps=args.steps, batch_size=8, seed=0),
+    tuned = softprompt.tune(task, TRAIN, DEV, softprompt.PromptTuningConfig(steps=args.steps, batch_size=8, seed=0),
                             progress=False)
     tune_mib = _peak_mib()
     per_step = tuned.timings["step_seconds"]
@@ -80,10 +80,10 @@ def quant(args) -> int:
         lm, load_s = _load(args.model, "bfloat16", bits)
         task = PromptTask(lm, "{sentence} [T] [T] [T] [P]", LABELS)
         _reset_peak()
-        found = autoprompt.search(task, TRAIN, DEV, autoprompt.SearchConfig(iters=args.iters, seed=0), progress=False)
+        found = autoprompt.search(task, TRAIN, DEV, autoprompt.AutoPromptConfig(iters=args.iters, seed=0), progress=False)
         search_mib = _peak_mib()
         _reset_peak()
-        tuned = softprompt.tune(task, TRAIN, DEV, softprompt.TuneConfig(steps=args.steps, batch_size=8, seed=0),
+        tuned = softprompt.tune(task, TRAIN, DEV, softprompt.PromptTuningConfig(steps=args.steps, batch_size=8, seed=0),
                                 progress=False)
         losses = [h["loss"] for h in tuned.history if "loss" in h]
         moved = float((tuned.tensors["prompt_embeddings"] - tuned.tensors["init_embeddings"]).abs().max())
@@ -111,9 +111,9 @@ def run(args) -> None:
     lm, _ = _load(args.model, args.dtype)
     task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
     start = time.perf_counter()
-    found = autoprompt.search(task, TRAIN, DEV, autoprompt.SearchConfig(
+    found = autoprompt.search(task, TRAIN, DEV, autoprompt.AutoPromptConfig(
         iters=3, batch_size=9, eval_size=9, num_cand=8, dev_size=15, seed=1), progress=False)
-    tuned = softprompt.tune(task, TRAIN, None, softprompt.TuneConfig(
+    tuned = softprompt.tune(task, TRAIN, None, softprompt.PromptTuningConfig(
         steps=4, batch_size=9, grad_accum=2, lr=0.01, seed=1), progress=False)
     seconds = time.perf_counter() - start
     if distributed.is_main():

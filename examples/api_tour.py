@@ -30,7 +30,7 @@ def tour(model: str = "smollm2-135m", out: str = "runs/tour", quick: bool = Fals
     scores = {"manual": evaluate(manual, DEV)["accuracy"]}  # the hand-written template
 
     # discrete search (AutoPrompt); the callback sees every iteration and could stop the run
-    r = autoprompt.search(task, TRAIN, DEV, autoprompt.SearchConfig(iters=2 if quick else 10, seed=0),
+    r = autoprompt.search(task, TRAIN, DEV, autoprompt.AutoPromptConfig(iters=2 if quick else 10, seed=0),
                           callback=lambda e: print(f"  iteration {e.step}: dev {e.metrics['dev']:.3f}"))
     scores["autoprompt"] = evaluate(task, DEV, prompt=r)["accuracy"]
     print("found:", r.filled_template)

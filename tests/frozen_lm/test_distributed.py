@@ -37,7 +37,7 @@ def run_jobs(out: Path, folder: str) -> dict:
     lm = tiny_lm("llama")
     slots = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
     manual = PromptTask(lm, "{sentence} it was [P] .", LABELS)
-    found = autoprompt.search(slots, TRAIN, DEV, autoprompt.SearchConfig(
+    found = autoprompt.search(slots, TRAIN, DEV, autoprompt.AutoPromptConfig(
         iters=3, batch_size=5, eval_size=7, num_cand=6, dev_size=11, seed=3), out=out / "search", progress=False)
     tuned = softprompt.tune(slots, TRAIN, DEV, softprompt.PromptTuningConfig(
         steps=3, batch_size=5, grad_accum=2, lr=0.05, eval_every=2, seed=1), out=out / "tune", progress=False)
@@ -170,9 +170,9 @@ def test_shards_split_a_batch_exactly_once():
 
 # ------------------------------------------------------------------ loading options
 @pytest.mark.parametrize("kwargs,fragment", [
-    (dict(max_memory="0=1GiB"), "add --device-map auto"),
+    (dict(max_memory="0=1GiB"), "add FrozenLM.device_map 'auto'"),
     (dict(device_map="everywhere"), "choose one of auto"),
-    (dict(device_map="auto", device="cpu"), "leave out --device cpu"),
+    (dict(device_map="auto", device="cpu"), "leave FrozenLM.device out"),
     (dict(quantize="3bit"), "choose one of 8bit, 4bit"),
 ])
 def test_placement_mistakes_are_one_line_errors(kwargs, fragment):
