@@ -138,6 +138,9 @@ class GCGConfig(SearchOptions):
     search_width: int = field(default=128, metadata={"help": "gcg: candidates per iteration"})
     topk: int = field(default=256, metadata={"help": "gcg: the tokens with the most negative gradient a slot may take"})
     n_replace: int = field(default=1, metadata={"help": "gcg: slots changed in each candidate"})
+    buffer_size: int = field(default=1, metadata={
+        "help": "gcg: triggers kept across iterations, best first; each iteration samples around the best "
+                "(nanoGCG's buffer)"})
     allow_non_ascii: bool = field(default=False, metadata={
         "help": "gcg: let triggers use any token (default, as nanoGCG: printable ASCII tokens only)"})
     filter_retokenized: bool = field(default=True, metadata={
@@ -147,7 +150,7 @@ class GCGConfig(SearchOptions):
 
     def __post_init__(self):
         self.check_search()
-        at_least(self, 1, "search_width", "topk", "n_replace")
+        at_least(self, 1, "search_width", "topk", "n_replace", "buffer_size")
 
     @property
     def ascii_tokens(self) -> bool:
@@ -155,8 +158,11 @@ class GCGConfig(SearchOptions):
 
     @classmethod
     def upgrade(cls, values: dict) -> dict:
-        """A config saved by package 0.2 (one flat SearchConfig): the probe-sampling options nest."""
+        """A config saved by package 0.2 (one flat SearchConfig): the probe-sampling options nest, and
+        its beam is GCG's buffer."""
         values = dict(values)
+        if "beam_size" in values and "buffer_size" not in values:
+            values["buffer_size"] = values.pop("beam_size")
         flat = {k: values.pop(k) for k in ("draft_model", "probe_ratio", "probe_factor") if k in values}
         if flat.get("draft_model") and "probe_sampling" not in values:
             values["probe_sampling"] = flat

@@ -61,15 +61,15 @@ def retokenizes(tokenizer, row_ids: torch.Tensor, trigger_pos: torch.Tensor, can
 
 
 class GCGProposer:
-    """GCG's proposer: search_width samples around the best trigger, each with n_replace slots set to
-    one of their top-k tokens, retokenization-filtered and deduplicated; scored in groups behind their
-    shared leading slots, or by probe sampling when the config has a draft model."""
+    """GCG's proposer: search_width samples around the best trigger of the buffer, each with n_replace
+    slots set to one of their top-k tokens, retokenization-filtered and deduplicated; scored in groups
+    behind their shared leading slots, or by probe sampling when the config has a draft model."""
 
     share = True
-    beam_size = 1
 
     def __init__(self, config):
         self.cfg = config
+        self.beam_size = config.buffer_size
         self.draft = None
 
     def start(self, searcher) -> None:

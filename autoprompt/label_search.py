@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,11 +64,28 @@ class LabelWords:
                 "classifier_train_accuracy": self.train_accuracy, "n_examples": self.n_examples,
                 "template": self.template}
 
-    def save(self, path) -> Path:
-        """Write the best word per class as a label-map JSON file (`--label-map FILE` reads it)."""
-        path = Path(path)
-        path.write_text(json.dumps(self.label_map, indent=2, sort_keys=True) + "\n")
+    def save(self, path, overwrite: bool = False, data=()) -> Path:
+        """Write the best word per class as a label-map JSON file (PromptTask(label_map=FILE) reads it);
+        an existing file is refused unless overwrite, and never a data file in `data`."""
+        path = check_out_file(path, overwrite, data)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.label_map, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
         return path
+
+
+def check_out_file(path, overwrite: bool = False, data=()) -> Path:
+    """The file a label map goes to, checked before any work: not a folder, not one of the `data`
+    sources (the training data), and not an existing file unless overwrite."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"out={path} is a folder; give a file name, e.g. {path / 'label_map.json'}")
+    for source in data:
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and Path(source).resolve() == path.resolve():
+            raise UserError(f"out={path} is the training data; give another file for the label map")
+    if path.exists() and not overwrite:
+        raise UserError(f"out={path} already exists; give overwrite=True to replace it, or another out=")
+    return path
 
 
 def label_search(task, train, config: LabelSearchConfig | None = None, trigger=None) -> LabelWords:

@@ -1,6 +1,6 @@
 """`python -m autoprompt_cli` runs the `autoprompt` command."""
 
-from autoprompt_cli import main
+from autoprompt_cli.entry import run
 
 if __name__ == "__main__":
-    main(prog_name="autoprompt")
+    run()

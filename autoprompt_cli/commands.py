@@ -9,7 +9,6 @@ import random
 import click
 
 from autoprompt.label_search import LabelSearchConfig
-from autoprompt_cli.group import main
 from autoprompt_cli.options import (
     TASK_FIELDS,
     TaskOptions,
@@ -21,13 +20,13 @@ from autoprompt_cli.options import (
     with_demo_defaults,
 )
 from autoprompt_cli.output import emit, print_table
-from autoprompt_cli.run import json_option
+from autoprompt_cli.run import Command, json_option
 from frozen_lm.errors import UserError
 
 logger = logging.getLogger("autoprompt")
 
 
-@main.command()
+@click.command(cls=Command)
 def models() -> None:
     """List the offline model aliases, whether each is installed, and how to install it."""
     from frozen_lm.registry import ALIASES, DEFAULT_MODEL, cache_dir, is_installed
@@ -43,7 +42,7 @@ def models() -> None:
     click.echo("Any other --model value is a local folder or a Hugging Face hub name (needs internet).")
 
 
-@main.command()
+@click.command(cls=Command)
 @click.argument("artifact", required=False, type=click.Path(exists=True, file_okay=False))
 @options_from(TaskOptions, skip=("train", "dev"))
 @click.option("--data", default=None, help="split to score: file, hf:NAME:SPLIT or demo:TASK[:SPLIT] (default: the dev split)")
@@ -120,14 +119,15 @@ def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_s
     return {**metrics, "artifact": str(path), "method": result.method, "data": shown, "model": model}
 
 
-@main.command("label-search")
+@click.command("label-search", cls=Command)
 @options_from(TaskOptions, skip=("label_map", "dev", "multi_token", "target", "target_field", "chat"))
 @options_from(LabelSearchConfig)
 @click.option("--trigger", default=None, help="text for the [T] slots (default: 'the' in every slot, or [MASK])")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write the best word per class as a --label-map JSON file")
+@click.option("--overwrite", is_flag=True, help="replace the file --out names (default: refuse, so no file is lost)")
 @json_option
 @click.pass_context
-def label_search(ctx, trigger, out, as_json, **options) -> None:
+def label_search(ctx, trigger, out, overwrite, as_json, **options) -> None:
     """Find label words for each class automatically (AutoPrompt's label search).
 
     Fits a logistic classifier on the model's features at [P] (template with the default or given
@@ -139,15 +139,18 @@ def label_search(ctx, trigger, out, as_json, **options) -> None:
       autoprompt label-search --template '{sentence} It was [P]' --train demo:sentiment --k 5 --out words.json
     """
     from autoprompt import label_search as find_words
+    from autoprompt.label_search import check_out_file
 
     cfg = config_from(LabelSearchConfig, options)
     opts = with_demo_defaults(config_from(TaskOptions, options), manual=True)
+    if out:  # before any work: an existing file, or the training data itself
+        check_out_file(out, overwrite, [opts.train])
     lm = load_lm(opts)
     task = make_task(TaskOptions(**{**vars(opts), "label_map": None, "label_field": opts.label_field or "label"}), lm)
     random.seed(cfg.seed)
     words = find_words(task, opts.train, cfg, trigger=trigger)
     if out:
-        words.save(out)
+        words.save(out, overwrite, [opts.train])
     if as_json:
         click.echo(json.dumps(words.to_dict(), sort_keys=True))
         return
@@ -157,7 +160,7 @@ def label_search(ctx, trigger, out, as_json, **options) -> None:
         click.echo(f"wrote {out}: use it with --label-map {out}")
 
 
-@main.command()
+@click.command(cls=Command)
 @click.argument("artifact", type=click.Path(exists=True, file_okay=False))
 @click.option("--k", "k", type=int, default=5, show_default=True, help="nearest tokens to list per vector")
 @click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True,

@@ -8,7 +8,9 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import click
 
+from frozen_lm import configs
 from frozen_lm import data as data_mod
+from frozen_lm.configs import nested_type
 from frozen_lm.errors import UserError
 from frozen_lm.registry import DEFAULT_MODEL
 
@@ -147,38 +149,82 @@ def _click_type(f, hint: str):
     return str
 
 
+def option_fields(cls) -> list[tuple[str, object, object]]:
+    """(flag name, dataclass field, type hint) of every option a config gives the command line: its
+    own fields, and the fields of a nested option group (a dataclass-typed field) flattened in."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if not f.init or f.metadata.get("cli") is False:
+            continue
+        sub = nested_type(hints.get(f.name))
+        if sub is not None:
+            out += option_fields(sub)
+        else:
+            out.append((f.name, f, hints.get(f.name, f.type)))
+    return out
+
+
+def flags_of(cls) -> list[str]:
+    """The flags options_from gives a config class (its --x, and --no-x of a switch)."""
+    out = []
+    for name, f, hint in option_fields(cls):
+        flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
+        out.append(flag)
+        if "bool" in str(hint) and "flag" not in f.metadata:
+            out.append(f"--no-{flag[2:]}")
+    return out
+
+
 def options_from(cls, skip: tuple[str, ...] = ()):
     """Click options for every field of a config dataclass: --field-name (or metadata 'flag'), its
-    type, default and help. Booleans become --x/--no-x switches (a 'flag' makes a plain flag)."""
-    hints = typing.get_type_hints(cls)
+    type, default and help; nested option groups flattened. Booleans become --x/--no-x switches (a
+    'flag' makes a plain flag)."""
 
     def decorate(fn):
-        for f in reversed(fields(cls)):
-            if f.name in skip or not f.init or f.metadata.get("cli") is False:
+        for name, f, hint in reversed(option_fields(cls)):
+            if name in skip:
                 continue
-            hint = hints.get(f.name, f.type)
             hint = hint.__name__ if isinstance(hint, type) else str(hint)
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
             default = None if f.default is MISSING else f.default
             typ, help_ = _click_type(f, hint), f.metadata.get("help", "")
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             if typ is bool and "flag" in f.metadata:
-                fn = click.option(flag, f.name, is_flag=True, default=default, help=help_)(fn)
+                fn = click.option(flag, name, is_flag=True, default=default, help=help_)(fn)
             elif typ is bool:
-                fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=help_)(fn)
+                fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=default, show_default=True, help=help_)(fn)
             else:
-                fn = click.option(flag, f.name, type=typ, default=shown, show_default=default is not None, help=help_)(fn)
+                fn = click.option(flag, name, type=typ, default=shown, show_default=default is not None, help=help_)(fn)
         return fn
 
     return decorate
 
 
-def config_from(cls, kwargs: dict, **overrides):
-    """Build a config dataclass from click kwargs (taking only its own fields)."""
-    names = {f.name for f in fields(cls) if f.init}
-    values = {k: v for k, v in kwargs.items() if k in names}
-    values.update(overrides)
-    return cls(**values)
+def config_from(cls, kwargs: dict, ctx: click.Context | None = None, base: dict | None = None):
+    """A config dataclass from click kwargs (its own fields; a nested option group is built when one
+    of its options was typed, else left at its default). base: saved values the typed options
+    override (a resumed run's config); without ctx every value in kwargs counts as typed."""
+    typed = (lambda name: name in kwargs) if ctx is None else (lambda name: name in kwargs and given(ctx, name))
+    values = dict(base or {})
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if not f.init:
+            continue
+        sub = nested_type(hints.get(f.name))
+        if sub is not None:
+            group = option_fields(sub)
+            names = [n for n, _, _ in group]
+            if ctx is None:  # no context: a group counts as typed when a value is not its default
+                changed = any(n in kwargs and kwargs[n] != sf.default for n, sf, _ in group)
+            else:
+                changed = any(typed(n) for n in names)
+            if changed:
+                saved = values.get(f.name) if isinstance(values.get(f.name), dict) else {}
+                values[f.name] = {**saved, **{n: kwargs[n] for n in names if n in kwargs and (typed(n) or n not in saved)}}
+        elif f.name in kwargs and (typed(f.name) or f.name not in values):
+            values[f.name] = kwargs[f.name]
+    return configs.from_dict(cls, values, strict=False)
 
 
 def given(ctx: click.Context, name: str) -> bool:

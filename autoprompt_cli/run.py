@@ -1,31 +1,28 @@
-"""One builder for every method's command (`search`, `tune`, `intrinsic-dim`, ...): its options come
-from the shared task options and the method's config dataclass; its body loads the model and the
-task, calls the method's public run function, writes the artifact and prints the summary."""
+"""One builder for every method's command (`search`, `tune`, `finetune`, `intrinsic-dim`, a plug-in's):
+its options come from the shared task options and the chosen method's config dataclass; its body
+loads the model and the task and calls the one runner (frozen_lm.run), which writes the artifact;
+then it prints the summary.
+
+Methods whose `Command` shares a name form one command, and `--method NAME` picks one of them (the
+`default=True` one without it, or the method of the run given to `--resume`); the command is built
+for the chosen method, so `autoprompt search --method gcg --help` shows GCG's options.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
-import random
-from dataclasses import asdict, fields
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from autoprompt_cli.options import (
-    TASK_FIELDS,
-    TaskOptions,
-    config_from,
-    given,
-    load_lm,
-    make_task,
-    options_from,
-    with_demo_defaults,
-)
+from autoprompt_cli.flags import to_flags
+from autoprompt_cli.options import TASK_FIELDS, TaskOptions, config_from, flags_of, given, load_lm, make_task, options_from
+from autoprompt_cli.options import with_demo_defaults
 from autoprompt_cli.output import default_out, emit, print_table
 from frozen_lm import distributed
-from frozen_lm.artifact import claim_out
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Method
 
@@ -35,40 +32,95 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print the me
 out_option = click.option("--out", type=click.Path(file_okay=False), default=None,
                           help="artifact directory to write (default: runs/<command>-<time>)")
 overwrite_option = click.option("--overwrite", is_flag=True,
-                                help="replace the run already in --out (default: refuse, so no run is lost)")
+                                help="replace the run already in --out once the new run saves its first result "
+                                     "(default: refuse, so no run is lost)")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="show a progress bar")
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
+class CliError(click.ClickException):
+    """Printed as one line 'Error: ...' with exit code 2."""
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    exit_code = 2
 
 
-def build_command(method: Method) -> click.Command:
-    """The click command of a registered method."""
-    spec = method.command
+class Command(click.Command):
+    """A command whose library errors and log messages are printed in its own words (config fields
+    as its flags). elsewhere: {flag: method} of options that other methods of the command have."""
+
+    elsewhere: dict[str, str] = {}
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            method = self.elsewhere.get(e.option_name)
+            if method is None:
+                raise
+            raise CliError(f"{e.option_name} is an option of --method {method}; add --method {method}") from None
+
+    def invoke(self, ctx):
+        words = _InOwnWords(self.params)
+        handlers = logging.getLogger().handlers
+        for handler in handlers:
+            handler.addFilter(words)
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise CliError(to_flags(str(e), self.params)) from None
+        finally:
+            for handler in handlers:
+                handler.removeFilter(words)
+
+
+class _InOwnWords(logging.Filter):
+    """Rewrites a log record's config fields as the command's flags."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.params = params
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        words = to_flags(message, self.params)
+        if words != message:
+            record.msg, record.args = words, ()
+        return True
+
+
+def family_help(methods: list[Method], chosen: Method) -> str:
+    """The chosen method's help, and the other methods of the command with how to see their options."""
+    text = chosen.command.help.rstrip()
+    if len(methods) < 2:
+        return text
+    lines = [f"  {m.name}{' (default)' if m.command.default else ''}: {m.summary}" for m in methods]
+    other = next(m.name for m in methods if m is not chosen)
+    return (f"{text}\n\n    \b\n    Methods (--method; the options below are {chosen.name}'s):\n"
+            + "\n".join("    " + line for line in lines)
+            + f"\n    `autoprompt {chosen.command.name} --method {other} --help` shows {other}'s options.")
+
+
+def build_command(methods: list[Method], chosen: Method) -> click.Command:
+    """The click command of `chosen`, one of the methods that share its command name."""
+    spec = chosen.command
 
     @click.pass_context
-    def body(ctx, out, overwrite, as_json, progress, resume=None, manual=None, **kwargs):
+    def body(ctx, out, overwrite, as_json, progress, resume=None, manual=None, method=None, **kwargs):
+        from frozen_lm.outdir import OutFolder
+        from frozen_lm.runner import run
+
         opts = config_from(TaskOptions, kwargs)
         extra = config_from(spec.options, kwargs) if spec.options else None
-        if out is not None:  # before any work: a folder that holds another run, or cannot be written
-            claim_out(out, overwrite, resume=bool(resume) and Path(resume).resolve() == Path(out).resolve())
+        if out is not None:  # before the model loads: a folder holding another run, or one that cannot be written
+            OutFolder(out, overwrite, resume=bool(resume) and Path(resume).resolve() == Path(out).resolve())
         if resume:
-            task, train, dev, config, out = _resumed(ctx, method, resume, opts, kwargs, out)
+            task, train, dev, config, out = _resumed(ctx, chosen, resume, opts, kwargs, out)
         else:
-            config = config_from(method.config, kwargs)
-            task, train, dev = _fresh(spec, method, config, opts)
+            config = config_from(chosen.config, kwargs, ctx)
+            task, train, dev = _fresh(chosen, config, opts)
             out = out or default_out(spec.name)
         if spec.check:
             spec.check(task, config, extra)
-        seed_everything(config.seed)
-        run_kw = {"resume": resume} if spec.resumable and resume else {}
-        result = method.run(task, train, dev, config, out=out, progress=progress, **run_kw)
+        result = run(chosen, task, train, dev, config, out=out, overwrite=overwrite, resume=resume, progress=progress)
         with _printing():  # under torchrun every process scores the report's splits; process 0 prints
             if spec.after:
                 spec.after(result, task, extra)
@@ -77,28 +129,32 @@ def build_command(method: Method) -> click.Command:
     if spec.compare_manual:
         body = click.option("--manual", default=None, help="a hand-written template to score on the dev split beside the "
                             "result (default: the demo task's, when the data is the demo's)")(body)
-    if spec.resumable:
+    if chosen.resumable is not None:
         body = click.option("--resume", type=click.Path(exists=True, file_okay=False), default=None,
-                            help=_resume_help(method))(body)
+                            help=_resume_help(chosen))(body)
+    if len(methods) > 1:
+        body = click.option("--method", type=click.Choice([m.name for m in methods]), default=chosen.name,
+                            show_default=True, help="the algorithm: " + "; ".join(f"{m.name}: {m.summary}" for m in methods)
+                            )(body)
     for deco in (json_option, progress_option, overwrite_option, out_option):
         body = deco(body)
     if spec.options:
         body = options_from(spec.options)(body)
-    body = options_from(method.config)(body)
+    body = options_from(chosen.config)(body)
     body = options_from(TaskOptions)(body)
-    return click.command(spec.name, help=spec.help, no_args_is_help=False)(body)
+    command = click.command(spec.name, cls=Command, help=family_help(methods, chosen), no_args_is_help=False)(body)
+    own = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+    command.elsewhere = {flag: m.name for m in reversed(methods) if m is not chosen
+                         for flag in flags_of(m.config) if flag not in own}
+    return command
 
 
 def _resume_help(method: Method) -> str:
-    allowed = [_flag(name) for name in getattr(method.config, "RESUMABLE", ())]
+    allowed = ["--" + name.replace("_", "-") for name in method.resumable]
     which = (f"only {', '.join(allowed)} may differ from the saved run" if allowed
              else "every option must equal the saved run's (leave them out)")
-    extend = ", e.g. --iters 40 to extend it" if "iters" in getattr(method.config, "RESUMABLE", ()) else ""
+    extend = ", e.g. --iters 40 to extend it" if "iters" in method.resumable else ""
     return f"continue a saved (or interrupted) run from its --out folder; {which}{extend}"
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _printing():
@@ -108,53 +164,54 @@ def _printing():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def _fresh(spec, method: Method, config, opts: TaskOptions):
+def _fresh(method: Method, config, opts: TaskOptions):
     """(task, train, dev) of a new run: demo defaults filled, model loaded."""
+    spec = method.command
     manual = spec.manual_template(config) if callable(spec.manual_template) else spec.manual_template
+    start = getattr(config, "from_template", None)
+    if start and opts.template is None:  # a hand-written start replaces the task's template anyway
+        opts = replace(opts, template=start)
     opts = with_demo_defaults(opts, manual=manual and opts.template is None)
-    if spec.needs_dev and opts.dev is None and opts.target is None:
-        raise UserError("give --dev: the split used to pick the best result")
+    if method.needs_dev and opts.dev is None and opts.target is None:
+        raise UserError("give dev=, the split used to pick the best result")
     lm = load_lm(opts)
     task = make_task(opts, lm)
     if opts.train is None and task.is_target:  # a fixed target and no data fields: one example, no files
-        return task, task.default_data(), task.default_data()
+        return task, None, None
     return task, opts.train, opts.dev
 
 
 def _resumed(ctx, method: Method, resume: str, opts: TaskOptions, kwargs: dict, out):
-    """(task, train, dev, config, out) of a saved run to continue. Options typed on the command line
-    must equal the saved run's, except the config's RESUMABLE fields."""
+    """(task, train, dev, config, out) of a saved run to continue: the saved config, task and splits
+    with the options typed now written over them (the runner refuses what would change the run)."""
     from frozen_lm.results import load_result
 
     previous = load_result(resume)
-    if previous.method not in method.artifact_names:
-        raise UserError(f"{resume} holds a {previous.method!r} run, not a {method.command.name} run; "
-                        f"--resume needs the --out folder of `autoprompt {method.command.name}`")
-    saved_cfg = asdict(previous.config)
-    allowed = getattr(method.config, "RESUMABLE", ())
-    overrides, diffs = {}, []
-    for name in (f.name for f in fields(method.config) if f.init):
-        if name in kwargs and given(ctx, name):
-            if name in allowed:
-                overrides[name] = kwargs[name]
-            elif kwargs[name] != saved_cfg.get(name):
-                diffs.append(f"--{name.replace('_', '-')} {kwargs[name]!r} (saved: {saved_cfg.get(name)!r})")
-    saved_task = asdict(previous.task)
-    for name in TASK_FIELDS:
-        if given(ctx, name) and kwargs[name] != saved_task.get(name):
-            diffs.append(f"--{name.replace('_', '-')} {kwargs[name]!r} (saved: {saved_task.get(name)!r})")
-    train, dev = _saved_split(previous, "train", opts.train, ctx), _saved_split(previous, "dev", opts.dev, ctx)
-    no_data = previous.task.target is not None and train is None
-    if diffs:
-        raise UserError(f"--resume {resume}: these options differ from the saved run: {'; '.join(diffs)}; "
-                        "leave them out" + (f" (only {', '.join(_flag(a) for a in allowed)} may change)" if allowed else ""))
-    config = config_from(method.config, {**saved_cfg, **overrides})
+    if previous.method != method.name:
+        raise UserError(f"resume={resume} holds a {previous.method!r} run, not a {method.name!r} run")
+    config = config_from(method.config, kwargs, ctx, base=_saved_config(previous))
     model = opts.model if given(ctx, "model") else previous.model.get("name")
-    lm = load_lm(opts, model=model)
-    task = previous.task_for(lm)
-    if no_data:
-        train = dev = task.default_data()
+    lm = load_lm(opts, model=model, dtype=opts.dtype if given(ctx, "dtype") else previous.model.get("dtype", "auto"))
+    typed = {name: kwargs[name] for name in TASK_FIELDS if given(ctx, name)}
+    task = previous.task_for(lm, **_task_changes(typed, previous))
+    train, dev = _saved_split(previous, "train", opts.train, ctx), _saved_split(previous, "dev", opts.dev, ctx)
     return task, train, dev, config, out or resume
+
+
+def _saved_config(previous) -> dict:
+    from frozen_lm import configs
+
+    return configs.to_dict(previous.config)
+
+
+def _task_changes(typed: dict, previous) -> dict:
+    """Task options typed on a resume, as TaskSpec values (a label map parsed)."""
+    from frozen_lm.verbalizer import parse_label_map
+
+    out = dict(typed)
+    if "label_map" in out:
+        out["label_map"] = parse_label_map(out["label_map"])
+    return out
 
 
 def _saved_split(previous, split: str, given_source: str | None, ctx):
@@ -165,7 +222,7 @@ def _saved_split(previous, split: str, given_source: str | None, ctx):
     if saved is None or saved.startswith("<"):
         if previous.task.target is not None and saved in (None, "<list of 1 rows>"):
             return None  # a fixed target with no data: rebuilt from the task
-        raise UserError(f"the saved run's {split} split was in memory ({saved or 'unknown'}); give --{split}")
+        raise UserError(f"the saved run's {split} split was in memory ({saved or 'unknown'}); give {split}=")
     return saved
 
 
@@ -200,7 +257,7 @@ def _with_manual(result, task, dev, manual: str, summary: dict) -> list[dict]:
     from frozen_lm.evaluate import evaluate
 
     metric = task.metric
-    m = evaluate(task.derive(template=manual), dev)
+    m = evaluate(task.derive(template=manual), dev if dev is not None else task.default_data())
     found = result.metrics.get("dev", {})
     rest = [k for k in summary if k not in (f"{metric}_dev", "n_scored", "n_skipped")]
     manual_row = {"prompt": "manual", f"{metric}_dev": m[metric], "n_scored": m["n_scored"],

@@ -13,6 +13,7 @@ writes the folder; the others get the same errors and write nothing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 from frozen_lm import distributed
 from frozen_lm.errors import UserError
 
+logger = logging.getLogger(__name__)
 CONFIG, WEIGHTS, RESULTS = "config.json", "weights.safetensors", "results.json"
 FORMAT = 3  # 1: package 0.1 (task options and data paths in "task"); 2: 0.2 (a method name per package)
 
@@ -33,6 +35,7 @@ class Artifact:
     meta: dict
     tensors: dict[str, torch.Tensor]
     results: dict
+    weights_missing: bool = False  # weights.safetensors is not there (deleted, or never copied)
 
     @property
     def method(self) -> str:
@@ -106,16 +109,23 @@ def write_artifact(out_dir, meta: dict, tensors: dict[str, torch.Tensor], result
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())}, str(tmp))
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; give it the other files' mode
     os.replace(tmp, out / WEIGHTS)
     _write_json(out / RESULTS, results)
     _write_json(out / CONFIG, {"format": FORMAT, **meta})
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _read_json(path: Path, required: bool) -> dict:
     if not path.exists():
         if required:
-            raise UserError(f"{path.parent} is not an artifact directory (no {path.name}); give the --out folder of a run")
+            raise UserError(f"{path.parent} is not an artifact directory (no {path.name}); give the folder a run saved (its out=)")
         return {}
     try:
         value = json.loads(path.read_text())
@@ -126,9 +136,10 @@ def _read_json(path: Path, required: bool) -> dict:
     return value
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of weights.safetensors; None when the file is missing."""
     if not path.exists():
-        return {}
+        return None
     from safetensors.torch import load_file
 
     try:
@@ -141,15 +152,21 @@ def read_artifact(path) -> Artifact:
     """Read an artifact directory (format 1 or 2); UserError if it is missing, incomplete or damaged."""
     p = Path(path)
     if not p.is_dir():
-        raise UserError(f"{p} is not an artifact directory; give the --out folder of a run")
+        raise UserError(f"{p} is not an artifact directory; give the folder a run saved (its out=)")
     meta = _read_json(p / CONFIG, required=True)
     if not isinstance(meta.get("method"), str):
         raise UserError(f"{p / CONFIG} is damaged: it names no method")
+    if isinstance(meta.get("format"), int) and meta["format"] > FORMAT:
+        logger.warning("%s: written in artifact format %d by a newer package (this one reads up to %d); "
+                       "fields it does not know are ignored", p / CONFIG, meta["format"], FORMAT)
     meta = _upgrade(meta)
     for key, kind in (("config", dict), ("task", dict), ("model", dict)):
         if not isinstance(meta.get(key), kind):
             raise UserError(f"{p / CONFIG} is damaged: '{key}' is missing or not an object")
-    return Artifact(p, meta, _read_weights(p / WEIGHTS), _read_json(p / RESULTS, required=False))
+    tensors = _read_weights(p / WEIGHTS)
+    art = Artifact(p, meta, tensors or {}, _read_json(p / RESULTS, required=False))
+    art.weights_missing = tensors is None
+    return art
 
 
 def _upgrade(meta: dict) -> dict:
@@ -174,5 +191,5 @@ def check_model(saved: dict, lm, where) -> None:
         if key in saved and saved[key] != now[key]:
             raise UserError(
                 f"{where} was made with model {saved.get('name')!r} ({key} {saved[key]}), "
-                f"not {lm.name!r} ({key} {now[key]}); load it with --model {saved.get('name')}"
+                f"not {lm.name!r} ({key} {now[key]}); load it with model {saved.get('name')!r}"
             )

@@ -95,6 +95,8 @@ def load(source) -> Dataset:
     path = Path(source)
     if not path.exists():
         raise UserError(f"data file {source} does not exist (use a .jsonl/.tsv/.csv path, hf:NAME:SPLIT or demo:TASK)")
+    if path.is_dir():
+        raise UserError(f"data file {source} is a folder; give a .jsonl, .json, .tsv or .csv file in it")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         data = _load_json(path)
@@ -108,10 +110,10 @@ def load(source) -> Dataset:
 
 
 def read_utf8(path: Path) -> str:
-    """The file's text; UserError naming file:line when it is not UTF-8."""
+    """The file's text (a UTF-8 byte-order mark dropped); UserError naming file:line when it is not UTF-8."""
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark would hide in the first column name
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise UserError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start}); save the file as UTF-8") from None
@@ -247,14 +249,14 @@ def parse_field_map(spec: str | None, template_fields: tuple[str, ...]) -> dict[
         if "=" in part:
             name, column = (x.strip() for x in part.split("=", 1))
             if name not in template_fields:
-                raise UserError(f"--text-fields: {name!r} is not a template field (fields: {', '.join(template_fields)})")
+                raise UserError(f"PromptTask.text_fields: {name!r} is not a template field (fields: {', '.join(template_fields)})")
             out[name] = column
         else:
             bare.append(part)
     if bare:
         free = [f for f in template_fields if f not in out]
         if len(bare) > len(free):
-            raise UserError(f"--text-fields names {len(bare)} columns but the template has {len(free)} unmapped fields")
+            raise UserError(f"PromptTask.text_fields names {len(bare)} columns but the template has {len(free)} unmapped fields")
         out.update(zip(free, bare))
     return out
 

@@ -57,8 +57,8 @@ class Placement:
         return kwargs
 
     def describe(self) -> str:
-        parts = [f"--device-map {self.device_map}"] if self.device_map else []
-        return " ".join(parts + ([f"--quantize {self.quantize}"] if self.quantize else [])) or f"--device {self.device}"
+        parts = [f"device_map={self.device_map}"] if self.device_map else []
+        return " ".join(parts + ([f"quantize={self.quantize}"] if self.quantize else [])) or f"device={self.device}"
 
 
 def quantization_config(kind: str, dtype: torch.dtype):
@@ -78,7 +78,7 @@ def parse_max_memory(text: str | dict | None) -> dict | None:
         key, sep, size = part.partition("=")
         key, size = key.strip(), size.strip()
         if not sep or not size or not (key.isdigit() or key in ("cpu", "disk", "mps")):
-            raise UserError(f"--max-memory {text!r}: give DEVICE=SIZE pairs, e.g. '0=20GiB,1=20GiB,cpu=64GiB' "
+            raise UserError(f"FrozenLM.max_memory {text!r}: give DEVICE=SIZE pairs, e.g. '0=20GiB,1=20GiB,cpu=64GiB' "
                             "(DEVICE a GPU index or cpu)")
         out[int(key) if key.isdigit() else key] = size
     return out or None
@@ -95,13 +95,13 @@ def choose_device(device: str | None) -> torch.device:
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UserError(f"--device {device}: this machine has no CUDA GPU (torch {torch.__version__}); use --device cpu or auto")
+            raise UserError(f"FrozenLM.device {device}: this machine has no CUDA GPU (torch {torch.__version__}); use 'cpu' or 'auto'")
         if dev.index is not None and dev.index >= count:
-            raise UserError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise UserError(f"FrozenLM.device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserError(f"--device {device}: MPS is not available here; use --device cpu or auto")
+        raise UserError(f"FrozenLM.device {device}: MPS is not available here; use 'cpu' or 'auto'")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {device}: {dev.type} is not supported here; use auto, cpu, cuda or cuda:N")
+        raise UserError(f"FrozenLM.device {device}: {dev.type} is not supported here; use auto, cpu, cuda or cuda:N")
     return dev
 
 
@@ -120,7 +120,7 @@ def make_placement(device: str | None, dtype: str | None, device_map: str | None
     """A checked Placement for FrozenLM.load's options (UserError for a combination that cannot work)."""
     memory = parse_max_memory(max_memory)
     if memory and device_map is None:
-        raise UserError("--max-memory bounds what --device-map puts on each device; add --device-map auto")
+        raise UserError("FrozenLM.max_memory bounds what FrozenLM.device_map puts on each device; add FrozenLM.device_map 'auto'")
     if device_map is not None:
         _check_device_map(device_map, device)
     if quantize is not None:
@@ -131,33 +131,33 @@ def make_placement(device: str | None, dtype: str | None, device_map: str | None
     else:
         dev = choose_device(device)
     if quantize is not None and dev.type != "cuda":
-        raise UserError(f"--quantize {quantize} runs on CUDA GPUs only; leave out --device {device}")
+        raise UserError(f"FrozenLM.quantize {quantize} runs on CUDA GPUs only; leave FrozenLM.device out (it is {device!r})")
     return Placement(dev, choose_dtype(dtype, dev), device_map, memory, quantize)
 
 
 def _check_device_map(device_map: str, device: str | None) -> None:
     if device_map not in DEVICE_MAPS:
-        raise UserError(f"--device-map {device_map!r}: choose one of {', '.join(DEVICE_MAPS)}")
+        raise UserError(f"FrozenLM.device_map {device_map!r}: choose one of {', '.join(DEVICE_MAPS)}")
     if device not in (None, "auto"):
-        raise UserError(f"--device-map {device_map} places the weights itself; leave out --device {device}")
+        raise UserError(f"FrozenLM.device_map {device_map} places the weights itself; leave FrozenLM.device out (it is {device!r})")
     if distributed.env_world_size() > 1:
-        raise UserError(f"--device-map {device_map} spreads one copy of the model over this machine's GPUs, so it "
+        raise UserError(f"FrozenLM.device_map {device_map} spreads one copy of the model over this machine's GPUs, so it "
                         "cannot run in several processes; run one process (no torchrun), or fit the model on one "
-                        "GPU per process (--dtype bfloat16, --quantize 4bit)")
+                        "GPU per process (FrozenLM.dtype bfloat16, FrozenLM.quantize 4bit)")
     if importlib.util.find_spec("accelerate") is None:
-        raise UserError(f"--device-map needs the accelerate package; install it with: {SCALE_PIP}")
+        raise UserError(f"FrozenLM.device_map needs the accelerate package; install it with: {SCALE_PIP}")
 
 
 def _check_quantize(quantize: str) -> None:
     if quantize not in QUANTIZE:
-        raise UserError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZE)}")
+        raise UserError(f"FrozenLM.quantize {quantize!r}: choose one of {', '.join(QUANTIZE)}")
     if not torch.cuda.is_available():
-        raise UserError(f"--quantize {quantize} loads the weights with bitsandbytes, which needs a CUDA GPU; this "
-                        f"machine has none (torch {torch.__version__}); use --dtype bfloat16 instead")
+        raise UserError(f"FrozenLM.quantize {quantize} loads the weights with bitsandbytes, which needs a CUDA GPU; this "
+                        f"machine has none (torch {torch.__version__}); use FrozenLM.dtype bfloat16 instead")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError(f"--quantize {quantize} needs the bitsandbytes package; install it with: {QUANT_PIP}")
+        raise UserError(f"FrozenLM.quantize {quantize} needs the bitsandbytes package; install it with: {QUANT_PIP}")
     if importlib.util.find_spec("accelerate") is None:
-        raise UserError(f"--quantize {quantize} needs the accelerate package; install it with: {SCALE_PIP}")
+        raise UserError(f"FrozenLM.quantize {quantize} needs the accelerate package; install it with: {SCALE_PIP}")
 
 
 def model_devices(model) -> set[torch.device]:

@@ -179,6 +179,21 @@ def _prepare_gguf(name: str, kind: str | None) -> None:
     _write_gguf_cache(model, tokenizer, cached)
 
 
+def _check_folder(source) -> None:
+    """UserError saying what a local folder lacks to be a model (a config.json, weights)."""
+    path = Path(str(source)).expanduser()
+    if not path.is_dir():
+        return
+    if not (path / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:5]) or "nothing"
+        raise UserError(f"model folder {path} holds no model: it has no config.json (it holds {found}); give a folder "
+                        "written by save_pretrained (config.json, weights, tokenizer files) or a model alias")
+    weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")]
+    if not weights:
+        raise UserError(f"model folder {path} has a config.json but no weights (*.safetensors or *.bin); copy the "
+                        "weights files into it")
+
+
 def load_pretrained(name: str, kind: str | None = None, **placement):
     """Load (model, tokenizer, kind) for an alias, a local path or a hub name.
 
@@ -192,6 +207,8 @@ def load_pretrained(name: str, kind: str | None = None, **placement):
 
     distributed.on_main(_prepare_gguf, name, kind)
     source, gguf, alias_kind = resolve(name)
+    if alias_kind is None:
+        _check_folder(source)
     kind = kind or alias_kind
     if gguf is not None:
         source = _gguf_cache_folder(name, Path(source) / gguf)

@@ -52,6 +52,7 @@ class Result:
     timings: dict = field(default_factory=dict)
     status: str = "done"
     lm: Any = field(default=None, repr=False, compare=False)  # the FrozenLM of the run (not saved)
+    weights_missing: ClassVar[bool] = False  # set on a loaded result whose weights.safetensors was not there
 
     # ---------------------------------------------------------------- facts
     @property
@@ -105,6 +106,9 @@ class Result:
         """UserError naming the first tensor this result needs that its artifact lacks."""
         for name in names:
             if name not in self.tensors:
+                if self.weights_missing:
+                    raise UserError(f"this {self.method} result's weights.safetensors is missing (deleted or not copied "
+                                    "with the folder); restore the file, or rerun")
                 raise UserError(f"this {self.method} result has no '{name}' tensor; its weights.safetensors "
                                 "is incomplete (rerun, or restore the file)")
 
@@ -125,6 +129,7 @@ def load_result(path) -> Result:
     art.meta["method"] = method.name
     try:
         result = method.result.from_artifact(art, config)
+        result.weights_missing = art.weights_missing
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, UserError):
             raise
@@ -132,6 +137,12 @@ def load_result(path) -> Result:
     if result.status in ("running", "interrupted"):
         logger.info("%s: the run was %s; this is its best-so-far state", path, result.status)
     return result
+
+
+def base_fields(method: str, config, task: PromptTask, data: dict | None = None) -> dict:
+    """The Result fields every run fills the same way (frozen_lm.runner.Run.fields calls this)."""
+    return {"method": method, "config": config, "task": task.spec, "model": model_info(task.lm),
+            "data": dict(data or {}), "versions": versions(), "lm": task.lm}
 
 
 @dataclass

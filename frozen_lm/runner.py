@@ -26,12 +26,11 @@ import torch
 
 from frozen_lm import configs
 from frozen_lm import data as data_mod
-from frozen_lm.artifact import model_info, versions
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback
 from frozen_lm.methods import Method, resolve
 from frozen_lm.outdir import OutFolder
-from frozen_lm.results import Result, load_result
+from frozen_lm.results import Result, base_fields, load_result
 from frozen_lm.task import PromptTask
 
 logger = logging.getLogger(__name__)
@@ -84,9 +83,7 @@ class Run:
 
     def fields(self, task: PromptTask | None = None) -> dict:
         """The Result fields every method fills the same way (task: the task it ran, default the given one)."""
-        task = task or self.task
-        return {"method": self.method.name, "config": self.config, "task": task.spec, "model": model_info(task.lm),
-                "data": dict(self.data), "versions": versions(), "lm": task.lm}
+        return base_fields(self.method.name, self.config, task or self.task, self.data)
 
     def checkpoint(self, result: Result) -> None:
         """The best-so-far result (status 'running'): rewrites the artifact when there is an out folder."""

@@ -149,7 +149,7 @@ class PromptTask:
         """The data of a task that needs none: a fixed target and no {field} (one empty example)."""
         if self.spec.target is not None and not self.template.fields:
             return [{}]
-        raise UserError("give training data (--train): the template has data fields or the task has no fixed target")
+        raise UserError("give training data (train=): the template has data fields or the task has no fixed target")
 
     # ------------------------------------------------------------ encoding
     def encode(self, data, initial_trigger: list[int] | torch.Tensor | None = None) -> Encoded:
@@ -171,10 +171,14 @@ class PromptTask:
         return Encoded(self._triggers(rows, initial_trigger))
 
     def _encode_facts(self, data, initial_trigger) -> Encoded:
-        keep, targets, multi = [], [], 0
+        keep, targets, multi, unknown = [], [], 0, 0
+        unk = self.lm.tokenizer.unk_token_id
         for i, row in enumerate(data.rows):
             ids = self.lm.tokenizer((" " if self.template.predict_space else "") + str(row[self.label_field]).strip(),
                                     add_special_tokens=False).input_ids
+            if unk is not None and unk in ids and self.lm.tokenizer.unk_token not in str(row[self.label_field]):
+                unknown += 1  # the tokenizer cannot write the answer (an emoji, say): no token could be right
+                continue
             multi += len(ids) > 1
             if len(ids) == 1 or (ids and self.multi_token == "first"):
                 keep.append(i)
@@ -182,8 +186,13 @@ class PromptTask:
         skipped = len(data.rows) - len(keep)
         notes = [f"{multi} of {len(data.rows)} answers are several tokens: "
                  + ("skipped" if self.multi_token == "skip" else "scored by their first token")] if multi else []
+        if unknown:
+            notes.append(f"{unknown} of {len(data.rows)} answers are unknown to the tokenizer ({self.lm.tokenizer.unk_token}): "
+                         "skipped")
         if not keep:
-            raise UserError(f"{data.name}: every answer is several tokens for this tokenizer; use --multi-token first")
+            why = "several tokens" if multi else "unknown to the tokenizer"
+            raise UserError(f"{data.name}: every answer is {why} for this tokenizer"
+                            + ("; score them by their first token with PromptTask.multi_token first" if multi else ""))
         rows = encode_rows(self.encoder, [data.rows[i] for i in keep], [], None, targets, pad_id=self.lm.pad_id)
         return Encoded(self._triggers(rows, initial_trigger), skipped, multi, notes)
 
@@ -316,11 +325,12 @@ def _check_target(lm: FrozenLM, labels, target, target_field) -> None:
     if target is None and target_field is None:
         return
     if target is not None and target_field is not None:
-        raise UserError("give a target string (--target) or a target column (--target-field), not both")
+        raise UserError("give a target string (PromptTask.target) or a target column (PromptTask.target_field), not both")
     if target is not None and not str(target).strip():
         raise UserError("the target string is empty; give the text the model should produce")
     if labels:
-        raise UserError("a target string replaces label words: give --target (or --target-field) or --label-map, not both")
+        raise UserError("a target string replaces label words: give PromptTask.target (or PromptTask.target_field) or "
+                        "PromptTask.label_map, not both")
 
 
 def _all_columns(data) -> list[str]:

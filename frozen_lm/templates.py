@@ -125,5 +125,5 @@ def check_fields(template: Template, available: list[str], source: str, column=l
             mapped = f" (mapped to column {column(name)!r})" if column(name) != name else ""
             raise UserError(
                 f"template field {{{name}}}{mapped} is not in {source} (columns: {', '.join(available)}); "
-                f"fix the template or map it with --text-fields {name}=COLUMN"
+                f"fix the template or map it with PromptTask.text_fields {name}=COLUMN"
             )

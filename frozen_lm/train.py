@@ -55,15 +55,12 @@ class LoopOptions:
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_loop(self, at_least_one: tuple[str, ...] = ()) -> None:
-        """UserError for a loop option out of range (and for the config's own `at_least_one` fields)."""
-        from frozen_lm.errors import UserError
+        """UserError (naming the config field) for a loop option out of range (and for the config's own
+        `at_least_one` fields)."""
+        from frozen_lm.configs import at_least
 
-        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size", *at_least_one):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "patience", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        at_least(self, 1, "steps", "batch_size", "grad_accum", "eval_batch_size", *at_least_one)
+        at_least(self, 0, "warmup_steps", "eval_every", "patience", "weight_decay", "max_grad_norm")
 
 
 @dataclass

@@ -27,13 +27,18 @@ def parse_label_map(spec) -> dict[str, list[str]] | None:
     if isinstance(spec, str):
         text = spec.strip()
         if not text:
-            raise UserError("the label map is empty; give label words ('0=terrible,1=great'), or leave --label-map "
+            raise UserError("the label map is empty; give label words ('0=terrible,1=great'), or leave PromptTask.label_map "
                             "out for fact retrieval")
         if text.endswith(".json") and not text.startswith("{"):
             path = Path(text)
-            if not path.exists():
+            if not path.is_file():
                 raise UserError(f"label map file {text} does not exist")
-            text = path.read_text()
+            from frozen_lm.data import read_utf8
+
+            text = read_utf8(path).strip()
+        if text.startswith("["):
+            raise UserError(f"label map {text!r} is a list; name each class too, e.g. '0=bad,1=good' or "
+                            "'{\"0\": \"bad\", \"1\": \"good\"}'")
         if text.startswith("{"):
             try:
                 spec = json.loads(text, object_pairs_hook=_no_duplicates)
@@ -45,6 +50,9 @@ def parse_label_map(spec) -> dict[str, list[str]] | None:
         raise UserError(f"label map must map labels to words, e.g. '{{\"0\": \"terrible\", \"1\": \"great\"}}', got {spec!r}")
     out = {}
     for label, words in spec.items():
+        if words is None or isinstance(words, (bool, int, float, dict)):
+            raise UserError(f"label map: class {label!r} maps to {json.dumps(words)}, not a word; give a word in quotes "
+                            "(or a list of words), e.g. {\"1\": \"great\"}")
         words = [words] if isinstance(words, str) else list(words)
         if not words or any(not isinstance(w, str) or not w.strip() for w in words):
             raise UserError(f"label map: class {label!r} has an empty label word; give each class a non-empty word")
@@ -140,7 +148,7 @@ class Verbalizer:
     def class_index(self, label, where: str) -> int:
         key = str(label)
         if key not in self.classes:
-            raise UserError(f"{where}: label {key!r} is not in the label map (labels: {', '.join(self.classes)}); add it to --label-map")
+            raise UserError(f"{where}: label {key!r} is not in the label map (labels: {', '.join(self.classes)}); add it to PromptTask.label_map")
         return self.classes.index(key)
 
 

@@ -53,7 +53,7 @@ def effective_template(template: str, method: str, num_virtual_tokens: int | Non
     if method == "prefix":
         length = length or num_virtual_tokens or n
         if length == 0:
-            raise UserError(f"template {template!r} has no [T] slots; give --num-virtual-tokens K for the prefix length")
+            raise UserError(f"template {template!r} has no [T] slots; give `num_virtual_tokens` K for the prefix length")
         if n:
             logger.info("prefix tuning: the template's %d [T] slots are removed; the prefix is %d key/values", n, length)
         return strip_triggers(template), length
@@ -61,7 +61,7 @@ def effective_template(template: str, method: str, num_virtual_tokens: int | Non
         return "[T]" * num_virtual_tokens + template, n + num_virtual_tokens
     if n == 0:
         raise UserError(f"template {template!r} has no [T] slots; put [T] where prompt vectors go, "
-                        "or give --num-virtual-tokens K to prepend K of them")
+                        "or give `num_virtual_tokens` K to prepend K of them")
     return template, n
 
 

@@ -75,7 +75,7 @@ def fit_ids(ids: list[int], k: int, truncate: bool, what: str) -> list[int]:
     if len(ids) > k:
         if not truncate:
             raise UserError(f"{what} is {len(ids)} tokens but there are only {k} slots; shorten it, "
-                            "add slots, or allow cutting with --truncate-init")
+                            "add slots, or allow cutting with `truncate_init`")
         return ids[:k]
     return (ids * (k // len(ids) + 1))[:k]
 
@@ -91,7 +91,7 @@ def init_ids(kind: str, text: str | None, k: int, lm: FrozenLM, task, generator:
         ids = list(lm.tokenizer(text, add_special_tokens=False).input_ids)
         return fit_ids(ids, k, truncate, f"init text {text!r}")
     if task.verbalizer is None:
-        raise UserError("--init labels needs class label words (--label-map); this is a fact task")
+        raise UserError("`init` labels needs class label words (`label_map`); this is a fact task")
     words = list(dict.fromkeys(t for w in task.verbalizer.word_ids for t in w))[:k]
     return words + sample_vocab(lm, k - len(words), generator, exclude=set(words))
 
@@ -142,7 +142,7 @@ def token_kv(lm: FrozenLM, ids: list[int]) -> torch.Tensor:
         lm.model.base_model(input_ids=x, use_cache=True, **{_cache_kwarg(lm): cache})
         keys, values = _cache_tensors(cache)
         if not keys or keys[0] is None:
-            raise UserError(f"{type(lm.model).__name__}: cannot read key/values of real tokens; use --init random")
+            raise UserError(f"{type(lm.model).__name__}: cannot read key/values of real tokens; use `init` random")
     return torch.stack([torch.stack([k[0], v[0]]) for k, v in zip(keys, values)]).float().cpu()
 
 

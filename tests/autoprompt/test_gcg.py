@@ -11,8 +11,9 @@ import torch
 from tests.conftest import assert_user_error
 
 import autoprompt
-from autoprompt import SearchConfig
-from autoprompt.gcg import rank_agreement, retokenizes, sample_candidates, slot_windows
+from autoprompt import AutoPromptConfig, GCGConfig, ProbeSamplingConfig
+from autoprompt.gcg import retokenizes, sample_candidates, slot_windows
+from autoprompt.probe import rank_agreement
 from autoprompt.scoring import score_triggers
 from frozen_lm import PromptTask, evaluate
 from frozen_lm.errors import UserError
@@ -157,7 +158,7 @@ def test_gcg_finds_a_planted_target_and_stops_early():
     lm = tiny_lm("gpt2", seed=2)
     target = _planted_target(lm, [101, 202, 303])
     task = PromptTask(lm, TEMPLATE, target=target)
-    cfg = SearchConfig(method="gcg", iters=30, search_width=256, topk=64, n_replace=1, early_stop=True,
+    cfg = GCGConfig(iters=30, search_width=256, topk=64, n_replace=1, early_stop=True,
                        allow_non_ascii=True, filter_retokenized=False, seed=0)
     r = autoprompt.search(task, task.default_data(), task.default_data(), cfg, progress=False)
     assert r.metrics["dev"]["exact_match"] == 1.0 and r.iterations < 30  # stopped once greedy decoding matched
@@ -169,14 +170,14 @@ def test_gcg_buffer_resume_and_same_seed():
     lm = tiny_lm("gpt2")
     task = PromptTask(lm, TEMPLATE, target="great movie")
     data = task.default_data()
-    cfg = dict(method="gcg", search_width=32, topk=16, beam_size=3, seed=4, mellowmax=True)
-    full = autoprompt.search(task, data, data, SearchConfig(iters=4, **cfg), progress=False)
-    again = autoprompt.search(task, data, data, SearchConfig(iters=4, **cfg), progress=False)
+    cfg = dict(search_width=32, topk=16, buffer_size=3, seed=4, mellowmax=True)
+    full = autoprompt.search(task, data, data, GCGConfig(iters=4, **cfg), progress=False)
+    again = autoprompt.search(task, data, data, GCGConfig(iters=4, **cfg), progress=False)
     assert torch.equal(full.tensors["beam"], again.tensors["beam"]) and full.tensors["beam"].shape[0] == 3
     scores = full.tensors["beam_scores"]
     assert (scores[:-1] >= scores[1:]).all()  # the buffer is kept best first
-    part = autoprompt.search(task, data, data, SearchConfig(iters=2, **cfg), progress=False)
-    resumed = autoprompt.search(task, data, data, SearchConfig(iters=4, **cfg), resume=part, progress=False)
+    part = autoprompt.search(task, data, data, GCGConfig(iters=2, **cfg), progress=False)
+    resumed = autoprompt.search(task, data, data, GCGConfig(iters=4, **cfg), resume=part, progress=False)
     assert resumed.trigger_ids == full.trigger_ids
     assert [h["trigger_ids"] for h in resumed.history] == [h["trigger_ids"] for h in full.history]
 
@@ -196,8 +197,8 @@ def test_fluency_term_is_read_in_the_same_passes_and_lowers_perplexity():
             prompt_perplexity(lm, rows, triggers[n]), rel=1e-4)
     args = (task, "demo:sentiment:train", "demo:sentiment:dev")
     base = dict(iters=6, num_cand=20, slots="all", seed=0)
-    loose = autoprompt.search(*args, SearchConfig(**base), progress=False)
-    fluent_run = autoprompt.search(*args, SearchConfig(**base, fluency_weight=20.0), progress=False)
+    loose = autoprompt.search(*args, AutoPromptConfig(**base), progress=False)
+    fluent_run = autoprompt.search(*args, AutoPromptConfig(**base, fluency_weight=20.0), progress=False)
     assert fluent_run.metrics["prompt_perplexity"] < loose.metrics["prompt_perplexity"]
 
 
@@ -207,13 +208,15 @@ def test_probe_sampling_with_a_draft_model(tiny_folder):
     lm = FrozenLM.load(tiny_folder("gpt2"))
     task = PromptTask(lm, TEMPLATE, target="great movie")
     data = task.default_data()
-    cfg = SearchConfig(method="gcg", iters=3, search_width=64, topk=32, draft_model=tiny_folder("gpt2"), seed=0)
+    cfg = GCGConfig(iters=3, search_width=64, topk=32, probe_sampling=ProbeSamplingConfig(tiny_folder("gpt2")), seed=0)
     r = autoprompt.search(task, data, data, cfg, progress=False)
     assert r.iterations == 3 and r.metrics["dev"]["loss"] <= r.metrics["start_dev"]["loss"]
     with pytest.raises(UserError, match="another tokenizer"):
-        autoprompt.search(task, data, data, SearchConfig(method="gcg", draft_model=tiny_folder("llama")), progress=False)
-    with pytest.raises(UserError, match="add --method gcg"):
-        SearchConfig(draft_model="x")
+        autoprompt.search(task, data, data, GCGConfig(probe_sampling=ProbeSamplingConfig(tiny_folder("llama"))), progress=False)
+    with pytest.raises(TypeError):
+        AutoPromptConfig(draft_model="x")  # probe sampling is GCG's option group
+    with pytest.raises(UserError, match="ProbeSamplingConfig.draft_model is empty"):
+        ProbeSamplingConfig("")
 
 
 
@@ -233,14 +236,16 @@ def test_probe_sampling_never_picks_a_candidate_the_model_did_not_score(monkeypa
                       torch.full((n,), -1.0, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
 
     monkeypatch.setattr(probe, "score_triggers", all_wrong)
-    cfg = SearchConfig(method="gcg", score=score)
-    searcher = SimpleNamespace(cfg=cfg, task=None, draft=None, budget=None, kind="vocab", packed=True, share=True)
+    cfg = GCGConfig(score=score, probe_sampling=ProbeSamplingConfig("draft"))
+    searcher = SimpleNamespace(cfg=cfg, task=None, budget=None, kind="vocab", packed=True)
+    proposer = SimpleNamespace(cfg=cfg, draft=None, share=True)
     pool = torch.arange(65 * 2).view(65, 2)
-    out = probe.probe_sample(searcher, None, pool, 1, torch.Generator().manual_seed(0), False)
+    out = probe.probe_sample(searcher, proposer, None, pool, 1, torch.Generator().manual_seed(0), False)
     scored = torch.isfinite(out.loglik)
     assert scored.sum() < 65 and torch.isneginf(out.margin[~scored]).all()
     ranker = SimpleNamespace(cfg=cfg, task=SimpleNamespace(is_facts=True))
     assert scored[Searcher._rank(ranker, out).argmax()]
+
 
 # ---------------------------------------------------------------- the command line
 def test_cli_gcg_on_a_target(cli, tiny_folder, tmp_path):
@@ -251,7 +256,7 @@ def test_cli_gcg_on_a_target(cli, tiny_folder, tmp_path):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert {"exact_match_dev", "loss_dev"} <= set(summary)
     config = json.loads((out / "config.json").read_text())
-    assert config["config"]["method"] == "gcg" and config["task"]["target"] == "great movie"
+    assert config["method"] == "gcg" and config["task"]["target"] == "great movie"
     scored = cli("evaluate", out, "--json")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.output.strip().splitlines()[-1])["loss"] == pytest.approx(summary["loss_dev"])
@@ -278,5 +283,5 @@ def test_cli_bad_gcg_input(cli, tiny_folder, extra, fragment):
 def test_fluency_refused_on_a_masked_lm(tiny):
     task = PromptTask(tiny("bert"), "{sentence} [T] [P] .", "0=terrible,1=great")
     with pytest.raises(UserError, match="needs a causal LM"):
-        autoprompt.search(task, "demo:sentiment:train", "demo:sentiment:dev", SearchConfig(fluency_weight=1.0),
+        autoprompt.search(task, "demo:sentiment:train", "demo:sentiment:dev", AutoPromptConfig(fluency_weight=1.0),
                           progress=False)

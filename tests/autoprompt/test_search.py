@@ -16,7 +16,8 @@ from autoprompt.candidates import (
     hotflip_candidates,
     one_slot_variants,
 )
-from autoprompt.config import SearchConfig
+from autoprompt.config import AutoPromptConfig
+from autoprompt.hotflip import HotFlip
 from autoprompt.scoring import Scores
 from autoprompt.search import Searcher
 from autoprompt_cli import main
@@ -30,6 +31,11 @@ LABELS = "0=terrible,1=great"
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory):
     return str(save_tiny("gpt2", tmp_path_factory.mktemp("gpt2")))
+
+
+def _ap(cfg):
+    """(config, its AutoPrompt proposer) for a Searcher."""
+    return cfg, HotFlip(cfg)
 
 
 def run_cli(*args):
@@ -83,8 +89,8 @@ def test_search_batches_never_hold_an_example_twice(n, batch, eval_size, accum):
     next permutation starts it instead (40 rows, 32 + 32: the scoring batch used to repeat 24)."""
     rows = [{"sentence": f"film {i}", "label": i % 2} for i in range(n)]
     task = PromptTask(tiny_lm("gpt2"), "{sentence} [T] [P]", {"0": "terrible", "1": "great"})
-    cfg = SearchConfig(batch_size=batch, eval_size=eval_size, accumulation_steps=accum)
-    searcher = Searcher(task, cfg, task.encode(rows), task.encode(rows))
+    cfg = AutoPromptConfig(batch_size=batch, eval_size=eval_size, accumulation_steps=accum)
+    searcher = Searcher(task, cfg, HotFlip(cfg), task.encode(rows), task.encode(rows))
     for it in range(1, 6):
         _, grads, scoring = searcher._batches(it)
         assert [len(b) for b in grads] == [min(batch, n)] * accum and len(scoring) == min(eval_size, n)
@@ -97,7 +103,7 @@ def test_search_batches_are_the_old_draws_when_no_batch_crosses_a_permutation():
     permutations, so no earlier result changes."""
     rows = [{"sentence": f"film {i}", "label": i % 2} for i in range(32)]
     task = PromptTask(tiny_lm("gpt2"), "{sentence} [T] [P]", {"0": "terrible", "1": "great"})
-    searcher = Searcher(task, SearchConfig(), task.encode(rows), task.encode(rows))
+    searcher = Searcher(task, *_ap(AutoPromptConfig()), task.encode(rows), task.encode(rows))
     g, grads, scoring = searcher._batches(3)
     ref = torch.Generator().manual_seed(0 * 1_000_003 + 3)
     order = torch.cat([torch.randperm(32, generator=ref) for _ in range(2)])
@@ -125,8 +131,8 @@ def test_search_finds_the_planted_trigger():
     for row, label in zip(data.rows, planted.tolist()):
         row["label"] = label
     encoded = task.encode(data)
-    cfg = SearchConfig(iters=3, num_cand=lm.vocab_size, score="accuracy", eval_size=len(data), batch_size=16)
-    searcher = Searcher(task, cfg, encoded, encoded)
+    cfg = AutoPromptConfig(iters=3, num_cand=lm.vocab_size, score="accuracy", eval_size=len(data), batch_size=16)
+    searcher = Searcher(task, cfg, HotFlip(cfg), encoded, encoded)
     state = searcher.start(torch.tensor([the]))
     assert state.best_dev < 1.0
     while not searcher.finished(state):
@@ -140,7 +146,7 @@ def test_equal_dev_scores_keep_the_trigger_with_the_best_dev_loglik():
     lm = tiny_lm("llama", seed=1)
     task = PromptTask(lm, "{sub_label} [T] [T] [P]", None, label_field="obj_label")
     encoded = task.encode(data_mod.load("demo:capitals"))
-    searcher = Searcher(task, SearchConfig(iters=4, num_cand=8, slots="all", eval_size=16, batch_size=16),
+    searcher = Searcher(task, *_ap(AutoPromptConfig(iters=4, num_cand=8, slots="all", eval_size=16, batch_size=16)),
                         encoded, encoded)
     start = searcher.start(torch.tensor([5, 6]))
     state = start
@@ -162,7 +168,7 @@ def test_candidate_rank(facts, score, best):
     task = (PromptTask(lm, "{sub_label} [T] [P]", None, label_field="obj_label") if facts
             else PromptTask(lm, "{sentence} [T] [P]", LABELS))
     encoded = task.encode(data_mod.load("demo:capitals" if facts else "demo:sentiment"))
-    searcher = Searcher(task, SearchConfig(score=score), encoded, encoded)
+    searcher = Searcher(task, *_ap(AutoPromptConfig(score=score)), encoded, encoded)
     scores = Scores(torch.tensor([-1.0, -8.0, -9.0], dtype=torch.float64), torch.tensor([0, 3, 3]),
                     torch.tensor([-5.0, -4.0, -2.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
     assert int(searcher._rank(scores).argmax()) == best
@@ -281,7 +287,7 @@ def test_api_search_writes_nothing_without_out_and_reports_events(tmp_path, monk
     lm = tiny_lm("llama")
     task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
     events = []
-    r = autoprompt.search(task, "demo:sentiment:train", "demo:sentiment:dev", SearchConfig(iters=3, num_cand=4),
+    r = autoprompt.search(task, "demo:sentiment:train", "demo:sentiment:dev", AutoPromptConfig(iters=3, num_cand=4),
                           callback=events.append, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert [(e.kind, e.step, e.total) for e in events] == [("iteration", i, 3) for i in (1, 2, 3)]
@@ -298,7 +304,7 @@ def test_api_callback_stops_the_run_and_lists_of_dicts_are_data():
     lm = tiny_lm("llama")
     task = PromptTask(lm, "{sentence} [T] [P]", LABELS)
     rows = data_mod.load("demo:sentiment:all").rows
-    r = autoprompt.search(task, rows[:60], rows[60:], SearchConfig(iters=5, num_cand=3),
+    r = autoprompt.search(task, rows[:60], rows[60:], AutoPromptConfig(iters=5, num_cand=3),
                           callback=lambda e: e.step == 2, progress=False)
     assert r.status == "stopped" and r.iterations == 2
     assert r.data["train"]["source"] == "<list of 60 rows>"
@@ -311,13 +317,13 @@ def test_api_resume_refuses_a_different_run(tmp_path):
     lm = tiny_lm("llama")
     task = PromptTask(lm, "{sentence} [T] [T] [P]", LABELS)
     args = (task, "demo:sentiment:train", "demo:sentiment:dev")
-    autoprompt.search(*args, SearchConfig(iters=2, num_cand=3), out=tmp_path / "a", progress=False)
-    with pytest.raises(UserError, match=r"num-cand \(3 saved, 4 now\)"):
-        autoprompt.search(*args, SearchConfig(iters=3, num_cand=4), resume=tmp_path / "a", progress=False)
+    autoprompt.search(*args, AutoPromptConfig(iters=2, num_cand=3), out=tmp_path / "a", progress=False)
+    with pytest.raises(UserError, match=r"AutoPromptConfig.num_cand \(3 saved, 4 now\)"):
+        autoprompt.search(*args, AutoPromptConfig(iters=3, num_cand=4), resume=tmp_path / "a", progress=False)
     other = PromptTask(lm, "{sentence} [T] [T] it was [P]", LABELS)
     with pytest.raises(UserError, match="template"):
-        autoprompt.search(other, *args[1:], SearchConfig(iters=3, num_cand=3), resume=tmp_path / "a", progress=False)
-    r = autoprompt.search(*args, SearchConfig(iters=3, num_cand=3), resume=tmp_path / "a", progress=False)
+        autoprompt.search(other, *args[1:], AutoPromptConfig(iters=3, num_cand=3), resume=tmp_path / "a", progress=False)
+    r = autoprompt.search(*args, AutoPromptConfig(iters=3, num_cand=3), resume=tmp_path / "a", progress=False)
     assert r.iterations == 3
 
 
@@ -326,7 +332,7 @@ def test_cli_resume_refuses_other_options_and_extends_with_iters(gpt2_dir, tmp_p
     assert run_cli("search", "--model", gpt2_dir, "--iters", "2", "--num-cand", "3", "--no-progress", "--out", out).exit_code == 0
     res = run_cli("search", "--resume", out, "--num-cand", "5", "--beam-size", "2")
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
-    assert "--num-cand 5 (saved: 3)" in res.output and "--beam-size 2 (saved: 1)" in res.output
+    assert "--num-cand (3 saved, 5 now)" in res.output and "--beam-size (1 saved, 2 now)" in res.output
     assert run_cli("search", "--resume", out, "--iters", "3", "--num-cand", "3", "--no-progress").exit_code == 0
     assert len(json.loads((tmp_path / "run" / "results.json").read_text())["history"]) == 3
 

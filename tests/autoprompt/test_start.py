@@ -8,7 +8,7 @@ import torch
 from tests.conftest import assert_user_error
 
 import autoprompt
-from autoprompt import SearchConfig
+from autoprompt import AutoPromptConfig, GCGConfig, ProbeSamplingConfig
 from autoprompt.start import slot_template
 from frozen_lm import PromptTask, evaluate
 from frozen_lm import data as data_mod
@@ -58,7 +58,7 @@ def test_pinned_words_never_change_and_the_result_never_ends_below_its_start(tin
     base = PromptTask(lm, "{sub_label} [T] [P]")
     manual = base.derive(template=CAPITAL)
     for seed in (0, 1, 2):  # a noisy search: one example scores each candidate
-        cfg = SearchConfig(iters=5, num_cand=8, slots="all", eval_size=1, batch_size=4, seed=seed,
+        cfg = AutoPromptConfig(iters=5, num_cand=8, slots="all", eval_size=1, batch_size=4, seed=seed,
                            from_template=CAPITAL, keep="is")
         r = autoprompt.search(base, "demo:capitals:train", "demo:capitals:dev", cfg, test="demo:capitals:dev",
                               progress=False)
@@ -78,6 +78,6 @@ def test_cli_from_template(cli, tiny_folder, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert any(line.startswith("manual") and CAPITAL in line for line in lines)
-    assert_user_error(cli(*args, "--keep", "is"), "--keep and --extra-slots shape a --from-template start")
+    assert_user_error(cli(*args, "--keep", "is"), "--keep shapes a start from a hand-written template; give --from-template too")
     assert_user_error(cli(*args, "--from-template", CAPITAL, "--keep", "nope"), "--keep nope: not a word")
     assert_user_error(cli(*args, "--from-template", "  "), "--from-template is empty")

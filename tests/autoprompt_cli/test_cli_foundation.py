@@ -133,7 +133,7 @@ def test_option_errors(cli, tiny_folder, args, fragment):
 
 
 def test_unknown_model_folder(cli, tmp_path):
-    assert_user_error(cli("evaluate", "--model", tmp_path, "--data", "demo:sentiment:dev"), "could not load model")
+    assert_user_error(cli("evaluate", "--model", tmp_path, "--data", "demo:sentiment:dev"), "holds no model")
 
 
 # ------------------------------------------------------------------ models, version, help

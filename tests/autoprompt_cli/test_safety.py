@@ -83,7 +83,7 @@ def test_sigterm_saves_the_run_as_interrupted(cli, tiny_folder, tmp_path, monkey
 
 
 def test_data_paths_are_absolute_and_splits_can_be_replaced_on_resume(cli, tiny_folder, tmp_path, monkeypatch):
-    from conftest import SENTIMENT_ROWS
+    from tests.conftest import SENTIMENT_ROWS
 
     work = tmp_path / "work"
     work.mkdir()

@@ -46,7 +46,7 @@ class DummyResult(Result):
         return TriggerBound(task, self.tensors["trigger_ids"])
 
 
-register_method(Method("dummy", DummyConfig, run=lambda *a, **k: None, result=DummyResult, module="test_artifact"))
+register_method(Method("dummy", DummyConfig, fit=lambda run: None, result=DummyResult, module="test_artifact"))
 
 
 @pytest.fixture
@@ -99,11 +99,11 @@ def test_same_tensors_same_bytes(saved, tmp_path):
 def test_registry():
     assert "dummy" in methods() and for_artifact("dummy").result is DummyResult
     with pytest.raises(UserError, match="method 'nope' is not installed"):
-        for_artifact("nope", None, "somewhere")
+        for_artifact("nope", None, None, "somewhere")
     with pytest.raises(UserError, match="needs the 'no_such_package' package"):
-        for_artifact("other", "no_such_package", "somewhere")
+        for_artifact("other", None, "no_such_package", "somewhere")
     with pytest.raises(ValueError, match="registered twice"):
-        register_method(Method("dummy", DummyConfig, run=None, result=DummyResult, module="elsewhere"))
+        register_method(Method("dummy", DummyConfig, fit=None, result=DummyResult, module="elsewhere"))
 
 
 def test_check_model(saved, tiny):
@@ -111,7 +111,7 @@ def test_check_model(saved, tiny):
     loaded = load_result(path)
     loaded.check_model(lm)  # same model: fine
     for other in ("gpt2", "bert"):
-        with pytest.raises(UserError, match=r"was made with model 'tiny-llama'.*--model tiny-llama"):
+        with pytest.raises(UserError, match=r"was made with model 'tiny-llama'.*load it with model 'tiny-llama'"):
             loaded.task_for(tiny(other))
         with pytest.raises(UserError, match="was made with model"):
             check_model(loaded.model, tiny(other), path)

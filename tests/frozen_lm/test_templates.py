@@ -96,7 +96,7 @@ def test_causal_text_after_predict_is_noted(caplog):
 def test_check_fields_names_the_missing_column():
     t = Template.parse("{sentence} [P]")
     check_fields(t, ["sentence", "label"], "x.jsonl")
-    with pytest.raises(UserError, match=r"\{sentence\} is not in x.jsonl.*--text-fields"):
+    with pytest.raises(UserError, match=r"\{sentence\} is not in x.jsonl.*PromptTask.text_fields"):
         check_fields(t, ["text", "label"], "x.jsonl")
     with pytest.raises(UserError, match="mapped to column 'body'"):
         check_fields(t, ["text"], "x.jsonl", column=lambda f: "body")

@@ -49,7 +49,7 @@ def test_no_label_map_means_facts(spec):
     ({"0": []}, "empty label word"),
     ("0:terrible", "is not LABEL=WORD"),
     ('{"0": "terrible",}', "not valid JSON"),
-    ("[1, 2]", "is not LABEL=WORD"),
+    ("[1, 2]", "is a list; name each class too"),
 ])
 def test_bad_label_maps(spec, fragment):
     with pytest.raises(UserError) as e:
