@@ -18,8 +18,8 @@ import torch
 
 from autoprompt.candidates import allowed_tokens
 from frozen_lm import data as data_mod
-from frozen_lm.encode import encode_rows
 from frozen_lm.configs import at_least, positive
+from frozen_lm.encode import encode_rows
 from frozen_lm.errors import UserError
 from frozen_lm.evaluate import DiscretePrompt
 

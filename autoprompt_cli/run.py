@@ -19,8 +19,17 @@ from pathlib import Path
 import click
 
 from autoprompt_cli.flags import to_flags
-from autoprompt_cli.options import TASK_FIELDS, TaskOptions, config_from, flags_of, given, load_lm, make_task, options_from
-from autoprompt_cli.options import with_demo_defaults
+from autoprompt_cli.options import (
+    TASK_FIELDS,
+    TaskOptions,
+    config_from,
+    flags_of,
+    given,
+    load_lm,
+    make_task,
+    options_from,
+    with_demo_defaults,
+)
 from autoprompt_cli.output import default_out, emit, print_table
 from frozen_lm import distributed
 from frozen_lm.errors import UserError
@@ -168,6 +177,7 @@ def _fresh(method: Method, config, opts: TaskOptions):
     """(task, train, dev) of a new run: demo defaults filled, model loaded."""
     spec = method.command
     manual = spec.manual_template(config) if callable(spec.manual_template) else spec.manual_template
+    manual = method.template == "manual" if manual is None else manual
     start = getattr(config, "from_template", None)
     if start and opts.template is None:  # a hand-written start replaces the task's template anyway
         opts = replace(opts, template=start)

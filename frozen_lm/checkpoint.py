@@ -12,6 +12,7 @@ import contextlib
 import signal
 import threading
 from dataclasses import dataclass, field
+
 import torch
 
 

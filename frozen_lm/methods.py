@@ -35,7 +35,8 @@ class Command:
     summary(result) -> dict: the printed row (the CLI adds the artifact folder under `out_key`);
     headline(result) -> str: a line printed above it; details(result) -> {key: (title, rows)}:
     tables printed above the summary (and added to --json). manual_template: the built-in demo task
-    lends its hand-written template rather than its [T] template (or a function of the config).
+    lends its hand-written template rather than its [T] template (or a function of the config;
+    None: as the method's `template` says).
     compare_manual: also score a hand-written template (--manual) on the dev split beside the result.
     options: a dataclass of command-line-only options (not saved); check(task, config, options) runs
     before any work, after(result, task, options) once the result is saved."""
@@ -46,7 +47,7 @@ class Command:
     headline: Callable | None = None
     details: Callable | None = None
     out_key: str = "out"
-    manual_template: bool | Callable = False
+    manual_template: bool | Callable | None = None
     compare_manual: bool = False
     options: type | None = None
     check: Callable | None = None

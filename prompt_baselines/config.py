@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from frozen_lm.configs import at_least, field_error, one_of, positive
-from frozen_lm.train import OPTIMIZERS, LoopOptions
+from frozen_lm.loop_options import OPTIMIZERS, LoopOptions
 
 LOSSES = ("classes", "vocab")
 DEFAULT_LR = {"lora": 1e-3, "ia3": 1e-2, "adapter": 1e-3, "bitfit": 1e-3, "last_k": 1e-4, "full": 2e-5}

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from frozen_lm.configs import at_least, field_error, name_of, one_of
+from frozen_lm.loop_options import OPTIMIZERS, SCHEDULES, LoopOptions
 from frozen_lm.prompts.init import parse_init
-from frozen_lm.train import OPTIMIZERS, SCHEDULES, LoopOptions
 
 LOSSES = ("classes", "vocab", "lm")
 PEZ_METRICS = ("cosine", "l2")

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from tests.conftest import assert_user_error
 
 import autoprompt
 from autoprompt import AutoPromptConfig, GCGConfig, ProbeSamplingConfig
@@ -20,6 +19,7 @@ from frozen_lm.errors import UserError
 from frozen_lm.fluency import prompt_perplexity
 from frozen_lm.task import mellowmax, target_scores
 from frozen_lm.testing import tiny_lm
+from tests.conftest import assert_user_error
 
 TEMPLATE = "write a review of the film . [T]x3"
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import assert_user_error
 
 import autoprompt
-from autoprompt import AutoPromptConfig, GCGConfig, ProbeSamplingConfig
+from autoprompt import AutoPromptConfig
 from autoprompt.start import slot_template
 from frozen_lm import PromptTask, evaluate
 from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError
+from tests.conftest import assert_user_error
 
 CAPITAL = "The capital of {sub_label} is [P] ."
 

@@ -8,10 +8,10 @@ import json
 import click
 import pytest
 import torch
-from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
 from frozen_lm import data as data_mod
 from frozen_lm import registry
+from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
 MANUAL = "{sentence} It was [P] ."
 

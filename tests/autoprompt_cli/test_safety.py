@@ -8,11 +8,11 @@ import os
 import signal
 
 import pytest
-from tests.conftest import assert_user_error, write_jsonl
 
 from autoprompt.search import Searcher
 from autoprompt_cli.output import default_out
 from frozen_lm.artifact import CONFIG, RESULTS, WEIGHTS
+from tests.conftest import assert_user_error, write_jsonl
 
 SEARCH = ("search", "--iters", "1", "--num-cand", "2", "--no-progress")
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from tests.conftest import assert_user_error
 
 from frozen_lm import PromptTask, Result, evaluate, load_result
 from frozen_lm.artifact import (
@@ -24,6 +23,7 @@ from frozen_lm.errors import UserError
 from frozen_lm.evaluate import TriggerBound
 from frozen_lm.methods import Method, for_artifact, methods, register_method
 from frozen_lm.results import base_fields
+from tests.conftest import assert_user_error
 
 TEMPLATE = "{sentence} [T] [T] [P]"
 LABELS = {"0": "bad", "1": "great"}

@@ -8,10 +8,10 @@ import sys
 import types
 
 import pytest
-from tests.conftest import assert_user_error, write_jsonl
 
 from frozen_lm import data
 from frozen_lm.errors import UserError
+from tests.conftest import assert_user_error, write_jsonl
 
 
 def test_jsonl_rows_and_lines(tmp_path):

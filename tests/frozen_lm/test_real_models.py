@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
-from tests.conftest import shared_data_dir
 
 from frozen_lm import data as data_mod
 from frozen_lm import registry
 from frozen_lm.model import FrozenLM
 from frozen_lm.task import PromptTask
+from tests.conftest import shared_data_dir
 
 pytestmark = pytest.mark.slow
 

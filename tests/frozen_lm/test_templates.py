@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
 from frozen_lm.errors import UserError
 from frozen_lm.templates import Segment, Template, check_fields, check_for_model
+from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
 
 def kinds(t: Template) -> list[str]:

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from tests.conftest import assert_user_error, write_jsonl
 
 from frozen_lm.data import Dataset
 from frozen_lm.errors import UserError
 from frozen_lm.task import PromptTask
 from frozen_lm.testing import bpe_tokenizer, word_tokenizer
 from frozen_lm.verbalizer import Verbalizer, class_log_probs, parse_label_map, tokenize_word, word_log_probs
+from tests.conftest import assert_user_error, write_jsonl
 
 
 # ------------------------------------------------------------------ label maps
