@@ -1,37 +1,60 @@
-"""`autoprompt compare`: a grid of methods x tasks x seeds under one protocol (compare.compare)."""
+"""`autoprompt compare`: a grid of methods x tasks x seeds under one protocol (prompt_compare.compare).
+
+The library names its API arguments and spec keys in messages; this command writes them as its
+flags (`defaults.steps` given here -> `--steps`, another default -> `--set KEY`, `workers` ->
+`--workers`)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
-from autoprompt_cli.group import main
 from autoprompt_cli.options import IntList
+from autoprompt_cli.run import Command
 from frozen_lm.errors import UserError
 from frozen_lm.registry import DEFAULT_MODEL
 
 TASK_FLAGS = ("template", "trigger_template", "label_map", "label_field", "text_fields", "train", "dev", "test",
               "task_name")
 DEFAULT_METHODS = "manual,autoprompt,prompt,prefix,lora"
+DEFAULT_FLAGS = {"steps": "--steps", "iters": "--iters", "batch_size": "--batch-size"}  # defaults with flags of their own
+ARGUMENTS = {"workers": "--workers", "ray_address": "--ray-address", "threads": "--threads"}
 
 
-def _presets() -> str:
-    from prompt_compare.presets import PRESETS
+class RegistryHelp(click.Option):
+    """An option whose help names registered methods: `help_of(methods)` gives it, read from the
+    registry when the help is shown (methods: the ones a grid can name, by name)."""
 
-    return ", ".join(PRESETS)
+    def __init__(self, *args, help_of, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_of = help_of
+
+    def get_help_record(self, ctx):
+        from prompt_compare import comparable_methods
+
+        self.help = self.help_of(comparable_methods())
+        return super().get_help_record(ctx)
 
 
-@main.command("compare")
+def _methods_help(methods: dict) -> str:
+    return (f"comma-separated methods (default {DEFAULT_METHODS}; with --spec: replaces the file's); registered: "
+            f"{', '.join(methods)}")
+
+
+def _trigger_help(methods: dict) -> str:
+    slots = ", ".join(name for name, m in methods.items() if m.template == "trigger")
+    return f"the template with [T] slots for the methods that fill slots ({slots}; default: 3 slots before [P])"
+
+
+@click.command("compare", cls=Command)
 @click.option("--spec", type=click.Path(dir_okay=False), default=None,
               help="grid file (.yaml, .toml or .json): tasks (template, label_map, train/dev/test, {seed} in paths), "
-                   "methods, seeds, defaults; see `compare.spec`")
-@click.option("--methods", default=None, help=f"comma-separated methods (default {DEFAULT_METHODS}; with --spec: "
-              "replaces the file's); known: manual, autoprompt, gcg, pez, prompt, prefix, lora, ia3, adapter, bitfit, "
-              "last_k, full")
+                   "methods, seeds, defaults; see `prompt_compare.spec`")
+@click.option("--methods", cls=RegistryHelp, help_of=_methods_help, default=None)
 @click.option("--template", default=None, help="the hand-written template, no [T] slots, e.g. '{sentence} It was [P] .'")
-@click.option("--trigger-template", default=None,
-              help="the template with [T] slots for autoprompt, gcg and pez (default: 3 slots before [P])")
+@click.option("--trigger-template", cls=RegistryHelp, help_of=_trigger_help, default=None)
 @click.option("--label-map", default=None, help="label words, e.g. '0=terrible,1=great' (omit for facts)")
 @click.option("--label-field", default=None, help="data column holding the label (default: label)")
 @click.option("--text-fields", default=None, help="map template fields to data columns: 'sentence=text'")
@@ -79,12 +102,17 @@ def compare_command(ctx, spec, methods, seeds, model, device, dtype, steps, iter
     import prompt_compare as grid_api
 
     defaults = {k: v for k, v in (("steps", steps), ("iters", iters), ("batch_size", batch_size)) if v is not None}
+    given = {key: DEFAULT_FLAGS[key] for key in defaults}
     defaults.update(_settings(settings))
+    given.update({key: f"--set {key}" for key in _settings(settings)})
     grid = _grid_source(spec, task, methods)
-    result = grid_api.compare(grid, methods if spec or methods else DEFAULT_METHODS,
-                              seeds if seeds or spec else [13, 21, 42], out=out, workers=workers,
-                              ray_address=ray_address, threads=threads, model=model, device=device,
-                              dtype=dtype, defaults=defaults)
+    try:
+        result = grid_api.compare(grid, methods if spec or methods else DEFAULT_METHODS,
+                                  seeds if seeds or spec else [13, 21, 42], out=out, workers=workers,
+                                  ray_address=ray_address, threads=threads, model=model, device=device,
+                                  dtype=dtype, defaults=defaults)
+    except UserError as e:
+        raise UserError(in_flags(str(e), given)) from None
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "table": result.table, "ran": result.ran,
                                "skipped": result.skipped, "failed": result.failed, "seconds": result.seconds},
@@ -109,6 +137,19 @@ def _grid_source(spec, task: dict, methods):
     values = {k: task[k] for k in TASK_FLAGS if task.get(k) is not None and k != "task_name"}
     values["name"] = task.get("task_name") or "task"
     return values
+
+
+def in_flags(message: str, given: dict[str, str]) -> str:
+    """A library message in this command's words: a default given here (`defaults.KEY` at the start,
+    no spec file before it) as the flag that gave it (given: {key: '--steps' or '--set KEY'}), the
+    API's arguments as flags."""
+    found = re.match(r"defaults\.([A-Za-z_][A-Za-z0-9_]*)", message)
+    if found and found.group(1) in given:
+        message = given[found.group(1)] + message[found.end():].replace("'seeds'", "--seeds")
+    for name, flag in ARGUMENTS.items():
+        message = re.sub(rf"^{name}=", flag + " ", message)
+        message = re.sub(rf"^{name}\b", flag, message).replace(f"give {name}=", f"use {flag} ")
+    return message
 
 
 def _settings(pairs) -> dict:

@@ -1,8 +1,8 @@
-"""Learned vs discrete prompts vs fine-tuning on SmolLM2-135M, one protocol (`compare.compare`):
+"""Learned vs discrete prompts vs fine-tuning on SmolLM2-135M, one protocol (`prompt_compare.compare`):
 SST-2 and TREC 16-shot (LM-BFF splits, seeds 13 21 42), every method at equal steps.
 
-Methods: manual template, AutoPrompt, GCG, PEZ, prompt tuning (+ its nearest-token reading),
-prefix tuning, LoRA, (IA)3, bottleneck adapter (PEFT LoRA on the feed-forward output projection),
+Methods (registered methods, by name): manual template, AutoPrompt, GCG, PEZ, prompt tuning (+ its
+nearest-token reading), prefix tuning, LoRA, (IA)3, bottleneck adapter (PEFT LoRA on the feed-forward output projection),
 BitFit, the last 2 blocks, full fine-tuning. Every training method runs --steps optimizer steps
 (batch 8, dev scored every 10 steps to keep the best checkpoint); discrete search runs --iters
 iterations (an iteration scores 32-64 candidates, about ten training steps' worth of compute).
@@ -106,11 +106,11 @@ def run_timing(args) -> dict:
 
 def recount(args) -> int:
     """Rewrite the stored bytes of a grid's finished cells from their artifacts with the current
-    accounting (compare.execute.stored_bytes), for a grid run before that accounting counted only the
+    accounting (prompt_compare.execute.stored_bytes), for a grid run before that accounting counted only the
     tensors that apply a result; the next run of the grid (every cell skipped) rebuilds the table."""
+    from frozen_lm.results import load_result
     from prompt_compare.execute import stored_bytes
     from prompt_compare.store import RESULTS, append_record, read_records
-    from frozen_lm.results import load_result
 
     changed = 0
     for record in read_records(args.out).values():

@@ -1,30 +1,32 @@
 """`compare(...)`: run a grid of tasks x methods x seeds, one protocol for every method, and return
-its rows, table and plots. Finished cells are read back from DIR/results.jsonl and skipped."""
+its rows, table and plots. Finished cells are read back from DIR/results.jsonl and skipped; a folder
+that holds results of a task of the same name defined otherwise is refused."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from frozen_lm.errors import Interrupted, UserError
+from frozen_lm.events import Callback, Event, notify
 from prompt_compare import store
 from prompt_compare.cells import Cell, grid_cells
 from prompt_compare.engine import default_threads, run_ray, run_sequential
+from prompt_compare.entries import methods_from
 from prompt_compare.plots import write_plots
 from prompt_compare.spec import (
     Grid,
     check_grid,
     grid_from_dict,
     load_spec,
-    methods_from,
     seeds_from,
     source_digest,
     task_from_dict,
 )
 from prompt_compare.table import aggregate, to_csv, to_markdown
-from frozen_lm.errors import Interrupted, UserError
-from frozen_lm.events import Callback, Event, notify
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +60,27 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
     """Run a grid and write DIR/results.jsonl, table.md, table.csv, plots/ and cells/<id>/ artifacts.
 
     grid: a spec file (YAML, TOML, JSON), a spec dict, a `Grid`, or the task(s) (a dict or TaskDef,
-    or a list of them) with `methods` (names from compare.PRESETS or {name: config} mappings) and
-    `seeds`. model, device, dtype, defaults: override the spec's. workers: 1 runs here, in order, without Ray;
+    or a list of them) with `methods` (registered methods, `prompt_compare.comparable_methods()`: names,
+    {name: config} mappings or {name, method, config} mappings) and `seeds`. model, device, dtype,
+    defaults (options given to every method whose config has them): override the spec's. out: the
+    grid's folder (refused when it holds results of a task of the same name defined otherwise).
+    workers: 1 runs here, in order, without Ray;
     N > 1 runs N cells at a time on a local Ray (torch threads per worker: cores / N unless
     `threads`); ray_address: an existing Ray cluster. callback(event) gets an Event('compare',
     'cell', done, total, record) per finished cell; True stops the grid after the cells in flight.
     Ctrl-C raises Interrupted (finished cells are kept; rerun to continue).
     """
     if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+        raise UserError(f"workers must be at least 1, got {workers}")
     g = as_grid(grid, methods, seeds, model=model, defaults=defaults)
     g.device, g.dtype = device or g.device, dtype or g.dtype
     cells = grid_cells(g)
     out = store.claim_grid_out(out)
+    specs = {t.name: json.loads(json.dumps(t.definition(), default=str)) for t in g.tasks}  # as results.jsonl keeps it
+    records = store.read_records(out)
+    store.check_tasks(out, records, specs)
     store.write_text(out / store.GRID, _grid_json(cells))
-    finished = {i: r for i, r in store.read_records(out).items() if r.get("status") == "done"}
+    finished = {i: r for i, r in records.items() if r.get("status") == "done"}
     digests = {src: source_digest(src) for c in cells for src in (c.train, c.dev, c.test)}
     todo = [c for c in cells if c.id not in finished or data_changed(c, finished[c.id], digests)]
     logger.info("%d cells: %d finished before (skipped), %d to run on %s", len(cells), len(cells) - len(todo),
@@ -80,6 +88,7 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
     counter = {"done": len(cells) - len(todo), "ran": 0}
 
     def on_record(record: dict) -> bool:
+        record = {**record, "task_spec": specs[record["task"]]}
         store.append_record(out, record)
         counter["done"] += 1
         counter["ran"] += 1
@@ -138,6 +147,7 @@ def as_grid(grid, methods=None, seeds=None, *, model: str | None = None, default
         g.model = str(Path(g.model).expanduser().resolve())
     if defaults:
         g.defaults = {**g.defaults, **defaults}
+        g.defaults_at = {**g.defaults_at, **{key: f"defaults.{key}" for key in defaults}}  # the argument's keys
     return check_grid(g)
 
 
@@ -158,8 +168,6 @@ def finish(cells: list[Cell], out: Path, status: str, started: float, ran: int, 
 
 
 def _grid_json(cells: list[Cell]) -> str:
-    import json
-
     return json.dumps({"cells": [c.to_dict() for c in cells]}, indent=2, sort_keys=True, default=str) + "\n"
 
 

@@ -1,8 +1,10 @@
 """Cells: one (task, method, seed) of a grid, as a plain JSON-able record a worker can run.
 
 A cell's id is a hash of everything that decides its numbers: the model, the task (name, template
-it runs on, label words, data sources for its seed), the method (name, preset, full config with
-the seed). The same grid gives the same ids, so a rerun skips the cells already in results.jsonl.
+it runs on, label words, data sources for its seed), the method (its name in the grid, the
+registered method it runs, its full config with the seed). The same grid gives the same ids, so a
+rerun skips the cells already in results.jsonl. (The registered method is kept under the key
+'preset', as in the cells and records of 0.2, so ids and results.jsonl keep their form.)
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
-from prompt_compare.presets import preset
-from prompt_compare.spec import Grid, _at, build_config
+from prompt_compare.entries import build_config, registered
+from prompt_compare.spec import Grid
 
 
 @dataclass(frozen=True)
 class Cell:
     id: str
     task: str
-    method: str
-    preset: str
+    method: str  # its name in the grid (the table's row)
+    preset: str  # the registered method it runs
     seed: int
     config: dict  # the method's full config (asdict), seed included
     template: str
@@ -33,6 +35,7 @@ class Cell:
     model: str
     device: str = "auto"
     dtype: str = "auto"
+    module: str = ""  # the package that registers the method (imported first where the cell runs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,23 +51,24 @@ class Cell:
 
 
 def cell_id(values: dict) -> str:
-    """16 hex digits of the sha256 of what decides a cell's numbers (everything but the id and device)."""
-    keyed = {k: v for k, v in values.items() if k not in ("id", "device")}
+    """16 hex digits of the sha256 of what decides a cell's numbers (everything but the id, the device
+    and the method's package)."""
+    keyed = {k: v for k, v in values.items() if k not in ("id", "device", "module")}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def grid_cells(grid: Grid) -> list[Cell]:
     """Every cell of a grid in table order (task, method, seed); configs are built (and checked) here."""
-    out = []
+    out, defaults_at = [], {key: grid.default_at(key) for key in grid.defaults}
     for task in grid.tasks:
-        for m_index, method in enumerate(grid.methods):
-            p = preset(method.preset)
+        for entry in grid.methods:
+            method = registered(entry.method, entry.where)
             for seed in grid.seeds:
-                config = build_config(method, grid.defaults, seed, _at(grid.where, f"methods[{m_index}]"))
-                values = {"task": task.name, "method": method.name, "preset": p.name, "seed": seed,
-                          "config": asdict(config), "template": task.template_for(p.template),
+                config = build_config(entry, grid.defaults, seed, defaults_at)
+                values = {"task": task.name, "method": entry.name, "preset": method.name, "seed": seed,
+                          "config": asdict(config), "template": task.template_for(method.template),
                           "label_map": task.label_map, "label_field": task.label_field,
                           "text_fields": task.text_fields, **task.sources(seed), "model": grid.model,
-                          "device": grid.device, "dtype": grid.dtype}
+                          "device": grid.device, "dtype": grid.dtype, "module": method.module}
                 out.append(Cell(id=cell_id(values), **values))
     return out

@@ -7,7 +7,7 @@ then is recorded with its error, and the grid goes on. Every finished cell is ha
 cells in flight are cancelled and not recorded; finished ones are already kept.
 
 Cells are seeded and independent, so their numbers depend neither on the order nor on the worker
-that runs them. The one difference between --workers 1 and N is torch's thread count (all cores
+that runs them. The one difference between workers=1 and N is torch's thread count (all cores
 here, cores / N per Ray worker), which could only change float summation order; on the tiny test
 models and a 256-wide one, 1 and 2 threads train bit-identical weights.
 """
@@ -16,18 +16,27 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from frozen_lm.errors import UserError
+from frozen_lm.methods import methods
 from prompt_compare.cells import Cell
 from prompt_compare.execute import run_cell
-from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 2
-PACKAGES = ("frozen_lm", "autoprompt", "softprompt", "intrinsic_dim", "prompt_baselines", "prompt_compare")  # what a cluster's workers import
+
+
+def packages() -> list[str]:
+    """The top-level packages a worker imports: the core, this package, and every package that
+    registers a method (found through the registry, which loads them)."""
+    registering = {m.module.split(".")[0] for m in methods().values() if m.module}
+    found = [p for p in registering if getattr(sys.modules.get(p), "__file__", None)]
+    return sorted({"frozen_lm", "prompt_compare", *found})
 
 
 def failed_record(cell: Cell, error: str, attempts: int) -> dict:
@@ -118,25 +127,25 @@ def _start_ray(workers: int, address: str | None, threads: int | None):
     try:
         import ray
     except ImportError:
-        raise UserError("--workers above 1 runs cells on Ray: pip install 'ray>=2.9' (or the 'compare' extra), "
-                        "or use --workers 1") from None
+        raise UserError("workers above 1 run cells on Ray: pip install 'ray>=2.9' (or the 'compare' extra), "
+                        "or give workers=1") from None
     env = {"OMP_NUM_THREADS": str(threads or 1), "TOKENIZERS_PARALLELISM": "false"}
     if ray.is_initialized():
         return ray, False
     if address is None:
-        roots = {str(Path(__import__(p).__file__).resolve().parents[1]) for p in PACKAGES}
+        roots = {str(Path(sys.modules[p].__file__).resolve().parents[1]) for p in packages()}
         env["PYTHONPATH"] = os.pathsep.join([*sorted(roots), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")  # a busy machine starts Ray slowly
         try:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      object_store_memory=200 * 2**20, runtime_env={"env_vars": env})
         except Exception as e:  # raylet/GCS start-up failures come as plain Exceptions
-            raise UserError(f"Ray could not start locally ({error_text(e)}); use --workers 1 (same numbers, no Ray)") from None
+            raise UserError(f"Ray could not start locally ({error_text(e)}); give workers=1 (same numbers, no Ray)") from None
         return ray, True
-    modules = [__import__(p) for p in PACKAGES]
+    modules = [sys.modules[p] for p in packages()]
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": env, "py_modules": modules})
     except ConnectionError as e:
-        raise UserError(f"--ray-address {address}: cannot connect ({error_text(e)})") from None
+        raise UserError(f"ray_address={address}: cannot connect ({error_text(e)})") from None
     return ray, True

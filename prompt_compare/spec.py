@@ -11,10 +11,11 @@
         train: k-shot/sst2/16-{seed}/train.jsonl         # {seed} is the cell's seed
         dev: k-shot/sst2/16-{seed}/dev.jsonl
         test: k-shot/sst2/test.jsonl
-    methods: [manual, autoprompt, {lora: {r: 16}}, {name: lora-big, preset: lora, config: {r: 64}}]
+    methods: [manual, autoprompt, {lora: {r: 16}}, {name: lora-big, method: lora, config: {r: 64}}]
 
-Relative paths are read from the spec file's folder (the working folder for flags and the API).
-Every mistake is one UserError naming the key, e.g. "grid.yaml: methods[2].config.rr: ...".
+Methods are registered methods (prompt_compare.entries; `preset:` is read as `method:`). Relative
+paths are read from the spec file's folder (the working folder for the API). Every mistake is one
+UserError naming the key the user wrote, e.g. "grid.yaml: methods[2].config.rr is not an option; ...".
 """
 
 from __future__ import annotations
@@ -22,20 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from prompt_compare.presets import PRESETS, preset
+from frozen_lm.data import read_utf8
 from frozen_lm.errors import UserError
 from frozen_lm.registry import DEFAULT_MODEL
 from frozen_lm.templates import Template
 from frozen_lm.verbalizer import parse_label_map
+from prompt_compare.entries import MethodDef, all_options, method_def, methods_from
 
 logger = logging.getLogger(__name__)
 TOP_KEYS = ("model", "device", "dtype", "seeds", "defaults", "tasks", "methods")
 TASK_KEYS = ("name", "template", "trigger_template", "label_map", "label_field", "text_fields", "train", "dev", "test")
-METHOD_KEYS = ("name", "preset", "config")
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,12 @@ class TaskDef:
     def sources(self, seed: int) -> dict[str, str]:
         return {s: getattr(self, s).replace("{seed}", str(seed)) for s in ("train", "dev", "test")}
 
-
-@dataclass(frozen=True)
-class MethodDef:
-    """One method of a grid: a display name, its preset and the config values it changes."""
-
-    name: str
-    preset: str
-    config: dict = field(default_factory=dict)
+    def definition(self) -> dict:
+        """What defines the task beside its name: templates (the trigger one as used), label words,
+        fields and data sources; results.jsonl keeps it with every cell (key 'task_spec')."""
+        return {"template": self.template, "trigger_template": self.template_for("trigger"),
+                "label_map": self.label_map, "label_field": self.label_field, "text_fields": self.text_fields,
+                "train": self.train, "dev": self.dev, "test": self.test}
 
 
 @dataclass
@@ -81,6 +79,10 @@ class Grid:
     dtype: str = "auto"
     defaults: dict = field(default_factory=dict)
     where: str = ""  # what error messages name first (the spec file)
+    defaults_at: dict = field(default_factory=dict)  # {key: where that default was written}: 'grid.yaml: defaults.steps'
+
+    def default_at(self, key: str) -> str:
+        return self.defaults_at.get(key) or _at(self.where, f"defaults.{key}")
 
 
 def default_trigger_template(template: str) -> str:
@@ -96,9 +98,11 @@ def load_spec(path) -> Grid:
     """A grid from a .yaml/.yml, .toml or .json file; UserError (one line) for anything wrong."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--spec {path}: no such file")
-    text = path.read_text(encoding="utf-8")
+        raise UserError(f"spec file {path}: no such file")
     suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".toml", ".json"):
+        raise UserError(f"spec file {path}: use a .yaml, .yml, .toml or .json file")
+    text = read_utf8(path)
     try:
         if suffix in (".yaml", ".yml"):
             import yaml
@@ -108,14 +112,10 @@ def load_spec(path) -> Grid:
             import tomllib
 
             spec = tomllib.loads(text)
-        elif suffix == ".json":
-            spec = json.loads(text)
         else:
-            raise UserError(f"--spec {path}: use a .yaml, .yml, .toml or .json file")
+            spec = json.loads(text)
     except ImportError as e:
-        raise UserError(f"--spec {path}: reading it needs {e.name} (pip install 'autoprompt-suite[compare]')") from None
-    except UserError:
-        raise
+        raise UserError(f"spec file {path}: reading it needs {e.name} (pip install 'autoprompt-suite[compare]')") from None
     except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
         first = " ".join(str(e).split())
         raise UserError(f"{path} is not valid {suffix[1:].upper()}: {first}") from None
@@ -131,11 +131,12 @@ def grid_from_dict(spec, where: str = "", base: Path | None = None) -> Grid:
         if key not in spec:
             raise UserError(f"{_at(where, key)}: missing")
     tasks = spec["tasks"] if isinstance(spec["tasks"], list) else [spec["tasks"]]
+    defaults = _mapping(spec.get("defaults", {}), _at(where, "defaults"))
     grid = Grid(tasks=[task_from_dict(t, _at(where, f"tasks[{i}]"), base, f"task{i + 1}") for i, t in enumerate(tasks)],
                 methods=methods_from(spec["methods"], where), seeds=seeds_from(spec["seeds"], _at(where, "seeds")),
                 model=str(spec.get("model", DEFAULT_MODEL)), device=str(spec.get("device", "auto")),
-                dtype=str(spec.get("dtype", "auto")), defaults=_mapping(spec.get("defaults", {}), _at(where, "defaults")),
-                where=where)
+                dtype=str(spec.get("dtype", "auto")), defaults=defaults, where=where,
+                defaults_at={key: _at(where, f"defaults.{key}") for key in defaults})
     return check_grid(grid)
 
 
@@ -176,43 +177,6 @@ def _check_templates(values: dict, where: str) -> None:
             raise UserError(f"{where}.trigger_template: has no [T] slots for discrete search")
 
 
-def methods_from(entries, where: str = "") -> list[MethodDef]:
-    """MethodDefs from names ('lora'), one-key mappings ({'lora': {'r': 16}}) or full mappings
-    ({'name': 'lora-r16', 'preset': 'lora', 'config': {...}}); a comma-separated string works too."""
-    if isinstance(entries, str):
-        entries = [e.strip() for e in entries.split(",") if e.strip()]
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{_at(where, 'methods')}: give a list of methods (known: {', '.join(PRESETS)})")
-    out = [_method(e, _at(where, f"methods[{i}]")) for i, e in enumerate(entries)]
-    names = [m.name for m in out]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise UserError(f"{_at(where, f'methods[{i}]')}: the name {name!r} is used twice; give one a 'name'")
-    return out
-
-
-def _method(entry, where: str) -> MethodDef:
-    if isinstance(entry, MethodDef):
-        preset(entry.preset, where)
-        return entry
-    if isinstance(entry, str):
-        preset(entry, where)
-        return MethodDef(entry, entry)
-    if isinstance(entry, dict) and len(entry) == 1 and next(iter(entry)) in PRESETS:
-        (name, config), = entry.items()
-        return MethodDef(name, name, _mapping(config or {}, f"{where}.{name}"))
-    if not isinstance(entry, dict):
-        raise UserError(f"{where}: give a method name or a mapping with preset (and name, config)")
-    if len(entry) == 1 and next(iter(entry)) not in METHOD_KEYS:
-        preset(str(next(iter(entry))), where)  # an unknown method name
-    _known(entry, METHOD_KEYS, where)
-    if "preset" not in entry:
-        raise UserError(f"{where}.preset: missing (one of: {', '.join(PRESETS)})")
-    preset(str(entry["preset"]), f"{where}.preset")
-    return MethodDef(str(entry.get("name") or entry["preset"]), str(entry["preset"]),
-                     _mapping(entry.get("config") or {}, f"{where}.config"))
-
-
 def seeds_from(value, where: str = "seeds") -> list[int]:
     """[13, 21, 42] or '13,21,42' -> a list of distinct ints."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -233,19 +197,21 @@ def seeds_from(value, where: str = "seeds") -> list[int]:
 
 
 def check_grid(grid: Grid) -> Grid:
-    """Unique task names; defaults known to some method; data files present for every seed."""
+    """Unique task names; methods registered; defaults known to some method; data files present for
+    every seed."""
+    grid.methods = [method_def(m, _at(grid.where, f"methods[{i}]")) for i, m in enumerate(grid.methods)]
     names = [t.name for t in grid.tasks]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise UserError(f"{_at(grid.where, f'tasks[{i}].name')}: {name!r} is used twice")
     if not grid.tasks:
         raise UserError(f"{_at(grid.where, 'tasks')}: give at least one task")
-    options = set().union(*(option_names(name) for name in PRESETS))  # a typo, not a method left out
+    options = all_options()  # of every registered method: a typo, not a method left out of this grid
     for key in grid.defaults:
         if key == "seed":
-            raise UserError(f"{_at(grid.where, 'defaults.seed')}: seeds come from 'seeds'")
+            raise UserError(f"{grid.default_at(key)}: seeds come from 'seeds'")
         if key not in options:
-            raise UserError(f"{_at(grid.where, 'defaults.' + key)}: no method has this option")
+            raise UserError(f"{grid.default_at(key)}: no method has this option; valid: {', '.join(sorted(options))}")
     for i, task in enumerate(grid.tasks):
         for seed in grid.seeds:
             for split, source in task.sources(seed).items():
@@ -298,51 +264,10 @@ def file_digest(path: Path) -> str | None:
     return h.hexdigest()[:16]
 
 
-def option_names(preset_name: str) -> set[str]:
-    cls = preset(preset_name).registered().config
-    return {f.name for f in fields(cls) if f.init}
-
-
-def build_config(method: MethodDef, defaults: dict, seed: int, where: str):
-    """The method's config for one seed: preset defaults < grid defaults < the method's own values <
-    the preset's fixed values; UserError naming the key for an unknown option or a bad value."""
-    p = preset(method.preset, where)
-    cls = p.registered().config
-    names = option_names(method.preset)
-    for key, value in method.config.items():
-        if key not in names:
-            raise UserError(f"{where}.config.{key}: {method.preset} has no option {key!r} "
-                            f"(options: {', '.join(sorted(names - {'seed'}))})")
-        if key == "seed":
-            raise UserError(f"{where}.config.seed: seeds come from the grid's 'seeds'")
-        if key in p.fixed and value != p.fixed[key]:
-            raise UserError(f"{where}.config.{key}: fixed to {p.fixed[key]!r} by {method.preset!r}")
-    values = {**p.defaults, **{k: v for k, v in defaults.items() if k in names}, **method.config, **p.fixed, "seed": seed}
-    hints = typing.get_type_hints(cls)
-    values = {k: _coerce(v, hints.get(k), f"{where}.config.{k}") for k, v in values.items()}
-    try:
-        return cls(**values)
-    except (UserError, TypeError, ValueError) as e:
-        raise UserError(f"{where}.config: {e}") from None
-
-
 # ---------------------------------------------------------------- helpers
 def _at(where: str, key: str) -> str:
     """'grid.yaml: methods[2]', or just the key when there is no file to name."""
     return f"{where}: {key}" if where else key
-
-
-def _coerce(value, hint, where: str):
-    """YAML reads 1e-3 as text: numbers given as text become the option's number type."""
-    text = str(hint)
-    if isinstance(value, str) and ("float" in text or "int" in text) and "str" not in text:
-        try:
-            return int(value) if "float" not in text else float(value)
-        except ValueError:
-            raise UserError(f"{where}: {value!r} is not a number") from None
-    if isinstance(value, int) and not isinstance(value, bool) and "float" in text:
-        return float(value)
-    return value
 
 
 def _known(d: dict, keys: tuple[str, ...], where: str, nested: bool = True) -> None:

@@ -1,6 +1,10 @@
 """A grid's folder: results.jsonl (one JSON line per finished or failed cell, appended atomically),
 grid.json (the cells of the last run), table.md / table.csv, plots/, and cells/<id>/ (artifacts).
 
+Every record keeps its task's definition (key 'task_spec': templates, label words, fields, data
+sources), and a grid whose task of the same name is defined otherwise is refused in that folder:
+its table would show only its own rows while results.jsonl kept both.
+
 Only the process that schedules the cells writes results.jsonl. A line is written with one
 `write` on a file opened for appending and flushed to disk, so a crash leaves whole lines (a cut
 last line is skipped with a warning). When a cell appears on several lines the last one counts.
@@ -25,11 +29,11 @@ def claim_grid_out(out) -> Path:
     UserError for a file, a folder holding other things, or one that cannot be written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
+        raise UserError(f"out={out} is a file; give a folder")
     if out.is_dir():
         foreign = [p.name for p in out.iterdir() if p.name not in OWN and not p.name.endswith(".tmp")]
         if foreign and not (out / RESULTS).exists():
-            raise UserError(f"--out {out} holds other files ({', '.join(sorted(foreign)[:3])}); give a new or empty "
+            raise UserError(f"out={out} holds other files ({', '.join(sorted(foreign)[:3])}); give a new or empty "
                             "folder, or the folder of an earlier grid to continue it")
     try:
         (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -37,8 +41,22 @@ def claim_grid_out(out) -> Path:
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as e:
-        raise UserError(f"--out {out} cannot be written ({e.strerror or e}); choose another folder") from None
+        raise UserError(f"out={out} cannot be written ({e.strerror or e}); choose another folder") from None
     return out
+
+
+def check_tasks(out, records: dict[str, dict], tasks: dict[str, dict]) -> None:
+    """UserError when the folder holds results of a task of one of these names ({name: definition})
+    defined otherwise (records written before definitions were kept are taken as they are)."""
+    for record in records.values():
+        saved, now = record.get("task_spec"), tasks.get(record.get("task"))
+        if not saved or now is None:
+            continue
+        key = next((k for k in now if saved.get(k) != now[k]), None)
+        if key is not None:
+            raise UserError(f"out={out} holds a grid whose task {record['task']!r} is defined otherwise ({key} "
+                            f"{saved.get(key)!r} there, {now[key]!r} here), and its table would show only this "
+                            "grid's rows: give another out= (or the task another name)")
 
 
 def append_record(out, record: dict) -> None:

@@ -1,6 +1,7 @@
-"""compare: a grid of tasks x methods x seeds on tiny models: local Ray with 2 workers equals the
-sequential run, resume skips finished cells, a failing cell does not stop the grid, and bad spec
-files or unknown methods get one-line errors naming the key."""
+"""prompt_compare: a grid of tasks x methods x seeds on tiny models: local Ray with 2 workers equals
+the sequential run, resume skips finished cells, a failing cell does not stop the grid, and bad spec
+files or unknown methods get one-line errors naming the key. The grid's methods are the registry's
+(tests/prompt_compare/test_registry.py: a method registered at run time, issue 27's messages)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from frozen_lm.artifact import WEIGHTS
+from frozen_lm.errors import Interrupted, UserError
 from prompt_compare import compare
 from prompt_compare.execute import TIMING_FIELDS
 from prompt_compare.store import RESULTS, read_records
-from frozen_lm.artifact import WEIGHTS
-from frozen_lm.errors import Interrupted, UserError
 from tests.conftest import assert_user_error, write_jsonl
 
 LABELS = {"0": "terrible", "1": "great"}
@@ -160,7 +161,7 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_continues(tmp_path, model):
 
 
 def test_a_cell_that_fails_once_is_retried(tmp_path, model, monkeypatch):
-    import compare.engine as engine
+    import prompt_compare.engine as engine
 
     real, calls = engine.run_cell, []
 
@@ -196,7 +197,7 @@ tasks:
     train: train-{{seed}}.jsonl
     dev: dev-{{seed}}.jsonl
     test: test-{{seed}}.jsonl
-methods: [manual, {{name: tiny-lora, preset: lora, config: {{r: 2}}}}]
+methods: [manual, {{name: tiny-lora, method: lora, config: {{r: 2}}}}]
 """)
     out = cli("compare", "--spec", tmp_path / "grid.yaml", "--out", tmp_path / "spec", "--json")
     assert out.exit_code == 0, out.output
@@ -210,8 +211,8 @@ BAD_SPECS = [
     ("seeds.yaml", "seeds: [one]\nmethods: [manual]\ntasks: []\n", ["seeds.yaml: seeds: give whole numbers"]),
     ("method.yaml", "seeds: [1]\nmethods: [manual, lorra]\ntasks: []\n", ["methods[1]: unknown method 'lorra'"]),
     ("option.yaml", "seeds: [1]\nmethods: [manual, {lora: {rr: 4}}]\ntasks: [TASK]\n",
-     ["option.yaml: methods[1].config.rr: lora has no option 'rr'"]),
-    ("value.yaml", "seeds: [1]\nmethods: [{lora: {r: 0}}]\ntasks: [TASK]\n", ["methods[0].config: --r must be at least 1"]),
+     ["option.yaml: methods[1].config.rr is not an option; valid: ", "lora_alpha"]),
+    ("value.yaml", "seeds: [1]\nmethods: [{lora: {r: 0}}]\ntasks: [TASK]\n", ["methods[0].config.r must be at least 1"]),
     ("default.yaml", "seeds: [1]\nmethods: [manual]\ndefaults: {stepz: 3}\ntasks: [TASK]\n",
      ["default.yaml: defaults.stepz: no method has this option"]),
     ("slots.yaml", "seeds: [1]\nmethods: [manual]\ntasks: [{template: '{sentence} [T] [P]', train: a, dev: a, test: a}]\n",
@@ -243,7 +244,7 @@ def test_cli_mistakes_are_one_line(tmp_path, cli, model):
     flags = ["compare", "--model", model, "--template", TASK["template"], "--train", TASK["train"], "--dev",
              TASK["dev"], "--test", TASK["test"], "--out", tmp_path / "g"]
     assert_user_error(cli(*flags, "--methods", "manual,nope"), "methods[1]: unknown method 'nope'")
-    assert_user_error(cli(*flags, "--methods", "manual", "--set", "bogus=1"), "defaults.bogus")
+    assert_user_error(cli(*flags, "--methods", "manual", "--set", "bogus=1"), "--set bogus: no method has this option")
     assert_user_error(cli(*flags, "--methods", "manual", "--workers", "0"), "--workers must be at least 1")
     (tmp_path / "spec.yaml").write_text("seeds: [1]\nmethods: [manual]\ntasks: []\n")
     assert_user_error(cli("compare", "--spec", tmp_path / "spec.yaml", "--template", "x [P]", "--out", tmp_path / "g"),
