@@ -84,7 +84,8 @@ class Method:
     a dev split; derived(result, task) -> [Derived]: extra prompts a comparison scores; aliases:
     (old artifact method name, {saved config key: value}) pairs of earlier versions it reads; imports: modules it imports lazily (a
     comparison imports them before it measures memory); summary: one line for method lists;
-    command: how the CLI presents it; module: the package that registers it.
+    command: how the CLI presents it; module: the package that registers it; comparable: a
+    comparison may run it as one of its methods (False for a measurement such as intrinsic dimension).
     """
 
     name: str
@@ -105,6 +106,7 @@ class Method:
     summary: str = ""
     command: Command | None = None
     module: str = ""
+    comparable: bool = True
 
     def __post_init__(self):
         if self.trains not in TRAINS:

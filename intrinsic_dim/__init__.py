@@ -66,4 +66,4 @@ register_method(Method(
     name=METHOD, config=IntrinsicDimConfig, fit=fitting.fit, result=D90Result, trains="weights", template="manual",
     space={}, prepare=fitting.prepare, resumable=IntrinsicDimConfig.RESUMABLE, needs_dev=True,
     summary="intrinsic dimension: d90 of training in a random subspace (model, prompt or prefix space)",
-    command=INTRINSIC_DIM, module=__name__))
+    command=INTRINSIC_DIM, module=__name__, comparable=False))

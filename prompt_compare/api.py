@@ -12,9 +12,10 @@ from pathlib import Path
 
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback, Event, notify
+from frozen_lm.parallel import default_threads
 from prompt_compare import store
 from prompt_compare.cells import Cell, grid_cells
-from prompt_compare.engine import default_threads, run_ray, run_sequential
+from prompt_compare.engine import run_ray, run_sequential
 from prompt_compare.entries import methods_from
 from prompt_compare.plots import write_plots
 from prompt_compare.spec import (

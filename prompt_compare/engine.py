@@ -1,5 +1,6 @@
 """Where cells run: one after another in this process (workers=1, Ray never imported), or on Ray
-(a local Ray started here with `workers` CPUs, or an existing cluster at `ray_address`).
+(a local Ray started here with `workers` CPUs, or an existing cluster at `ray_address`), through
+frozen_lm.parallel.
 
 Each cell is tried twice at most: a cell that raises (or whose Ray worker dies) runs once more,
 then is recorded with its error, and the grid goes on. Every finished cell is handed to
@@ -15,20 +16,17 @@ models and a 256-wide one, 1 and 2 threads train bit-identical weights.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from frozen_lm.errors import UserError
 from frozen_lm.methods import methods
+from frozen_lm.parallel import run_jobs
 from prompt_compare.cells import Cell
 from prompt_compare.execute import run_cell
 
 logger = logging.getLogger(__name__)
-ATTEMPTS = 2
 
 
 def packages() -> list[str]:
@@ -45,70 +43,19 @@ def failed_record(cell: Cell, error: str, attempts: int) -> dict:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def error_text(e: BaseException) -> str:
-    """One line: the exception type and its first line (a Ray error: the cause inside it)."""
-    cause = getattr(e, "cause", None) or e
-    first = (str(cause).strip().splitlines() or [""])[0]
-    return f"{type(cause).__name__}: {first}"[:500]
-
-
-def default_threads(workers: int) -> int:
-    """Torch threads per worker: the machine's cores split between the workers."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
 def run_sequential(cells: list[Cell], out: Path, on_record: Callable[[dict], bool], threads: int | None = None) -> str:
     """Run cells here, in order; 'stopped' when on_record asks to stop, else 'done'."""
-    for cell in cells:
-        record = None
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                record = {**run_cell(cell.to_dict(), str(out), threads), "attempts": attempt}
-                break
-            except Exception as e:  # noqa: BLE001 - a failing cell must not stop the grid
-                logger.warning("%s failed (attempt %d of %d): %s", cell.label, attempt, ATTEMPTS, error_text(e))
-                logger.debug("cell failure", exc_info=True)
-                if attempt == ATTEMPTS:
-                    record = failed_record(cell, error_text(e), attempt)
-        if on_record(record):
-            return "stopped"
-    return "done"
+    return run_jobs(cells, run_cell, lambda cell, record: on_record(record), args=(str(out), threads),
+                    failed=failed_record)
 
 
 def run_ray(cells: list[Cell], out: Path, on_record: Callable[[dict], bool], workers: int,
             ray_address: str | None = None, threads: int | None = None) -> str:
     """Run cells on Ray, at most `workers` at a time; 'stopped' when on_record asks to stop (cells in
     flight finish first), else 'done'."""
-    ray, started_here = _start_ray(workers, ray_address, threads)
-    remote = ray.remote(run_cell).options(num_cpus=1 if ray_address is None else threads or 1,
-                                          num_gpus=_gpus_per_cell(cells, workers), max_retries=0)
-    pending, inflight, stopping = deque(cells), {}, False
-    try:
-        while pending or inflight:
-            while pending and not stopping and len(inflight) < workers:
-                cell = pending.popleft()
-                inflight[remote.remote(cell.to_dict(), str(out.resolve()), threads)] = (cell, 1)
-            if not inflight:
-                break
-            (ref,), _ = ray.wait(list(inflight), num_returns=1)
-            cell, attempt = inflight.pop(ref)
-            try:
-                record = {**ray.get(ref), "attempts": attempt}
-            except Exception as e:  # noqa: BLE001 - RayTaskError, a dead worker: retried, then recorded
-                logger.warning("%s failed (attempt %d of %d): %s", cell.label, attempt, ATTEMPTS, error_text(e))
-                if attempt < ATTEMPTS:
-                    inflight[remote.remote(cell.to_dict(), str(out.resolve()), threads)] = (cell, attempt + 1)
-                    continue
-                record = failed_record(cell, error_text(e), attempt)
-            stopping = bool(on_record(record)) or stopping
-    except KeyboardInterrupt:
-        for ref in inflight:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        if started_here:
-            ray.shutdown()
-    return "stopped" if stopping else "done"
+    return run_jobs(cells, run_cell, lambda cell, record: on_record(record), workers=workers, ray_address=ray_address,
+                    threads=threads, args=(str(out.resolve()), threads), failed=failed_record, packages=packages(),
+                    gpus=_gpus_per_cell(cells, workers))
 
 
 def _gpus_per_cell(cells: list[Cell], workers: int) -> float:
@@ -119,33 +66,3 @@ def _gpus_per_cell(cells: list[Cell], workers: int) -> float:
     if not cells or cells[0].device == "cpu" or not torch.cuda.is_available():
         return 0
     return min(1.0, torch.cuda.device_count() / workers)
-
-
-def _start_ray(workers: int, address: str | None, threads: int | None):
-    """(ray, whether it was started here): a local Ray with `workers` CPUs, the cluster at `address`,
-    or the Ray this process is already connected to."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("workers above 1 run cells on Ray: pip install 'ray>=2.9' (or the 'compare' extra), "
-                        "or give workers=1") from None
-    env = {"OMP_NUM_THREADS": str(threads or 1), "TOKENIZERS_PARALLELISM": "false"}
-    if ray.is_initialized():
-        return ray, False
-    if address is None:
-        roots = {str(Path(sys.modules[p].__file__).resolve().parents[1]) for p in packages()}
-        env["PYTHONPATH"] = os.pathsep.join([*sorted(roots), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")  # a busy machine starts Ray slowly
-        try:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     object_store_memory=200 * 2**20, runtime_env={"env_vars": env})
-        except Exception as e:  # raylet/GCS start-up failures come as plain Exceptions
-            raise UserError(f"Ray could not start locally ({error_text(e)}); give workers=1 (same numbers, no Ray)") from None
-        return ray, True
-    modules = [sys.modules[p] for p in packages()]
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": env, "py_modules": modules})
-    except ConnectionError as e:
-        raise UserError(f"ray_address={address}: cannot connect ({error_text(e)})") from None
-    return ray, True

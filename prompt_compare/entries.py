@@ -6,9 +6,8 @@ config values ({'lora': {'r': 16}}), or a full mapping ({'name': 'lora-big', 'me
 which template it takes ('manual' or 'trigger'), its starting values in a grid (grid_defaults) and
 the modules it imports lazily come from its `Method`.
 
-A registered method takes part in comparisons when it trains nothing or declares the search space
-a tuned comparison tries (`Method.space`); one that trains but declares none is a measurement, not
-a result to compare (intrinsic_dim: d90 of the task and model), and a grid refuses it.
+A registered method takes part in comparisons unless it says it is a measurement, not a result to
+compare (`Method.comparable` False: intrinsic_dim, the d90 of a task and model); a grid refuses it.
 
 A cell's config: the method's grid_defaults < the grid's defaults (the keys its config has) < the
 entry's own values < the seed, built by `frozen_lm.configs.from_dict`; a mistake names the key the
@@ -44,8 +43,8 @@ def comparable_methods() -> dict[str, Method]:
 
 
 def comparable(method: Method) -> bool:
-    """Whether a grid compares this method: it trains nothing, or it declares a search space."""
-    return method.trains == "nothing" or bool(method.space)
+    """Whether a grid compares this method (a measurement is not compared)."""
+    return method.comparable
 
 
 def registered(name: str, where: str = "") -> Method:
@@ -53,8 +52,7 @@ def registered(name: str, where: str = "") -> Method:
     prefix = f"{where}: " if where else ""
     found = methods().get(name)
     if found is not None and not comparable(found):
-        raise UserError(f"{prefix}{name!r} is a measurement, not a method a grid compares (it trains {found.trains} "
-                        f"but declares no search space, Method.space); leave it out")
+        raise UserError(f"{prefix}{name!r} is a measurement, not a method a grid compares; leave it out")
     if found is None:
         raise UserError(f"{prefix}unknown method {name!r}; known: {', '.join(comparable_methods())}")
     return found
