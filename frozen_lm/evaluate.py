@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from frozen_lm import data as data_mod
 from frozen_lm import distributed
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
@@ -27,11 +28,17 @@ class Bound:
     """A prompt applied to a task: `logits(rows)` at [P] (R, M, V), `log_probs(rows)` (B, C) or (B, V).
 
     Subclasses override `logits`, and `log_probs` when their scores are not read from logits (a
-    classification head). The base class is the bare template (all [T] slots already filled).
+    classification head); `data` when the prompt adds columns of its own to the rows it scores.
+    The base class is the bare template (all [T] slots already filled).
     """
 
     def __init__(self, task: PromptTask):
         self.task = task
+
+    def data(self, dataset: data_mod.Dataset) -> data_mod.Dataset:
+        """The split as this prompt scores it, before `self.task` encodes it: the split itself; a
+        prompt whose template reads columns the data lacks (in-context demonstrations, say) adds them."""
+        return dataset
 
     def logits(self, rows: Rows) -> torch.Tensor:
         return self.task.lm.logits_at(rows.predict_pos, input_ids=rows.input_ids, attention_mask=rows.attention_mask)
@@ -183,13 +190,14 @@ def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> di
     'loss', the mean cross-entropy per target token).
 
     data: a path, `demo:...`/`hf:...` source, a list of dicts, a datasets.Dataset, or an `Encoded`
-    split. prompt: None scores the template as written (it must have no [T] slots); else any result,
-    a `DiscretePrompt`, trigger text, or a function rows -> logits at [P].
+    split (scored as it is: the prompt's `Bound.data` is not applied to it). prompt: None scores the
+    template as written (it must have no [T] slots); else any result, a `DiscretePrompt`, trigger
+    text, or a function rows -> logits at [P].
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
     bound = bind(task, prompt)
-    encoded = data if isinstance(data, Encoded) else bound.task.encode(data)
+    encoded = data if isinstance(data, Encoded) else bound.task.encode(bound.data(data_mod.load(data)))
     for note in encoded.notes:
         logger.info("%s", note)
     s = score(bound, encoded.rows, batch_size)
