@@ -1,7 +1,7 @@
 """Library messages in the command line's words: config fields (`GCGConfig.search_width`,
 `PromptTask.label_map`, or a field in backquotes where its class is not known) become the command's
 flags (`--search-width`, `--label-map`), and the run's arguments (`out=`, `resume=`,
-`overwrite=True`, `train=`, ...) its options."""
+`overwrite=True`, `train=`, ..., `report_to`) its options."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 FIELD = re.compile(r"\b[A-Z][A-Za-z0-9]*\.([a-z][a-z0-9_]*)\b")
 QUOTED = re.compile(r"`([a-z][a-z0-9_]*)`")  # a field named without its class, as `num_virtual_tokens`
 ARGUMENT = re.compile(r"\b(out|resume|train|dev|test|data|prompt)=(\S?)")
+NAMED = re.compile(r"\b(report_to|tracking_dir)\b")  # API arguments named without '=', as "report_to 'x' ..."
 
 
 def flag_names(params) -> dict[str, str]:
@@ -25,6 +26,7 @@ def to_flags(message: str, params) -> str:
     message = FIELD.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
     message = QUOTED.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
     message = message.replace("overwrite=True", "--overwrite")
+    message = NAMED.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
 
     def argument(m: re.Match) -> str:
         flag = flags.get(m.group(1), f"--{m.group(1)}")

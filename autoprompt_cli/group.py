@@ -43,11 +43,18 @@ def _peek(args: list[str], option: str) -> str | None:
 
 def chosen_method(methods: list, args: list[str]):
     """The method a command line asks for: --method NAME, else the method of the run given to
-    --resume, else the command's default."""
+    --resume, else the method its --config file names, else the command's default."""
     name = _peek(args, "--method")
     found = {m.name: m for m in methods}
     if name in found:
         return found[name]
+    config = _peek(args, "--config")
+    if name is None and config and not _peek(args, "--resume"):
+        from autoprompt_cli.config_file import method_in
+
+        named = method_in(config)
+        if named in found:
+            return found[named]
     resume = _peek(args, "--resume")
     if name is None and resume:
         try:

@@ -165,6 +165,13 @@ def option_fields(cls) -> list[tuple[str, object, object]]:
     return out
 
 
+def option_groups(cls) -> dict[str, list[str]]:
+    """{field: the option names of its fields} of a config's nested option groups."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: [n for n, _, _ in option_fields(sub)] for f in fields(cls)
+            if f.init and (sub := nested_type(hints.get(f.name))) is not None}
+
+
 def flags_of(cls) -> list[str]:
     """The flags options_from gives a config class (its --x, and --no-x of a switch)."""
     out = []
@@ -228,6 +235,6 @@ def config_from(cls, kwargs: dict, ctx: click.Context | None = None, base: dict 
 
 
 def given(ctx: click.Context, name: str) -> bool:
-    """Whether the user typed this option (rather than taking its default)."""
+    """Whether the user gave this option, typed or in a --config file (rather than taking its default)."""
     source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT", "DEFAULT_MAP")

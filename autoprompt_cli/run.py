@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from autoprompt_cli.config_file import BASE, config_option
 from autoprompt_cli.flags import to_flags
 from autoprompt_cli.options import (
     TASK_FIELDS,
@@ -27,6 +28,7 @@ from autoprompt_cli.options import (
     given,
     load_lm,
     make_task,
+    option_groups,
     options_from,
     with_demo_defaults,
 )
@@ -44,6 +46,14 @@ overwrite_option = click.option("--overwrite", is_flag=True,
                                 help="replace the run already in --out once the new run saves its first result "
                                      "(default: refuse, so no run is lost)")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="show a progress bar")
+report_option = click.option("--report-to", default=None, metavar="TRACKERS",
+                             help="log the run to experiment trackers: tensorboard, mlflow, wandb (comma-separated; "
+                                  "pip install 'autoprompt-suite[tensorboard]' etc.): the options as parameters, the "
+                                  "progress as metrics per step, the --out folder as the run's files")
+tracking_dir_option = click.option("--tracking-dir", type=click.Path(file_okay=False), default=None,
+                                   help="where the trackers keep their local files (DIR/tensorboard/<run>, DIR/mlruns "
+                                        "unless MLFLOW_TRACKING_URI is set, DIR/wandb; default: TensorBoard in the "
+                                        "--out folder, ./mlruns, ./wandb)")
 
 
 class CliError(click.ClickException):
@@ -54,9 +64,13 @@ class CliError(click.ClickException):
 
 class Command(click.Command):
     """A command whose library errors and log messages are printed in its own words (config fields
-    as its flags). elsewhere: {flag: method} of options that other methods of the command have."""
+    as its flags). elsewhere: {flag: method} of options that other methods of the command have;
+    method: the Method a method command runs; option_groups: its config's nested option groups
+    ({field: their option names}, which a --config file may write as mappings)."""
 
     elsewhere: dict[str, str] = {}
+    method = None
+    option_groups: dict[str, list[str]] = {}
 
     def parse_args(self, ctx, args):
         try:
@@ -113,23 +127,27 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
     spec = chosen.command
 
     @click.pass_context
-    def body(ctx, out, overwrite, as_json, progress, resume=None, manual=None, method=None, **kwargs):
+    def body(ctx, out, overwrite, as_json, progress, report_to, tracking_dir, resume=None, manual=None, method=None,
+             **kwargs):
         from frozen_lm.outdir import OutFolder
         from frozen_lm.runner import run
+        from frozen_lm.tracking import tracking_from
 
         opts = config_from(TaskOptions, kwargs)
+        tracking_from(report_to)  # a missing package: before the model loads
         extra = config_from(spec.options, kwargs) if spec.options else None
         if out is not None:  # before the model loads: a folder holding another run, or one that cannot be written
             OutFolder(out, overwrite, resume=bool(resume) and Path(resume).resolve() == Path(out).resolve())
         if resume:
             task, train, dev, config, out = _resumed(ctx, chosen, resume, opts, kwargs, out)
         else:
-            config = config_from(chosen.config, kwargs, ctx)
+            config = config_from(chosen.config, kwargs, ctx, base=ctx.meta.get(BASE))
             task, train, dev = _fresh(chosen, config, opts)
             out = out or default_out(spec.name)
         if spec.check:
             spec.check(task, config, extra)
-        result = run(chosen, task, train, dev, config, out=out, overwrite=overwrite, resume=resume, progress=progress)
+        result = run(chosen, task, train, dev, config, out=out, overwrite=overwrite, resume=resume, progress=progress,
+                     report_to=report_to, tracking_dir=tracking_dir)
         with _printing():  # under torchrun every process scores the report's splits; process 0 prints
             if spec.after:
                 spec.after(result, task, extra)
@@ -145,13 +163,16 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
         body = click.option("--method", type=click.Choice([m.name for m in methods]), default=chosen.name,
                             show_default=True, help="the algorithm: " + "; ".join(f"{m.name}: {m.summary}" for m in methods)
                             )(body)
-    for deco in (json_option, progress_option, overwrite_option, out_option):
+    for deco in (tracking_dir_option, report_option, json_option, progress_option, overwrite_option, out_option):
         body = deco(body)
     if spec.options:
         body = options_from(spec.options)(body)
     body = options_from(chosen.config)(body)
     body = options_from(TaskOptions)(body)
     command = click.command(spec.name, cls=Command, help=family_help(methods, chosen), no_args_is_help=False)(body)
+    command.params.insert(0, config_option())
+    command.method = chosen
+    command.option_groups = option_groups(chosen.config)
     own = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
     command.elsewhere = {flag: m.name for m in reversed(methods) if m is not chosen
                          for flag in flags_of(m.config) if flag not in own}

@@ -1,9 +1,11 @@
-"""Artifact files: a directory with config.json, weights.safetensors and results.json.
+"""Artifact files: a directory with config.json, weights.safetensors, results.json and README.md.
 
 config.json holds everything needed to rerun: the method and the package that made it, its config
 dataclass (seed included), the task spec, the model, where the data came from, and the versions.
 weights.safetensors holds the learned tensors (random projections are regenerated from their seed,
-never saved). results.json holds metrics, history, timings and the run's status. Files are written
+never saved). results.json holds metrics, history, timings and the run's status. README.md is the
+model card (frozen_lm.card), written from the same facts, so the folder can be shared as it is.
+Files are written
 to a temporary name and renamed, so an interrupted write never leaves a half-written file behind.
 This module only reads and writes; `frozen_lm.results.Result` gives artifacts their meaning.
 Under torch.distributed (several processes, frozen_lm.distributed) process 0 alone prepares and
@@ -25,7 +27,7 @@ from frozen_lm import distributed
 from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
-CONFIG, WEIGHTS, RESULTS = "config.json", "weights.safetensors", "results.json"
+CONFIG, WEIGHTS, RESULTS, CARD = "config.json", "weights.safetensors", "results.json", "README.md"
 FORMAT = 3  # 1: package 0.1 (task options and data paths in "task"); 2: 0.2 (a method name per package)
 
 
@@ -57,7 +59,8 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-OWN_FILES = (CONFIG, WEIGHTS, RESULTS, "d90.png")  # what a run writes into its folder
+OWN_FILES = (CONFIG, WEIGHTS, RESULTS, CARD, "d90.png")  # what a run writes into its folder
+OWN_DIRS = ("tensorboard",)  # folders a run writes into its folder (report_to='tensorboard': frozen_lm.tracking)
 
 
 def claim_out(out, overwrite: bool = False, resume: bool = False) -> Path:
@@ -93,14 +96,19 @@ def _claim_out(out: Path, overwrite: bool, resume: bool) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
+    _write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def write_artifact(out_dir, meta: dict, tensors: dict[str, torch.Tensor], results: dict) -> Path:
-    """Write (or update) an artifact directory; returns its path. The weights file carries no
-    metadata, so the same tensors give the same bytes. Several processes: only process 0 writes."""
+def write_artifact(out_dir, meta: dict, tensors: dict[str, torch.Tensor], results: dict, card: str | None = None) -> Path:
+    """Write (or update) an artifact directory; returns its path. card: the README.md text (the model
+    card). The weights file carries no metadata, so the same tensors give the same bytes. Several
+    processes: only process 0 writes."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -112,6 +120,8 @@ def write_artifact(out_dir, meta: dict, tensors: dict[str, torch.Tensor], result
     os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; give it the other files' mode
     os.replace(tmp, out / WEIGHTS)
     _write_json(out / RESULTS, results)
+    if card is not None:
+        _write_text(out / CARD, card)
     _write_json(out / CONFIG, {"format": FORMAT, **meta})
     return out
 
@@ -159,7 +169,7 @@ def read_artifact(path) -> Artifact:
     if isinstance(meta.get("format"), int) and meta["format"] > FORMAT:
         logger.warning("%s: written in artifact format %d by a newer package (this one reads up to %d); "
                        "fields it does not know are ignored", p / CONFIG, meta["format"], FORMAT)
-    meta = _upgrade(meta)
+    meta = upgrade_meta(meta)
     for key, kind in (("config", dict), ("task", dict), ("model", dict)):
         if not isinstance(meta.get(key), kind):
             raise UserError(f"{p / CONFIG} is damaged: '{key}' is missing or not an object")
@@ -169,7 +179,7 @@ def read_artifact(path) -> Artifact:
     return art
 
 
-def _upgrade(meta: dict) -> dict:
+def upgrade_meta(meta: dict) -> dict:
     """Format 1 (package 0.1) -> format 2: data sources and model name move out of "task"."""
     if meta.get("format", 1) >= 2:
         return meta

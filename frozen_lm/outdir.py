@@ -6,7 +6,7 @@ holds another run (unless `resume` continues that run, or `overwrite` replaces i
 other files, and one that cannot be written. Nothing is deleted then: when it replaces a run, the old
 run stays whole until the new run saves its first result (its best so far, or the end); that save
 rewrites the artifact's files and then removes the old run's files the new one did not write (a
-d90.png, say). The user's own files in the folder are never touched. Under torch.distributed
+d90.png, say, or its TensorBoard event files). The user's own files in the folder are never touched. Under torch.distributed
 (frozen_lm.distributed) process 0 alone checks and writes; the others get the same errors.
 """
 
@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from frozen_lm import distributed
-from frozen_lm.artifact import CONFIG, OWN_FILES
+from frozen_lm.artifact import CONFIG, OWN_DIRS, OWN_FILES
 from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,11 @@ class OutFolder:
                     raise UserError(f"out={out} already holds a run; give resume= to continue it, overwrite=True to "
                                     "replace it, or another out=")
                 if overwrite and not resume:
-                    self.stale = {p.name: _identity(p) for p in out.iterdir() if p.name in OWN_FILES}
-            elif any(p.name not in OWN_FILES and p.suffix != ".tmp" for p in out.iterdir()) or not overwrite:
+                    self.stale = {str(p.relative_to(out)): _identity(p) for p in _own(out)}
+            elif any(not _is_own(p) and p.suffix != ".tmp" for p in out.iterdir()) or not overwrite:
                 raise UserError(f"out={out} is not empty and holds no artifact; give a new or empty folder")
+            else:  # what a run left before its first save
+                self.stale = {str(p.relative_to(out)): _identity(p) for p in _own(out)}
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".write-test.tmp"
@@ -61,10 +63,24 @@ class OutFolder:
                 p = self.path / name
                 if p.exists() and _identity(p) == identity:  # not rewritten by this save
                     p.unlink()
+            for folder in OWN_DIRS:  # (emptied folders of the old run's event files)
+                for sub in sorted((self.path / folder).glob("**/"), reverse=True):
+                    if sub.is_dir() and not any(sub.iterdir()):
+                        sub.rmdir()
             for tmp in self.path.glob("*.tmp"):
                 tmp.unlink()
         self.stale = {}
         return path
+
+
+def _is_own(path: Path) -> bool:
+    return path.name in OWN_FILES if path.is_file() else path.name in OWN_DIRS
+
+
+def _own(out: Path) -> list[Path]:
+    """The run's own files in `out`: its artifact files and the files in its own folders."""
+    files = [p for p in out.iterdir() if p.is_file() and p.name in OWN_FILES]
+    return files + [p for d in OWN_DIRS if (out / d).is_dir() for p in (out / d).rglob("*") if p.is_file()]
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -5,7 +5,8 @@ model, where the data came from, the versions) and what it produced (tensors, me
 timings, status). A method subclasses it with its own fields and `bind(task)`. `save(dir)` writes
 the artifact; `load_result(dir)` reads any method's artifact back as its result class.
 
-Fields of a subclass go to results.json; `tensors` to weights.safetensors; the rest to config.json.
+Fields of a subclass go to results.json; `tensors` to weights.safetensors; the rest to config.json;
+README.md is the model card made from them (frozen_lm.card; a method adds lines with `card_lines`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from frozen_lm import configs
 from frozen_lm.artifact import Artifact, check_model, model_info, read_artifact, versions, write_artifact
+from frozen_lm.card import model_card
 from frozen_lm.errors import UserError
 from frozen_lm.task import PromptTask, TaskSpec
 
@@ -81,7 +83,13 @@ class Result:
                 "versions": self.versions or versions()}
         extra = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _META_FIELDS}
         results = {**extra, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        return write_artifact(out, meta, self.tensors, results)
+        card = model_card(meta, results, Path(out).resolve().name, self.card_lines())
+        return write_artifact(out, meta, self.tensors, results, card)
+
+    def card_lines(self) -> list[str]:
+        """Lines a method adds to its artifact's README.md (model card), e.g. the prompt it found as
+        text; markdown. None by default."""
+        return []
 
     @classmethod
     def from_artifact(cls, art: Artifact, config) -> Result:

@@ -11,7 +11,8 @@ reports its best-so-far result through `run.checkpoint`, which rewrites the arti
 machine loses little. Ctrl-C: the method raises `RunInterrupted` with its result so far (or the
 last checkpoint is taken), the runner saves it and raises `frozen_lm.errors.Interrupted`, which
 `resume=` continues. At the end a `test` split is scored by the shared evaluator and the artifact
-is written.
+is written. With `report_to`, the run is also logged to experiment trackers (frozen_lm.tracking):
+the config at the start, every event's numbers, the artifact folder and status at the end.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ import torch
 
 from frozen_lm import configs
 from frozen_lm import data as data_mod
+from frozen_lm.artifact import model_info
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.events import Callback
 from frozen_lm.methods import Method, resolve
 from frozen_lm.outdir import OutFolder
 from frozen_lm.results import Result, base_fields, load_result
 from frozen_lm.task import PromptTask
+from frozen_lm.tracking import run_params, tracking_from
+from frozen_lm.tracking import start as start_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -103,24 +107,47 @@ def seed_everything(seed: int) -> None:
 
 
 def run(method, task: PromptTask, train, dev=None, config=None, *, test=None, out=None, resume=None,
-        overwrite: bool = False, callback: Callback | None = None, progress: bool = True, inputs: dict | None = None):
+        overwrite: bool = False, callback: Callback | None = None, progress: bool = True, inputs: dict | None = None,
+        report_to=None, tracking_dir=None):
     """Run a registered method (a Method, its name, or None to take it from `config`) and return its
     result. train, dev, test: any data source `frozen_lm.data.load` takes (train None: a task with a
     fixed target and no data fields, which needs none); test is scored at the end, never used to
     choose. out: the artifact folder (nothing is written without it). resume: a saved result of the
     method, or its folder, to continue. callback(event) may stop the run by returning True. inputs:
-    the method's extra inputs (e.g. intrinsic_dim's `prompt`)."""
+    the method's extra inputs (e.g. intrinsic_dim's `prompt`). report_to: experiment trackers,
+    'tensorboard', 'mlflow', 'wandb' (comma-separated or a list; frozen_lm.tracking), which get
+    the config, every event's numbers and the artifact folder; tracking_dir: their local folder."""
     method = resolve(method, config)
     config = config if config is not None else method.config()
     if type(config) is not method.config:
         raise UserError(f"method {method.name!r} takes a {method.config.__name__}, got a {type(config).__name__}")
+    tracking = tracking_from(report_to, tracking_dir)  # a missing package: before any work
     splits, data = _load(method, task, train, dev, test)
     if method.prepare is not None:
         task, config = method.prepare(task, config, splits)
     previous = _previous(method, resume, task, config, data)
     folder = OutFolder(out, overwrite, resume=_resumes_into(resume, out)) if out is not None else None
+    trackers = None
+    if tracking is not None:
+        params = run_params(method.name, configs.to_dict(config), task.spec.to_dict(), model_info(task.lm), data)
+        trackers = start_tracking(tracking, params, out)
+        callback = trackers.wrap(callback) if trackers is not None else callback
     context = Run(method, task, config, splits, data, previous, dict(inputs or {}), callback, progress, folder)
     seed_everything(config.seed)
+    if trackers is None:
+        return _fit(context, resume, out)
+    try:
+        result = _fit(context, resume, out)
+    except BaseException as e:
+        trackers.end(out, "interrupted" if isinstance(e, Interrupted | KeyboardInterrupt) else "failed")
+        raise
+    trackers.end(out, result.status, result.metrics)
+    return result
+
+
+def _fit(context: Run, resume, out) -> Result:
+    """The method's fit, Ctrl-C's save, the test split's score and the final save."""
+    method, task, splits, folder, previous = context.method, context.task, context.splits, context.out, context.previous
     try:
         result = method.fit(context)
     except RunInterrupted as stop:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from frozen_lm.artifact import CONFIG, RESULTS, WEIGHTS
+from frozen_lm.artifact import CARD, CONFIG, RESULTS, WEIGHTS
 from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
 SEARCH = ("search", "--iters", "1", "--num-cand", "2", "--no-progress")
@@ -56,7 +56,7 @@ def test_overwrite_replaces_the_run_and_keeps_the_users_files(cli, tiny_folder, 
     assert (run / "notes.txt").read_text() == "my notes"
     assert not (run / "d90.png").exists()
     assert (run / CONFIG).read_text() != old_config and json.loads((run / CONFIG).read_text())["seed"] == 3
-    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG, RESULTS, WEIGHTS, "notes.txt"])
+    assert sorted(p.name for p in run.iterdir()) == sorted([CONFIG, RESULTS, WEIGHTS, CARD, "notes.txt"])
 
 
 def test_label_search_never_overwrites_a_file(cli, tiny_folder, tmp_path):

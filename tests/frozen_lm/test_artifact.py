@@ -11,6 +11,7 @@ import torch
 
 from frozen_lm import PromptTask, Result, evaluate, load_result
 from frozen_lm.artifact import (
+    CARD,
     CONFIG,
     RESULTS,
     WEIGHTS,
@@ -63,7 +64,7 @@ def saved(tmp_path, tiny):
 
 def test_round_trip(saved):
     path, lm, task, result = saved
-    assert sorted(p.name for p in path.iterdir()) == sorted([CONFIG, WEIGHTS, RESULTS])
+    assert sorted(p.name for p in path.iterdir()) == sorted([CONFIG, WEIGHTS, RESULTS, CARD])
     loaded = load_result(path)
     assert type(loaded) is DummyResult and loaded.method == "dummy"
     assert loaded.config == DummyConfig(seed=7) and loaded.seed == 7
