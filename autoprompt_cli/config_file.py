@@ -103,8 +103,11 @@ def apply_config(ctx: click.Context, param, value):
         options = from_plain(values, ctx, value)
     params = {p.name: p for p in ctx.command.params}
     for name, v in list(options.items()):
-        if isinstance(v, dict | list) and isinstance(params[name].type, click.types.StringParamType):
-            options[name] = json.dumps(v)  # a label map written as a mapping: the JSON the option reads
+        if isinstance(params[name].type, click.types.StringParamType):
+            if isinstance(v, dict) or (isinstance(v, list) and name == "label_map"):
+                options[name] = json.dumps(v)  # a label map written as a mapping: the JSON the option reads
+            elif isinstance(v, list):
+                options[name] = ",".join(map(str, v))  # a list written as a list: 'a,b' as the option reads
     ctx.default_map = {**(ctx.default_map or {}), **options}
     return value
 

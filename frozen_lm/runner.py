@@ -34,7 +34,8 @@ from frozen_lm.methods import Method, resolve
 from frozen_lm.outdir import OutFolder
 from frozen_lm.results import Result, base_fields, load_result
 from frozen_lm.task import PromptTask
-from frozen_lm.tracking import run_params, tracking_from
+from frozen_lm.tracking import current as current_tracking
+from frozen_lm.tracking import run_params
 from frozen_lm.tracking import start as start_tracking
 
 logger = logging.getLogger(__name__)
@@ -116,12 +117,13 @@ def run(method, task: PromptTask, train, dev=None, config=None, *, test=None, ou
     method, or its folder, to continue. callback(event) may stop the run by returning True. inputs:
     the method's extra inputs (e.g. intrinsic_dim's `prompt`). report_to: experiment trackers,
     'tensorboard', 'mlflow', 'wandb' (comma-separated or a list; frozen_lm.tracking), which get
-    the config, every event's numbers and the artifact folder; tracking_dir: their local folder."""
+    the config, every event's numbers and the artifact folder; tracking_dir: their local folder
+    (default: as the enclosing `frozen_lm.tracking.using` block says, else no tracking)."""
     method = resolve(method, config)
     config = config if config is not None else method.config()
     if type(config) is not method.config:
         raise UserError(f"method {method.name!r} takes a {method.config.__name__}, got a {type(config).__name__}")
-    tracking = tracking_from(report_to, tracking_dir)  # a missing package: before any work
+    tracking = current_tracking(report_to, tracking_dir)  # a missing package: before any work
     splits, data = _load(method, task, train, dev, test)
     if method.prepare is not None:
         task, config = method.prepare(task, config, splits)

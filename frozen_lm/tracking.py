@@ -7,7 +7,12 @@ The runner (frozen_lm.runner) drives it from what every run already has: at the 
 numbers as metrics at its step (a stage's numbers under 'STAGE/'; a finished subspace run's under
 'run/'); at the end the result's metrics (under 'result/') and the artifact folder as the run's
 files, also after Ctrl-C. Each backend is one `Tracker` (start, log, artifact, finish); the
-packages are optional extras, checked before any work.
+packages are optional extras, checked before any work. Runs started inside `with using(...)`
+without a report_to of their own are tracked as it says, so a method's own API function
+(`softprompt.tune`, ...) or a grid's cell is tracked without passing anything down:
+
+    with frozen_lm.tracking.using("mlflow"):
+        softprompt.tune(task, train, dev, config, out="runs/x")
 
 Where runs go: TensorBoard to `<out>/tensorboard` (or `<tracking_dir>/tensorboard/<run name>`);
 MLflow to MLFLOW_TRACKING_URI, else a local `mlruns` folder (in tracking_dir, else the working
@@ -19,6 +24,8 @@ run per cell, grouped: `open_group` starts an MLflow parent run and names the W&
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import json
 import logging
@@ -36,13 +43,15 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("tensorboard", "mlflow", "wandb")
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # what each imports
 EXIT = {"done": "FINISHED", "stopped": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
+_AMBIENT: contextvars.ContextVar = contextvars.ContextVar("frozen_lm_tracking", default=None)
 
 
 @dataclass(frozen=True)
 class Tracking:
     """How a run is tracked. report_to: the backends; dir: their local root (None: TensorBoard in
     the run's out folder, MLflow's ./mlruns, W&B's ./wandb); name: the run's name (default: its out
-    folder's name); group: the grid it belongs to; parent: {backend: parent run id} (MLflow)."""
+    folder's name; a run in a folder below a named one is 'NAME/FOLDER'); group: the grid it belongs
+    to; parent: {backend: parent run id} (MLflow)."""
 
     report_to: tuple[str, ...]
     dir: str | None = None
@@ -69,6 +78,24 @@ def tracking_from(report_to, tracking_dir=None) -> Tracking | None:
             raise UserError(f"report_to {name!r} needs the {PACKAGES[name]} package: "
                             f"pip install 'autoprompt-suite[{name}]'")
     return found if found.report_to else None
+
+
+@contextlib.contextmanager
+def using(report_to, tracking_dir=None):
+    """Track the runs started inside (`frozen_lm.run` without its own report_to) as `report_to`
+    says: names, or a Tracking (a grid's, with its group and parent run; its name, when set, is the
+    prefix of the runs' names)."""
+    token = _AMBIENT.set(tracking_from(report_to, tracking_dir))
+    try:
+        yield
+    finally:
+        _AMBIENT.reset(token)
+
+
+def current(report_to=None, tracking_dir=None) -> Tracking | None:
+    """The tracking of a run: its own report_to, else that of the `using` block it runs in."""
+    own = tracking_from(report_to, tracking_dir)
+    return own if own is not None else _AMBIENT.get()
 
 
 # ---------------------------------------------------------------- what is logged
@@ -334,7 +361,9 @@ def start(tracking: Tracking | None, params: dict, out=None) -> Trackers | None:
     if tracking is None or not distributed.is_main():
         return None
     out = Path(out) if out is not None else None
-    name = tracking.name or (out.resolve().name if out is not None else f"{params.get('method')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    name = out.resolve().name if out is not None else f"{params.get('method')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if tracking.name:  # a cell's own name; a run in a folder of its own below it: 'CELL/FOLDER'
+        name = tracking.name if out is None or name == tracking.name else f"{tracking.name}/{name}"
     opened = []
     for backend in tracking.report_to:
         tracker = TRACKERS[backend](tracking, out)

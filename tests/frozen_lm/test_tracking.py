@@ -122,6 +122,31 @@ def test_ctrl_c_logs_the_saved_run_as_killed(tiny, tmp_path, mlflow_store):
     assert "weights.safetensors" in {a.path for a in client.list_artifacts(runs["run"].info.run_id)}
 
 
+def test_a_grid_groups_its_runs_under_a_parent_run(tiny, tmp_path, mlflow_store):
+    """open_group: an MLflow parent run; runs inside `using(group.tracking)` are nested under it (a
+    run in a folder below the cell's is 'CELL/FOLDER'), and finishing the group logs its files."""
+    from dataclasses import replace
+
+    import softprompt
+
+    group = tracking_mod.open_group("mlflow", "grid", {"seeds": [1, 2]}, tracking_dir=tmp_path / "trk")
+    with tracking_mod.using(replace(group.tracking, name="c1")):
+        softprompt.tune(PromptTask(tiny("llama"), TEMPLATE, LABELS), TRAIN, DEV, CONFIG, out=tmp_path / "grid" / "c1")
+    with tracking_mod.using(replace(group.tracking, name="c2")):
+        _run(tiny, tmp_path / "grid" / "c2" / "setting-0")
+    (tmp_path / "grid" / "table.md").write_text("| a |\n")
+    group.finish("done", tmp_path / "grid")
+    client, runs = mlflow_store()
+    assert set(runs) == {"grid", "c1", "c2/setting-0"}
+    parent = runs["grid"].info.run_id
+    assert runs["grid"].info.status == "FINISHED" and runs["grid"].data.params["seeds"] == "[1, 2]"
+    assert [a.path for a in client.list_artifacts(parent)] == ["table.md"]
+    for name in ("c1", "c2/setting-0"):
+        assert runs[name].data.tags["mlflow.parentRunId"] == parent and runs[name].data.tags["group"] == "grid"
+    assert _run(tiny, tmp_path / "alone").status == "done"  # outside the block: not tracked
+    assert set(mlflow_store()[1]) == {"grid", "c1", "c2/setting-0"}
+
+
 # ---------------------------------------------------------------- W&B
 def wandb_records(folder: Path) -> list:
     """The records of W&B's offline run file, once its exit record is there (W&B's service process
@@ -167,11 +192,14 @@ def test_wandb_offline_run(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    result = _run(tiny, tmp_path / "run", report_to="wandb", tracking_dir=tmp_path / "trk")
+    group = tracking_mod.open_group("wandb", "grid", tracking_dir=tmp_path / "trk")
+    with tracking_mod.using(group.tracking):  # a grid's cell: its group is the grid's folder name
+        result = _run(tiny, tmp_path / "run")
+    group.finish("done", tmp_path)
     records = wandb_records(tmp_path / "trk")
     (start,) = [r.run for r in records if r.HasField("run")]
     config = {_key(item): json.loads(item.value_json) for item in start.config.update}
-    assert (start.display_name, start.project) == ("run", "autoprompt")
+    assert (start.display_name, start.project, start.run_group) == ("run", "autoprompt", "grid")
     assert config["lr"] == 0.03 and config["method"] == "prompt" and config["task.template"] == TEMPLATE
     rows = [{_key(i): json.loads(i.value_json) for i in r.history.item} for r in records if r.HasField("history")]
     assert {row["step"]: row["loss"] for row in rows if "loss" in row} == pytest.approx(_losses(result))
