@@ -51,13 +51,20 @@ class Tracking:
     """How a run is tracked. report_to: the backends; dir: their local root (None: TensorBoard in
     the run's out folder, MLflow's ./mlruns, W&B's ./wandb); name: the run's name (default: its out
     folder's name; a run in a folder below a named one is 'NAME/FOLDER'); group: the grid it belongs
-    to; parent: {backend: parent run id} (MLflow)."""
+    to; parent: {backend: parent run id} (MLflow); root: the folder MLflow's and W&B's default
+    folders are in (None: the working folder; a grid sets its own, as its cells may run in other
+    processes)."""
 
     report_to: tuple[str, ...]
     dir: str | None = None
     name: str | None = None
     group: str | None = None
     parent: dict = field(default_factory=dict)
+    root: str | None = None
+
+    def local(self) -> Path:
+        """Where MLflow's mlruns and W&B's wandb folders go: dir, else root, else the working folder."""
+        return Path(self.dir or self.root or ".")
 
 
 def tracking_from(report_to, tracking_dir=None) -> Tracking | None:
@@ -227,7 +234,7 @@ def mlflow_client(tracking: Tracking):
     MLFLOW_EXPERIMENT_NAME, else 'autoprompt'."""
     from mlflow import MlflowClient
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or (Path(tracking.dir or ".") / "mlruns").resolve().as_uri()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (tracking.local() / "mlruns").resolve().as_uri()
     if uri.startswith("file:") or "://" not in uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to use a folder store
     client = MlflowClient(uri)
@@ -286,7 +293,7 @@ class WandbTracker(Tracker):
     def start(self, name, params, group, parent):
         import wandb
 
-        root = Path(self.tracking.dir or ".")
+        root = self.tracking.local()
         root.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or "autoprompt", name=name, group=group,
                               job_type=params.get("method"), config=params, dir=str(root), reinit="create_new")
@@ -405,7 +412,8 @@ def open_group(report_to, name: str, params: dict | None = None, tracking_dir=No
     tracking = tracking_from(report_to, tracking_dir)
     if tracking is None:
         return None
-    tracking = replace(tracking, group=name)
+    where = str(Path(tracking.dir).resolve()) if tracking.dir is not None else None
+    tracking = replace(tracking, group=name, dir=where, root=str(Path.cwd()))  # the same folders in every worker
     group = Group(tracking)
     if "mlflow" in tracking.report_to:
         try:
