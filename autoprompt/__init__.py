@@ -9,7 +9,8 @@
 
 Two registered methods, 'autoprompt' and 'gcg', share the search loop (search: gradients, scoring,
 dev selection) and differ in their proposer (hotflip: HotFlip top-k per slot; gcg: sampled
-multi-slot swaps, probe: probe sampling). Modules: config, fit (what the runner calls), scoring
+multi-slot swaps, probe: probe sampling); models: one prompt for several models (search(models=)).
+Modules: config, fit (what the runner calls), scoring
 (batched candidate scoring with prefix packing), candidates, start (from a hand-written template),
 result (SearchResult), command (the CLI's presentation), label_search.
 """
@@ -30,7 +31,8 @@ __all__ = ["AutoPromptConfig", "GCGConfig", "LabelSearchConfig", "LabelWords", "
 
 
 def search(task, train, dev, config: AutoPromptConfig | GCGConfig | None = None, *, test=None, out=None, resume=None,
-           overwrite: bool = False, callback: Callback | None = None, progress: bool = True) -> SearchResult:
+           overwrite: bool = False, callback: Callback | None = None, progress: bool = True,
+           models=None) -> SearchResult:
     """Find trigger tokens for the task's [T] slots and return the best by dev score: AutoPrompt
     (an AutoPromptConfig, the default) or GCG (a GCGConfig).
 
@@ -45,9 +47,17 @@ def search(task, train, dev, config: AutoPromptConfig | GCGConfig | None = None,
     run's, except `iters` and `patience`, which may grow. callback(event) gets an 'iteration' Event
     after each iteration; returning True stops the run. Ctrl-C raises
     `frozen_lm.errors.Interrupted` carrying the best-so-far result.
+    models: more models to search the prompt for (FrozenLMs, or names loaded on the task's device):
+    the objective is the mean over the task's model and these (autoprompt.models). Models with the
+    task's tokenizer add their gradients; a model with another tokenizer scores each candidate as
+    text, retokenized (its gradient cannot be added). best_dev is then the mean, and
+    metrics['dev_models'] the best trigger on each model. A resume takes the saved run's models
+    (models= must name the same ones, or be left out).
     """
+    inputs = {"models": models} if models is not None else None
     return run(None, task, train, dev, config or AutoPromptConfig(), test=test, out=out, resume=resume,
-               overwrite=overwrite, callback=callback, progress=progress)
+               overwrite=overwrite, callback=callback, progress=progress, inputs=inputs)
+
 
 
 def _fit_autoprompt(r) -> SearchResult:

@@ -19,6 +19,18 @@ def summary(r: SearchResult) -> dict:
     return row
 
 
+def details(r: SearchResult) -> dict:
+    """Searched for several models (--model a,b): the found prompt's dev score on each."""
+    rows = r.metrics.get("dev_models")
+    if not rows:
+        return {}
+    table = [{k: v for k, v in row.items() if k != "drift"} for row in rows]
+    for row, full in zip(table, rows):
+        if "drift" in full:
+            row["tokens_there"] = full["drift"]["n_tokens_after"]
+    return {"models": (f"the prompt on each model (mean {r.metric} {r.metrics.get('dev_mean', 0):.4f})", table)}
+
+
 def headline(r: SearchResult) -> str:
     line = f"prompt: {r.filled_template}"
     for g in r.metrics.get("generations", [])[:1]:
@@ -30,7 +42,8 @@ def headline(r: SearchResult) -> str:
 
 
 AUTOPROMPT = Command(
-    name="search", summary=summary, headline=headline, compare_manual=True, default=True,
+    name="search", summary=summary, headline=headline, details=details, compare_manual=True, default=True,
+    models="joint",
     help="""Find trigger tokens for the [T] slots of a template (AutoPrompt, gradient-guided search).
 
     Runs with no arguments on the built-in demo sentiment task and the default offline model, and
@@ -46,10 +59,12 @@ AUTOPROMPT = Command(
           --label-map '0=terrible,1=great' --train sst2/train.jsonl --dev sst2/dev.jsonl --out runs/sst2
       autoprompt search --resume runs/sst2 --iters 40
       autoprompt evaluate runs/sst2 --data sst2/test.jsonl
+      autoprompt search --model smollm2-135m,gemma3-270m   # one prompt for both: the mean of their scores
+      autoprompt evaluate runs/sst2 --model gemma3-270m     # the prompt as text on another model
     """)
 
 GCG = Command(
-    name="search", summary=summary, headline=headline, compare_manual=True,
+    name="search", summary=summary, headline=headline, details=details, compare_manual=True, models="joint",
     help="""Find trigger tokens with GCG (greedy coordinate gradient, Zou et al. 2023, as nanoGCG).
 
     Each iteration samples --search-width candidates, each with --n-replace random slots set to one

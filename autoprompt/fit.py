@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from autoprompt.config import SearchOptions
+from autoprompt.models import make_searcher, models_of, other_models, per_model
 from autoprompt.result import SearchResult
 from autoprompt.search import Searcher, State, initial_trigger, state_dict
 from autoprompt.start import check_same_encoding, slot_template
@@ -72,12 +73,14 @@ def check_resume(previous: SearchResult, config: SearchOptions) -> None:
 
 def fit_search(run: Run, proposer) -> SearchResult:
     """Search the task's [T] slots with the method's proposer; the result keeps the best trigger by
-    dev score (metrics['start_dev']: the start's score, never better than it)."""
+    dev score (metrics['start_dev']: the start's score, never better than it). run.inputs['models']:
+    more models the prompt is searched for (autoprompt.models: the objective is the mean over them)."""
     task, config, previous = run.task, run.config, run.previous
+    lms = other_models(run)
     train_enc, dev_enc = task.encode(run.train), task.encode(run.dev)
     for note in train_enc.notes:
         logger.info("train: %s", note)
-    searcher = Searcher(task, config, proposer, train_enc, dev_enc)
+    searcher = make_searcher(run, proposer, train_enc, dev_enc, lms)
     start = start_trigger(task, config)
     state = previous.search_state() if previous is not None else searcher.start(start)
     logger.info("search: %d train / %d dev examples, %d allowed trigger tokens", len(searcher.train),
@@ -92,7 +95,9 @@ def fit_search(run: Run, proposer) -> SearchResult:
         test_enc = task.encode(run.splits["test"])
         metrics["test"] = evaluate(task, test_enc, DiscretePrompt.from_ids(tok, state.best))
         metrics["start_test"] = evaluate(task, test_enc, DiscretePrompt.from_ids(tok, first))
-    return _result(run, state, status, metrics, first)
+    if lms:
+        metrics.update(per_model(searcher, run, state.best))
+    return _result(run, state, status, metrics, first, models_of(searcher))
 
 
 def _loop(run: Run, searcher: Searcher, state: State) -> tuple[State, str]:
@@ -104,7 +109,7 @@ def _loop(run: Run, searcher: Searcher, state: State) -> tuple[State, str]:
     try:
         while not searcher.finished(state):
             state = searcher.step(state)
-            run.checkpoint(_result(run, state, "running", {}))
+            run.checkpoint(_result(run, state, "running", {}, models=models_of(searcher)))
             bar.update(1)
             bar.set_postfix(dev=f"{state.best_dev:.3f}", trigger=" ".join(searcher.decode(state.beam[0]))[:40])
             record = state.history[-1]
@@ -114,7 +119,8 @@ def _loop(run: Run, searcher: Searcher, state: State) -> tuple[State, str]:
                 break
     except KeyboardInterrupt:
         bar.close()
-        raise RunInterrupted(_result(run, state, "interrupted", {}), f"after iteration {state.iteration}") from None
+        raise RunInterrupted(_result(run, state, "interrupted", {}, models=models_of(searcher)),
+                             f"after iteration {state.iteration}") from None
     bar.close()
     return state, status
 
@@ -139,7 +145,8 @@ def _readability(task: PromptTask, dev_enc, best: torch.Tensor, rows: int = 64, 
     return out
 
 
-def _result(run: Run, state: State, status: str, metrics: dict, start_ids: list[int] | None = None) -> SearchResult:
+def _result(run: Run, state: State, status: str, metrics: dict, start_ids: list[int] | None = None,
+            models: list[dict] | None = None) -> SearchResult:
     task, tok = run.task, run.task.lm.tokenizer
     best = DiscretePrompt.from_ids(tok, state.best)
     per_iter = [h["seconds"] for h in state.history]
@@ -151,4 +158,4 @@ def _result(run: Run, state: State, status: str, metrics: dict, start_ids: list[
         status=status, metric=task.metric, best_dev=state.best_dev, trigger_ids=best.trigger_ids,
         trigger_tokens=best.tokens, trigger_text=best.text, filled_template=best.filled(task),
         trigger_round_trips=list(tok(best.text, add_special_tokens=False).input_ids) == best.trigger_ids,
-        state=state_dict(state))
+        state=state_dict(state), models=list(models or []))

@@ -15,6 +15,7 @@ import torch
 from autoprompt.search import State
 from frozen_lm.evaluate import DiscretePrompt
 from frozen_lm.results import Result
+from frozen_lm.transfer import TextPrompt
 
 
 @dataclass
@@ -23,7 +24,10 @@ class SearchResult(Result):
     metrics['dev'] / ['test']: the shared evaluator's metrics of the best trigger (after the run), and
     ['start_dev'] / ['start_test'] those of the start (never better on dev than the found trigger);
     trigger_*: the best trigger as ids, token texts and decoded text; filled_template: the template
-    with the trigger written in; state: the searcher's counters for resuming."""
+    with the trigger written in; state: the searcher's counters for resuming. models: the models the
+    prompt was searched for besides the task's (search(models=): their info and 'tokenizer', 'shared'
+    or 'text'); then best_dev is the mean over the models, and metrics['dev_models'] / ['dev_mean']
+    (and test's) hold the best trigger's metrics on each model and their mean."""
 
     module = "autoprompt"
 
@@ -36,6 +40,7 @@ class SearchResult(Result):
     trigger_round_trips: bool = True  # whether trigger_text tokenizes back to trigger_ids
     start_ids: list[int] = field(default_factory=list)  # the trigger the search started from
     state: dict = field(default_factory=dict)
+    models: list[dict] = field(default_factory=list)  # models searched besides the task's (autoprompt.models)
 
     @property
     def prompt(self) -> DiscretePrompt:
@@ -66,6 +71,12 @@ class SearchResult(Result):
         if task.template.n_triggers == 0 and cfg.from_template and task.spec.template == cfg.from_template:
             task = task.derive(template=self.task.template)
         return self.prompt.bind(task)
+
+    def as_text(self) -> TextPrompt:
+        """The found trigger as text for the template it was searched in (frozen_lm.transfer: another
+        model reads it as text; one with the same tokenizer keeps the ids)."""
+        p = self.prompt
+        return TextPrompt.from_tokens(self.task.template, p.trigger_ids, p.tokens, p.text)
 
     def search_state(self) -> State:
         """The searcher's state at the end of this run (what a resumed search starts from)."""

@@ -119,6 +119,23 @@ class Searcher:
                               "needs a causal LM")
         proposer.start(self)
 
+    def on(self, task: PromptTask, train: Encoded, dev: Encoded) -> Searcher:
+        """This searcher on another model with the same tokenizer (autoprompt.models): that model's task,
+        encoded splits, packing and scoring budget, sharing the config, proposer and allowed tokens;
+        its `gradient`, `score_pool` and `dev_score` are that model's."""
+        view = Searcher.__new__(Searcher)  # a plain searcher with this one's settings (not a subclass's)
+        view.__dict__.update(self.__dict__)
+        view.task, view.train, view.dev = task, train.rows, dev.rows
+        if self.cfg.dev_size and len(view.dev) > self.cfg.dev_size:
+            view.dev = view.dev.subset(slice(0, self.cfg.dev_size))
+        if self.packed and not can_pack(task.lm, view.train):
+            raise field_error(self.cfg, "packing", f"'on' needs causal LMs with text before the first [T]; "
+                              f"{task.lm.name} cannot pack: use 'auto'")
+        if self.cfg.fluency_weight and task.lm.is_masked:
+            raise field_error(self.cfg, "fluency_weight", f"needs causal LMs; {task.lm.name} is a masked LM")
+        view.budget = Budget.for_device(task.lm.device)
+        return view
+
     @property
     def kind(self) -> str:
         """The loss of gradients and scores: the config's (label words), or for target strings their
@@ -253,8 +270,8 @@ class Searcher:
         t3 = time.perf_counter()
         record = {
             "iteration": it, "slot": slot, "loss": loss, "n_candidates": int(cands.shape[0]),
-            "train_loglik": float(loglik[top]) / len(eval_rows), "train_accuracy": int(correct[top]) / len(eval_rows),
-            "current_train_accuracy": int(correct[0]) / len(eval_rows),
+            "train_loglik": float(loglik[top]) / len(eval_rows), "train_accuracy": float(correct[top]) / len(eval_rows),
+            "current_train_accuracy": float(correct[0]) / len(eval_rows),
             "accepted": accepted, "trigger_ids": beam[0].tolist(),
             "trigger": self.decode(beam[0]), "dev": dev, "dev_loglik": dev_ll, "best_dev": best_dev,
             "seconds": t3 - t0, "gradient_s": t1 - t0, "scoring_s": t2 - t1, "dev_s": t3 - t2,

@@ -56,12 +56,15 @@ def evaluate(ctx, artifact, data, trigger, batch_size, seed, as_json, **options)
 
     Without ARTIFACT, scores a hand-written template (the manual-prompt baseline). With ARTIFACT (the
     --out folder of search, tune or intrinsic-dim), scores the learned prompt with the same task
-    options it was trained with; --data picks the split.
+    options it was trained with; --data picks the split. --model OTHER carries a discrete prompt
+    (search, PEZ, manual, instructions, demonstrations) to another model as text and shows what its
+    tokens became there; a soft prompt, prefix or trained weights stays on its own model.
 
     \b
     Examples:
       autoprompt evaluate --template '{sentence} It was [P] .' --label-map '0=terrible,1=great' --data demo:sentiment:dev
       autoprompt evaluate runs/search-1 --data test.jsonl --json
+      autoprompt evaluate runs/search-1 --model gemma3-270m --data test.jsonl
     """
     random.seed(seed)
     if batch_size < 1:
@@ -71,7 +74,26 @@ def evaluate(ctx, artifact, data, trigger, batch_size, seed, as_json, **options)
         metrics = _evaluate_artifact(ctx, artifact, opts, data, trigger, batch_size)
     else:
         metrics = _evaluate_template(opts, data, trigger, batch_size)
+    moved = None if as_json else metrics.pop("transfer", None)
     emit(metrics, as_json)
+    if moved is not None:
+        _print_transfer(moved)
+
+
+def _print_transfer(moved: dict) -> None:
+    """What became of a prompt carried to another model (frozen_lm.transfer): one row per slot."""
+    d = moved["drift"]
+    how = "token ids kept (same tokenizer)" if d["how"] == "ids" else "written as text and retokenized"
+    rows = [{"slot": i + 1, "source_token": repr(src), "written": repr(w), "tokens_there": " | ".join(map(repr, there)),
+             "one_token": one} for i, (src, w, there, one) in
+            enumerate(zip(d["source_tokens"], d.get("written", d["source_tokens"]), d["target_tokens"], d["one_token"]))]
+    title = f"carried from {moved['source_model']} to {moved['target_model']}: {how}"
+    if rows:
+        print_table(rows, title)
+        click.echo(f"{d['n_tokens_before']} source tokens became {d['n_tokens_after']} there; {d['n_one_token']} of "
+                   f"{len(rows)} slots are one token; {d['n_unknown']} unknown tokens")
+    else:
+        click.echo(f"{title}: {d.get('template', '')!r}")
 
 
 def _evaluate_template(opts: TaskOptions, data, trigger, batch_size: int) -> dict:
@@ -95,6 +117,7 @@ def _evaluate_template(opts: TaskOptions, data, trigger, batch_size: int) -> dic
 
 
 def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_size: int) -> dict:
+    from frozen_lm import transfer
     from frozen_lm.evaluate import evaluate as score
     from frozen_lm.results import load_result
 
@@ -108,7 +131,8 @@ def _evaluate_artifact(ctx, path: str, opts: TaskOptions, data, trigger, batch_s
     model = opts.model if given(ctx, "model") else result.model.get("name")
     dtype = opts.dtype if given(ctx, "dtype") else result.model.get("dtype", "auto")
     lm = load_lm(opts, model=model, dtype=dtype)
-    task = result.task_for(lm, **({"multi_token": opts.multi_token} if given(ctx, "multi_token") else {}))
+    changes = {"multi_token": opts.multi_token} if given(ctx, "multi_token") else {}
+    task = transfer.task_for(result, lm, **changes)  # another model: a discrete prompt goes as text
     split = data or (result.data.get("dev") or {}).get("source")
     if (split is None or split.startswith("<")) and task.spec.target is not None and not task.template.fields:
         split = task.default_data()

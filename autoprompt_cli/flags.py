@@ -11,7 +11,8 @@ import click
 
 FIELD = re.compile(r"\b[A-Z][A-Za-z0-9]*\.([a-z][a-z0-9_]*)\b")
 QUOTED = re.compile(r"`([a-z][a-z0-9_]*)`")  # a field named without its class, as `num_virtual_tokens`
-ARGUMENT = re.compile(r"\b(out|resume|train|dev|test|data|prompt)=(\S?)")
+ARGUMENT = re.compile(r"\b(out|resume|train|dev|test|data|prompt|models)=(\S?)")
+OPTION_OF = {"models": "model"}  # API arguments whose option has another name (--model a,b gives models=)
 NAMED = re.compile(r"\b(report_to|tracking_dir)\b")  # API arguments named without '=', as "report_to 'x' ..."
 
 
@@ -29,7 +30,8 @@ def to_flags(message: str, params) -> str:
     message = NAMED.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
 
     def argument(m: re.Match) -> str:
-        flag = flags.get(m.group(1), f"--{m.group(1)}")
+        name = OPTION_OF.get(m.group(1), m.group(1))
+        flag = flags.get(name, f"--{name}")
         follow = m.group(2)
         return f"{flag} {follow}" if follow and follow not in ",;.)" else f"{flag}{follow}"
 

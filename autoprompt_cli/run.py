@@ -6,6 +6,8 @@ then it prints the summary.
 Methods whose `Command` shares a name form one command, and `--method NAME` picks one of them (the
 `default=True` one without it, or the method of the run given to `--resume`); the command is built
 for the chosen method, so `autoprompt search --method gcg --help` shows GCG's options.
+Several models (`--model a,b`) are what the command's `Command.models` says: one run whose method
+takes the others as its input 'models' (search), or one run per model and a table across them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,6 +139,11 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
         opts = config_from(TaskOptions, kwargs)
         tracking_from(report_to)  # a missing package: before the model loads
         extra = config_from(spec.options, kwargs) if spec.options else None
+        opts, more = _models(spec, opts)  # --model a,b: the first model, and the others
+        if more and spec.models == "each":
+            return _each_model(ctx, chosen, opts, [opts.model, *more], kwargs, extra, as_json,
+                               dict(out=out, overwrite=overwrite, resume=resume, progress=progress, report_to=report_to,
+                                    tracking_dir=tracking_dir))
         if out is not None:  # before the model loads: a folder holding another run, or one that cannot be written
             OutFolder(out, overwrite, resume=bool(resume) and Path(resume).resolve() == Path(out).resolve())
         if resume:
@@ -147,7 +155,7 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
         if spec.check:
             spec.check(task, config, extra)
         result = run(chosen, task, train, dev, config, out=out, overwrite=overwrite, resume=resume, progress=progress,
-                     report_to=report_to, tracking_dir=tracking_dir)
+                     report_to=report_to, tracking_dir=tracking_dir, inputs={"models": more} if more else None)
         with _printing():  # under torchrun every process scores the report's splits; process 0 prints
             if spec.after:
                 spec.after(result, task, extra)
@@ -177,6 +185,45 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
     command.elsewhere = {flag: m.name for m in reversed(methods) if m is not chosen
                          for flag in flags_of(m.config) if flag not in own}
     return command
+
+
+def _models(spec, opts: TaskOptions) -> tuple[TaskOptions, list[str]]:
+    """(the options with the first of --model a,b, the other models): a command whose methods take one
+    model refuses several."""
+    names = [m.strip() for m in str(opts.model).split(",") if m.strip()] or [opts.model]
+    if len(names) > 1 and spec.models not in ("joint", "each"):
+        raise UserError(f"--model takes one model for `autoprompt {spec.name}` (given: {', '.join(names)})")
+    return replace(opts, model=names[0]), names[1:]
+
+
+def _each_model(ctx, chosen: Method, opts: TaskOptions, names: list[str], kwargs: dict, extra, as_json: bool,
+                run_kw: dict) -> None:
+    """--model a,b for a command with one run per model: each in OUT/<n>-<model>/, one summary row
+    each, then the command's table over them (`Command.across`)."""
+    from frozen_lm.runner import run
+
+    spec = chosen.command
+    if run_kw["resume"]:
+        raise UserError("--resume continues one model's run: give its folder OUT/<n>-<model> and that one --model")
+    base = run_kw.pop("out") or default_out(spec.name)
+    config = config_from(chosen.config, kwargs, ctx, base=ctx.meta.get(BASE))
+    results, rows = [], []
+    for i, name in enumerate(names):
+        task, train, dev = _fresh(chosen, config, replace(opts, model=name))
+        if spec.check:
+            spec.check(task, config, extra)
+        out = str(Path(base) / f"{i}-{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(name).name).strip('-') or 'model'}")
+        result = run(chosen, task, train, dev, config, out=out, **run_kw)
+        results.append(result)
+        rows.append({"model": name, **spec.summary(result), spec.out_key: out})
+    tables = [(f"{spec.name} on {len(names)} models", rows)]
+    if spec.across is not None:
+        tables.append(spec.across(results, base))
+    with _printing():
+        if as_json:
+            emit({title: table for title, table in tables}, True)
+        for title, table in [] if as_json else tables:
+            print_table(table, title)
 
 
 def _resume_help(method: Method) -> str:

@@ -4,7 +4,8 @@ A prompt is anything with `bind(task) -> Bound`: every result (a found trigger, 
 prefix, a subspace-trained model) and `DiscretePrompt`. `Bound` is the prompt applied to a task:
 the task it is scored with (a prefix, say, drops the template's [T] slots) and the logits at [P].
 `evaluate` is the public entry point; `score` is its loop, which search, tuning and the d90 sweep
-call on already-encoded splits.
+call on already-encoded splits. A saved result of another model is carried there as text when it
+is a discrete prompt (frozen_lm.transfer), and its metrics say what became of its tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from frozen_lm import data as data_mod
 from frozen_lm import distributed
+from frozen_lm import transfer as transfer_mod
 from frozen_lm.encode import Rows
 from frozen_lm.errors import UserError
 from frozen_lm.task import Encoded, PromptTask
@@ -29,8 +31,11 @@ class Bound:
 
     Subclasses override `logits`, and `log_probs` when their scores are not read from logits (a
     classification head); `data` when the prompt adds columns of its own to the rows it scores.
-    The base class is the bare template (all [T] slots already filled).
+    The base class is the bare template (all [T] slots already filled). transfer: a result carried
+    from another model (frozen_lm.transfer) sets it to the metrics' 'transfer' entry.
     """
+
+    transfer: dict | None = None
 
     def __init__(self, task: PromptTask):
         self.task = task
@@ -117,7 +122,8 @@ class DiscretePrompt:
 
 def bind(task: PromptTask, prompt=None) -> Bound:
     """The Bound for a prompt: None (the template as written), trigger text, a function
-    rows -> logits, or any object with `bind(task)` (results, DiscretePrompt)."""
+    rows -> logits, or any object with `bind(task)` (results, DiscretePrompt). A result saved on
+    another model than the task's is carried there as text when it is one (frozen_lm.transfer)."""
     if prompt is None:
         n = task.template.n_triggers
         if n:
@@ -127,10 +133,26 @@ def bind(task: PromptTask, prompt=None) -> Bound:
     if isinstance(prompt, str):
         return DiscretePrompt.from_text(task, prompt).bind(task)
     if hasattr(prompt, "bind"):
+        if transfer_mod.on_other_model(prompt, task.lm):
+            return _carried(task, prompt)
         return prompt.bind(task)
     if callable(prompt):
         return FunctionBound(task, prompt)
     raise UserError(f"prompt must be a result, a DiscretePrompt, trigger text or a function; got {type(prompt).__name__}")
+
+
+def _carried(task: PromptTask, result) -> Bound:
+    """A result of another model on `task`: its kept ids in the slots, or its text written into the
+    template (a per-example prompt rebinds itself); `transfer` says what became of its tokens."""
+    moved = transfer_mod.carry(result, task)
+    if moved is None:
+        return result.bind(task)
+    if moved.trigger_ids is not None:
+        bound = TriggerBound(moved.task, torch.tensor(moved.trigger_ids, dtype=torch.long))
+    else:
+        bound = moved.rebind(moved.task) if moved.rebind is not None else Bound(moved.task)
+    bound.transfer = moved.report
+    return bound
 
 
 @dataclass
@@ -187,7 +209,8 @@ def _score(bound: Bound, rows: Rows, batch_size: int) -> Scores:
 def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> dict:
     """Score a prompt on a split: {metric: value, 'n_scored', 'n_skipped'} (+ 'n_multi_token' for facts;
     target strings: 'exact_match', the share of examples whose target greedy decoding reproduces, and
-    'loss', the mean cross-entropy per target token).
+    'loss', the mean cross-entropy per target token). A result made on another model adds 'transfer':
+    {source_model, target_model, drift} (frozen_lm.transfer).
 
     data: a path, `demo:...`/`hf:...` source, a list of dicts, a datasets.Dataset, or an `Encoded`
     split (scored as it is: the prompt's `Bound.data` is not applied to it). prompt: None scores the
@@ -206,4 +229,6 @@ def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> di
         out["n_multi_token"] = encoded.n_multi_token
     if task.is_target:
         out["loss"] = -s.loglik / max(s.tokens, 1)  # mean cross-entropy per target token
+    if bound.transfer is not None:
+        out["transfer"] = bound.transfer
     return out

@@ -39,7 +39,11 @@ class Command:
     None: as the method's `template` says).
     compare_manual: also score a hand-written template (--manual) on the dev split beside the result.
     options: a dataclass of command-line-only options (not saved); check(task, config, options) runs
-    before any work, after(result, task, options) once the result is saved."""
+    before any work, after(result, task, options) once the result is saved.
+    models: what several models (`--model a,b`) mean: 'one' (refused: one model per run), 'joint'
+    (one run on the first model with the others as the run's input 'models', e.g. a prompt searched
+    for all of them) or 'each' (one run per model, in OUT/<n>-<model>/); across(results, out) ->
+    (title, rows): after the 'each' runs, a table over them (and the files it writes into OUT)."""
 
     name: str
     help: str
@@ -53,6 +57,8 @@ class Command:
     check: Callable | None = None
     after: Callable | None = None
     default: bool = False
+    models: str = "one"
+    across: Callable | None = None
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,12 @@ class Result:
         """The prompt applied to `task` (a frozen_lm.evaluate.Bound); every method implements it."""
         raise NotImplementedError
 
+    def as_text(self):
+        """The prompt as text any model can read (a frozen_lm.transfer.TextPrompt), or None when it
+        is tensors tied to its model (a soft prompt, a prefix, weights: the default). Discrete
+        prompts implement it, so `evaluate` carries them to a task on another model."""
+        return None
+
     # ---------------------------------------------------------------- files
     def save(self, out) -> Path:
         """Write the artifact directory `out` (created if needed); returns its path."""

@@ -4,6 +4,7 @@ space (the weights), prompt space (soft-prompt vectors) or prefix space (prefix 
     import intrinsic_dim
     r = intrinsic_dim.measure(task, train, dev, intrinsic_dim.IntrinsicDimConfig(dims=[10, 100], seed=0))
     r.d90, r.per_dim; evaluate(task, test, prompt=r); r.save("runs/x"); r.plot("d90.png")
+    s = intrinsic_dim.measure_models(task, train, dev, config, models=["gemma3-270m"])  # d90 against model size
     p = intrinsic_dim.measure(task, train, dev, intrinsic_dim.IntrinsicDimConfig(
         space="prompt", num_virtual_tokens=20, dims=[500], optimizer="cma"))   # Black-Box Tuning
 
@@ -15,7 +16,8 @@ chance), train (subspace and full training runs on the shared Trainer), cma (CMA
 (prompt and prefix space on frozen_lm.prompts' inits and Bounds), objective (model space: label
 words or a linear head, and WeightsBound), apply (a saved model-space run as a Bound), subspace
 (theta_0 + P(theta_d), SAID), projections (dense, sparse, fastfood), sweep (d90 search), params
-(which tensors move), memory (projection size limits), plot, command (the CLI's presentation).
+(which tensors move), memory (projection size limits), plot, sizes (the same measurement on several
+models: d90 against parameter count), command (the CLI's presentation).
 """
 
 from frozen_lm.events import Callback
@@ -26,8 +28,9 @@ from intrinsic_dim import fit as fitting  # the module (intrinsic_dim.fit stays 
 from intrinsic_dim.command import INTRINSIC_DIM
 from intrinsic_dim.config import IntrinsicDimConfig
 from intrinsic_dim.result import METHOD, D90Result
+from intrinsic_dim.sizes import ModelSizes, measure_models
 
-__all__ = ["D90Result", "IntrinsicDimConfig", "measure"]
+__all__ = ["D90Result", "IntrinsicDimConfig", "ModelSizes", "measure", "measure_models"]
 
 
 def measure(task: PromptTask, train, dev, config: IntrinsicDimConfig | None = None, *, prompt=None, out=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from frozen_lm.methods import Command
 from intrinsic_dim.result import D90Result
+from intrinsic_dim.sizes import ModelSizes
 
 
 def summary(r: D90Result) -> dict:
@@ -25,6 +26,17 @@ def details(r: D90Result) -> dict:
     return {"per_dim": (f"{r.metric} per d ({r.config.seeds} seed(s) each)", r.per_dim)}
 
 
+def across(results: list[D90Result], out) -> tuple[str, list[dict]]:
+    """After one run per model (--model a,b): d90 against model size (summary.json and d90_by_size.png
+    in OUT; intrinsic_dim.sizes)."""
+    sizes = ModelSizes.of(results)
+    if out is not None:
+        sizes.save(out)
+    rows = [{k: row[k] for k in ("model", "parameters", "D", "d90", "d90_min", "d90_max", "baseline", "status")}
+            for row in sizes.rows]
+    return f"d90 against model size: {sizes.trend or '-'}", rows
+
+
 def manual_template(config) -> bool:
     """The built-in demo lends its hand-written template in model space, and in prompt space when
     virtual tokens are prepended to it."""
@@ -33,7 +45,7 @@ def manual_template(config) -> bool:
 
 INTRINSIC_DIM = Command(
     name="intrinsic-dim", summary=summary, headline=headline, details=details, out_key="artifact",
-    manual_template=manual_template, default=True,
+    manual_template=manual_template, default=True, models="each", across=across,
     help="""Intrinsic dimension: train theta = theta_0 + P(theta_d) with only theta_d in R^d trainable,
     sweep d and report d90, the smallest d that reaches 90% of the full training score
     (Li et al., 2018; Aghajanyan et al., 2020), in model space (the weights), prompt space (a soft
@@ -51,4 +63,6 @@ INTRINSIC_DIM = Command(
       autoprompt intrinsic-dim --space prompt --num-virtual-tokens 20 --dims 500 --optimizer cma --steps 100
       autoprompt intrinsic-dim --space prefix --num-virtual-tokens 5 --projection dense --dims 10,100
       autoprompt intrinsic-dim --resume runs/intrinsic-dim-20250101-120000
+      autoprompt intrinsic-dim --model smollm2-135m,gemma3-270m --space prompt --num-virtual-tokens 10 \
+          --dims 10,100,1000 --out runs/sizes   # one run per model, then d90 against model size
     """)

@@ -1,7 +1,7 @@
 """The d90 plot: score against d (log axis), the mean and min-max over seeds, the baseline, the 90%
 line, the chance line (dev majority-class rate) and the theta_0 (manual template) line; and
-`plot_curves`, several sweeps (say, one per space) on one axis. matplotlib is optional (Agg backend,
-no display)."""
+`plot_curves`, several sweeps (say, one per space) on one axis; `plot_d90_by_size`, d90 of several
+models against their parameter counts. matplotlib is optional (Agg backend, no display)."""
 
 from __future__ import annotations
 
@@ -87,3 +87,35 @@ def plot_curves(curves: list[dict], path, title: str = "", metric: str = "accura
     if majority is not None:
         ax.axhline(majority, color="0.5", ls="-.", lw=1, label=f"chance (majority) {majority:.3f}")
     return _finish(plt, fig, ax, path, title or "intrinsic dimension by space", metric, "best")
+
+
+def plot_d90_by_size(rows: list[dict], path, title: str = "") -> Path:
+    """d90 against the number of model parameters (both log axes), one point per model labelled with
+    its name, the min-max of d90 over seeds as an error bar; models without a d90 are listed below
+    the axis. rows: {'model', 'parameters', 'd90', 'd90_min', 'd90_max'} (intrinsic_dim.sizes)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    found = sorted((r for r in rows if r.get("d90") is not None), key=lambda r: r["parameters"])
+    if found:
+        xs, ys = [r["parameters"] for r in found], [r["d90"] for r in found]
+        low = [r["d90"] - (r.get("d90_min") or r["d90"]) for r in found]
+        high = [(r.get("d90_max") or r["d90"]) - r["d90"] for r in found]
+        ax.errorbar(xs, ys, yerr=[low, high], fmt="o-", color="C0", capsize=3, label="d90 (min-max over seeds)")
+        for r in found:
+            ax.annotate(r["model"], (r["parameters"], r["d90"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, loc="best")
+    missing = [r["model"] for r in rows if r.get("d90") is None]
+    if missing:
+        ax.text(0.02, 0.02, "no d90: " + ", ".join(missing), transform=ax.transAxes, fontsize=7, color="C3")
+    ax.set_xlabel("model parameters")
+    ax.set_ylabel("d90 (subspace dimension)")
+    ax.set_title(title or "intrinsic dimension against model size", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+    return path

@@ -15,6 +15,7 @@ from frozen_lm.evaluate import Bound, evaluate
 from frozen_lm.results import Result
 from frozen_lm.runner import Run
 from frozen_lm.task import PromptTask
+from frozen_lm.transfer import TextPrompt
 from prompt_baselines.config import ManualConfig
 
 
@@ -30,6 +31,10 @@ class ManualResult(Result):
             raise UserError(f"template {task.spec.template!r} has [T] slots; the manual baseline scores a template "
                             "as written")
         return Bound(task)
+
+    def as_text(self) -> TextPrompt:
+        """The template itself: text any model reads (frozen_lm.transfer)."""
+        return TextPrompt(self.task.template)
 
 
 def prepare_manual(task: PromptTask, config: ManualConfig, splits: dict) -> tuple[PromptTask, ManualConfig]:

@@ -4,7 +4,8 @@ Nothing trains, so the artifact's weights file is empty: results.json keeps the 
 rows the demonstrations are drawn from, only the columns they read), and the config keeps how they
 are drawn (demos_per_class, mode, separator, seed). `bind(task)` rebuilds the same demonstrations
 for every example of any split, so `evaluate(task, test, prompt=load_result(dir))` and
-`autoprompt evaluate DIR --data test.jsonl` score exactly what the run scored.
+`autoprompt evaluate DIR --data test.jsonl` score exactly what the run scored; `as_text` lets
+`evaluate` carry the demonstrations (text) to a task on another model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from frozen_lm import data as data_mod
 from frozen_lm.evaluate import Bound
 from frozen_lm.results import Result
+from frozen_lm.transfer import TextPrompt
 from prompt_icl.demos import Demonstrations
 
 
@@ -54,3 +56,8 @@ class ICLResult(Result):
 
     def bind(self, task) -> ICLBound:
         return ICLBound(self.demonstrations(task))
+
+    def as_text(self) -> TextPrompt:
+        """The query template and the demonstrations written from the pool: text any model reads
+        (frozen_lm.transfer rebinds the same pool on a task of another model)."""
+        return TextPrompt(self.task.template, rebind=lambda task: ICLBound(Demonstrations(task, self.pool, self.config)))

