@@ -103,7 +103,7 @@ def apply_config(ctx: click.Context, param, value):
         options = from_plain(values, ctx, value)
     params = {p.name: p for p in ctx.command.params}
     for name, v in list(options.items()):
-        if isinstance(params[name].type, click.types.StringParamType):
+        if isinstance(params[name].type, click.types.StringParamType) and not getattr(params[name], "multiple", False):
             if isinstance(v, dict) or (isinstance(v, list) and name == "label_map"):
                 options[name] = json.dumps(v)  # a label map written as a mapping: the JSON the option reads
             elif isinstance(v, list):
