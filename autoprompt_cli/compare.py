@@ -20,7 +20,8 @@ TASK_FLAGS = ("template", "trigger_template", "label_map", "label_field", "text_
               "task_name")
 DEFAULT_METHODS = "manual,autoprompt,prompt,prefix,lora"
 DEFAULT_FLAGS = {"steps": "--steps", "iters": "--iters", "batch_size": "--batch-size"}  # defaults with flags of their own
-ARGUMENTS = {"workers": "--workers", "ray_address": "--ray-address", "threads": "--threads"}
+ARGUMENTS = {"workers": "--workers", "ray_address": "--ray-address", "threads": "--threads",
+             "report_to": "--report-to", "tracking_dir": "--tracking-dir"}
 
 
 class RegistryHelp(click.Option):
@@ -82,6 +83,13 @@ def _trigger_help(methods: dict) -> str:
               help="the grid's folder: results.jsonl, table.md, table.csv, plots/, cells/<id>/; rerunning with "
                    "the same folder skips finished cells")
 @click.option("--json", "as_json", is_flag=True, help="print the table as JSON rows")
+@click.option("--report-to", default=None, metavar="TRACKERS",
+              help="log every cell to experiment trackers: tensorboard, mlflow, wandb (comma-separated), one "
+                   "run per cell grouped under the grid (an MLflow parent run, a W&B group; TensorBoard: "
+                   "OUT/cells/<id>/tensorboard)")
+@click.option("--tracking-dir", type=click.Path(file_okay=False), default=None,
+              help="where the trackers keep their local files (default: TensorBoard in each cell's folder, "
+                   "./mlruns, ./wandb)")
 @click.pass_context
 def compare_command(ctx, spec, methods, seeds, model, device, dtype, steps, iters, batch_size, settings, workers, threads,
                     ray_address, out, as_json, **task) -> None:
@@ -105,12 +113,13 @@ def compare_command(ctx, spec, methods, seeds, model, device, dtype, steps, iter
     given = {key: DEFAULT_FLAGS[key] for key in defaults}
     defaults.update(_settings(settings))
     given.update({key: f"--set {key}" for key in _settings(settings)})
+    tracking = {"report_to": task.pop("report_to"), "tracking_dir": task.pop("tracking_dir")}
     grid = _grid_source(spec, task, methods)
     try:
         result = grid_api.compare(grid, methods if spec or methods else DEFAULT_METHODS,
                                   seeds if seeds or spec else [13, 21, 42], out=out, workers=workers,
                                   ray_address=ray_address, threads=threads, model=model, device=device,
-                                  dtype=dtype, defaults=defaults)
+                                  dtype=dtype, defaults=defaults, **tracking)
     except UserError as e:
         raise UserError(in_flags(str(e), given)) from None
     if as_json:

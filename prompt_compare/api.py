@@ -57,7 +57,8 @@ class CompareResult:
 
 def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_address: str | None = None,
             threads: int | None = None, callback: Callback | None = None, model: str | None = None,
-            device: str | None = None, dtype: str | None = None, defaults: dict | None = None) -> CompareResult:
+            device: str | None = None, dtype: str | None = None, defaults: dict | None = None,
+            report_to=None, tracking_dir=None) -> CompareResult:
     """Run a grid and write DIR/results.jsonl, table.md, table.csv, plots/ and cells/<id>/ artifacts.
 
     grid: a spec file (YAML, TOML, JSON), a spec dict, a `Grid`, or the task(s) (a dict or TaskDef,
@@ -69,7 +70,10 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
     N > 1 runs N cells at a time on a local Ray (torch threads per worker: cores / N unless
     `threads`); ray_address: an existing Ray cluster. callback(event) gets an Event('compare',
     'cell', done, total, record) per finished cell; True stops the grid after the cells in flight.
-    Ctrl-C raises Interrupted (finished cells are kept; rerun to continue).
+    Ctrl-C raises Interrupted (finished cells are kept; rerun to continue). report_to: experiment
+    trackers (frozen_lm.tracking; 'tensorboard', 'mlflow', 'wandb'), one run per cell named after it,
+    grouped under the grid's folder name (an MLflow parent run with the grid's files, a W&B group;
+    TensorBoard: each cell's folder); tracking_dir: their local folder.
     """
     if workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
@@ -77,6 +81,7 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
     g.device, g.dtype = device or g.device, dtype or g.dtype
     cells = grid_cells(g)
     out = store.claim_grid_out(out)
+    group = _group(report_to, tracking_dir, out, g)
     specs = {t.name: json.loads(json.dumps(t.definition(), default=str)) for t in g.tasks}  # as results.jsonl keeps it
     records = store.read_records(out)
     store.check_tasks(out, records, specs)
@@ -100,14 +105,30 @@ def compare(grid, methods=None, seeds=None, *, out, workers: int = 1, ray_addres
     started = time.perf_counter()
     try:
         if workers == 1 and ray_address is None:
-            status = run_sequential(todo, out, on_record, threads)
+            status = run_sequential(todo, out, on_record, threads, tracking=group.tracking if group else None)
         else:
-            status = run_ray(todo, out, on_record, workers, ray_address, threads or default_threads(workers))
+            status = run_ray(todo, out, on_record, workers, ray_address, threads or default_threads(workers),
+                             tracking=group.tracking if group else None)
     except KeyboardInterrupt:
         result = finish(cells, out, "interrupted", started, counter["ran"], len(cells) - len(todo), workers)
+        if group is not None:
+            group.finish("interrupted", out)
         raise Interrupted(f"interrupted: {counter['done']} of {len(cells)} cells are finished and kept in "
                           f"{out / store.RESULTS}; run the same command again to continue", result) from None
-    return finish(cells, out, status, started, counter["ran"], len(cells) - len(todo), workers)
+    result = finish(cells, out, status, started, counter["ran"], len(cells) - len(todo), workers)
+    if group is not None:
+        group.finish(status, out)
+    return result
+
+
+def _group(report_to, tracking_dir, out: Path, g: Grid):
+    """The grid's tracking (frozen_lm.tracking.open_group; None without report_to, here or around the call):
+    its folder's name as the group, its tasks, methods, seeds and models as the parent run's parameters."""
+    from frozen_lm.tracking import current, open_group
+
+    params = {"tasks": [t.name for t in g.tasks], "methods": [getattr(m, "name", str(m)) for m in g.methods],
+              "seeds": list(g.seeds), "model": g.model}
+    return open_group(current(report_to, tracking_dir), out.name, params)
 
 
 def data_changed(cell: Cell, record: dict, digests: dict[str, str | None]) -> bool:

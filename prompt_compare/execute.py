@@ -123,3 +123,16 @@ def prompt_bytes(prompt) -> int:
     if hasattr(prompt, "task_tensors"):
         return stored_bytes(prompt)
     return 8 * len(getattr(prompt, "trigger_ids", ()))
+
+
+def run_tracked_cell(cell: dict, out: str, threads: int | None = None, tracking=None) -> dict:
+    """run_cell with the grid's tracking (a frozen_lm.tracking.Tracking, or None): the cell's run is a
+    tracked run named after the cell, in the grid's group (a sweep's settings: 'CELL/setting-K')."""
+    if tracking is None:
+        return run_cell(cell, out, threads)
+    from dataclasses import replace
+
+    from frozen_lm.tracking import using
+
+    with using(replace(tracking, name=cell["id"])):
+        return run_cell(cell, out, threads)
