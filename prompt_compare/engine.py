@@ -24,7 +24,7 @@ from pathlib import Path
 from frozen_lm.methods import methods
 from frozen_lm.parallel import run_jobs
 from prompt_compare.cells import Cell
-from prompt_compare.execute import run_tracked_cell
+from prompt_compare.execute import run_cell
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run_sequential(cells: list[Cell], out: Path, on_record: Callable[[dict], boo
                    tracking=None) -> str:
     """Run cells here, in order; 'stopped' when on_record asks to stop, else 'done'. tracking: the
     grid's (frozen_lm.tracking.Tracking), each cell a run of its own."""
-    return run_jobs(cells, run_tracked_cell, lambda cell, record: on_record(record),
+    return run_jobs(cells, run_cell, lambda cell, record: on_record(record),
                     args=(str(out), threads, tracking),
                     failed=failed_record)
 
@@ -56,7 +56,7 @@ def run_ray(cells: list[Cell], out: Path, on_record: Callable[[dict], bool], wor
             ray_address: str | None = None, threads: int | None = None, tracking=None) -> str:
     """Run cells on Ray, at most `workers` at a time; 'stopped' when on_record asks to stop (cells in
     flight finish first), else 'done'. tracking: the grid's, each cell a run of its own."""
-    return run_jobs(cells, run_tracked_cell, lambda cell, record: on_record(record), workers=workers,
+    return run_jobs(cells, run_cell, lambda cell, record: on_record(record), workers=workers,
                     ray_address=ray_address, threads=threads, args=(str(out.resolve()), threads, tracking),
                     failed=failed_record, packages=packages(),
                     gpus=_gpus_per_cell(cells, workers))

@@ -47,8 +47,22 @@ def cell_method(c: Cell):
     return registered(c.preset, c.label)
 
 
-def run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
-    """Run a cell (a Cell.to_dict()) and return its results.jsonl record; raises when it fails."""
+def run_cell(cell: dict, out: str, threads: int | None = None, tracking=None) -> dict:
+    """Run a cell (a Cell.to_dict()) and return its results.jsonl record; raises when it fails.
+    tracking: the grid's (a frozen_lm.tracking.Tracking, or None): the cell's run is a tracked run
+    named after the cell, in the grid's group (a sweep's settings: 'CELL/setting-K')."""
+    if tracking is None:
+        return _run_cell(cell, out, threads)
+    from dataclasses import replace
+
+    from frozen_lm.tracking import using
+
+    with using(replace(tracking, name=cell["id"])):
+        return _run_cell(cell, out, threads)
+
+
+def _run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
+    """The cell's run(s), its scores and its record."""
     from frozen_lm.artifact import WEIGHTS
     from frozen_lm.configs import from_dict
     from frozen_lm.evaluate import evaluate
@@ -123,16 +137,3 @@ def prompt_bytes(prompt) -> int:
     if hasattr(prompt, "task_tensors"):
         return stored_bytes(prompt)
     return 8 * len(getattr(prompt, "trigger_ids", ()))
-
-
-def run_tracked_cell(cell: dict, out: str, threads: int | None = None, tracking=None) -> dict:
-    """run_cell with the grid's tracking (a frozen_lm.tracking.Tracking, or None): the cell's run is a
-    tracked run named after the cell, in the grid's group (a sweep's settings: 'CELL/setting-K')."""
-    if tracking is None:
-        return run_cell(cell, out, threads)
-    from dataclasses import replace
-
-    from frozen_lm.tracking import using
-
-    with using(replace(tracking, name=cell["id"])):
-        return run_cell(cell, out, threads)

@@ -165,11 +165,11 @@ def test_a_cell_that_fails_once_is_retried(tmp_path, model, monkeypatch):
 
     real, calls = engine.run_cell, []
 
-    def flaky(cell, out, threads=None):
+    def flaky(cell, out, threads=None, tracking=None):
         calls.append(cell["method"])
         if len(calls) == 1:
             raise RuntimeError("transient")
-        return real(cell, out, threads)
+        return real(cell, out, threads, tracking)
 
     monkeypatch.setattr(engine, "run_cell", flaky)
     r = compare(TASK, ["manual"], [1], out=tmp_path / "g", model=model)
