@@ -144,6 +144,8 @@ def test_ctrl_c_while_the_libraries_import(tmp_path):
         out, err = proc.communicate(timeout=120)
         if proc.returncode == 2:  # it got to the (missing) model before the signal: nothing to test at this delay
             continue
+        if proc.returncode == -signal.SIGINT and not err:  # before Python itself set up its handler: silent
+            continue
         assert proc.returncode == 130, (delay, proc.returncode, err)
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (delay, err)
 
