@@ -16,17 +16,18 @@ result (SearchResult), command (the CLI's presentation), label_search.
 """
 
 from autoprompt.command import AUTOPROMPT, GCG
-from autoprompt.config import AutoPromptConfig, GCGConfig, ProbeSamplingConfig, SearchOptions
+from autoprompt.config import AutoPromptConfig, GCGConfig, GCGSchedule, ProbeSamplingConfig, SearchOptions
 from autoprompt.fit import check_resume, fit_search, prepare
 from autoprompt.gcg import GCGProposer
 from autoprompt.hotflip import HotFlip
 from autoprompt.label_search import LabelSearchConfig, LabelWords, label_search
 from autoprompt.result import SearchResult
+from autoprompt.schedule import ScheduledGCG
 from frozen_lm.events import Callback
 from frozen_lm.methods import Method, register_method
 from frozen_lm.runner import run
 
-__all__ = ["AutoPromptConfig", "GCGConfig", "LabelSearchConfig", "LabelWords", "ProbeSamplingConfig", "SearchOptions",
+__all__ = ["AutoPromptConfig", "GCGConfig", "GCGSchedule", "LabelSearchConfig", "LabelWords", "ProbeSamplingConfig", "SearchOptions",
            "SearchResult", "label_search", "search"]
 
 
@@ -59,13 +60,13 @@ def search(task, train, dev, config: AutoPromptConfig | GCGConfig | None = None,
                overwrite=overwrite, callback=callback, progress=progress, inputs=inputs)
 
 
-
 def _fit_autoprompt(r) -> SearchResult:
     return fit_search(r, HotFlip(r.config))
 
 
 def _fit_gcg(r) -> SearchResult:
-    return fit_search(r, GCGProposer(r.config))
+    schedule = r.config.schedule
+    return fit_search(r, ScheduledGCG(r.config) if schedule is not None and schedule.active else GCGProposer(r.config))
 
 
 RESUMABLE = ("iters", "patience")

@@ -3,7 +3,10 @@ these specs and the methods' configs): help texts and the printed rows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from autoprompt.result import SearchResult
+from frozen_lm.errors import UserError
 from frozen_lm.methods import Command
 
 
@@ -63,14 +66,61 @@ AUTOPROMPT = Command(
       autoprompt evaluate runs/sst2 --model gemma3-270m     # the prompt as text on another model
     """)
 
+@dataclass
+class BehaviorOptions:
+    """Command-line options of `search --method gcg` that run a file of behaviors (autoprompt.behaviors)."""
+
+    behaviors: str | None = field(default=None, metadata={
+        "help": "a CSV/JSONL file with goal and target columns (AdvBench's format): one GCG search per row, on "
+                "--template (default '{goal} [T]x20'); --out keeps behaviors.json and rows/<i>/, and the same "
+                "command with the same --out continues a cut run row by row"})
+    universal: bool = field(default=False, metadata={
+        "flag": "--universal", "help": "with --behaviors: one suffix for every goal, the goals joining one by one "
+                                       "as the suffix makes the earlier ones succeed (llm-attacks' progressive goals)"})
+    workers: int = field(default=1, metadata={"help": "with --behaviors: rows on this many Ray workers"})
+    refusal_prefixes: str | None = field(default=None, metadata={
+        "help": "with --behaviors: '|'-separated prefixes (or a .txt file, one per line) that mark a greedy "
+                "response as a refusal when it starts with one (default: a short list as llm-attacks')"})
+
+
+def run_behaviors(config, options: BehaviorOptions, cli):
+    """The `alternative` of the GCG command: a behaviors file instead of one search (None without --behaviors)."""
+    if options is None or not options.behaviors:
+        if options is not None and (options.universal or options.workers != 1 or options.refusal_prefixes):
+            raise UserError("--universal, --workers and --refusal-prefixes go with --behaviors FILE")
+        return None
+    from autoprompt.behaviors import TEMPLATE, behaviors
+
+    task = cli.task
+    given = [k for k in ("train", "dev", "target", "target_field", "label_map") if task.get(k)]
+    if given:
+        raise UserError(f"--behaviors brings the goals and targets; leave out --{given[0].replace('_', '-')}")
+    model = task["model"] if options.workers > 1 else cli.load_lm()
+    out = cli.resume or cli.out or cli.default_out("behaviors")
+    r = behaviors(model, options.behaviors, config, template=task.get("template") or TEMPLATE, chat=task["chat"],
+                  universal=options.universal, out=out, resume=cli.resume, overwrite=cli.overwrite,
+                  workers=options.workers, refusal_prefixes=options.refusal_prefixes, dtype=task.get("dtype"),
+                  progress=cli.progress and options.workers == 1)
+    tables = [("behaviors", r.table())]
+    if r.suffix is not None:
+        tables.append(("universal suffix", [{"suffix": r.suffix["trigger"], "goals_in": r.suffix["goals_in"],
+                                             "iterations": r.suffix["iterations"], "seconds": r.suffix["seconds"]}]))
+    tables.append(("summary", [{**r.summary(), "out": str(out)}]))
+    return tables
+
+
 GCG = Command(
-    name="search", summary=summary, headline=headline, details=details, compare_manual=True, models="joint",
+    name="search", summary=summary, headline=headline, details=details, compare_manual=True, options=BehaviorOptions,
+    models="joint",
+    alternative=run_behaviors,
     help="""Find trigger tokens with GCG (greedy coordinate gradient, Zou et al. 2023, as nanoGCG).
 
     Each iteration samples --search-width candidates, each with --n-replace random slots set to one
     of their --topk tokens by gradient, and keeps the best on a training batch; triggers use
     printable-ASCII tokens unless --allow-non-ascii. For target strings (--target, --chat) it is the
-    attack setting of nanoGCG; --draft-model turns on probe sampling.
+    attack setting of nanoGCG; --draft-model turns on probe sampling. --schedule acg (or faster,
+    igcg, all) turns on time-to-target techniques, each also a switch of its own. --behaviors FILE
+    runs one search per goal/target row of a file (or one suffix for all with --universal).
 
     \b
     Examples:
@@ -78,4 +128,8 @@ GCG = Command(
       autoprompt search --method gcg --chat --template 'Write a poem about the sea. [T]x20' \\
           --target 'Sure, here is a poem about the sea' --iters 60 --search-width 64 --topk 64
       autoprompt search --method gcg --draft-model smollm2-135m --model some/larger-model
+      autoprompt search --method gcg --chat --template 'Write a poem about the sea. [T]x20' \\
+          --target 'Sure, here is a poem about the sea' --schedule acg --iters 500
+      autoprompt search --method gcg --chat --behaviors benchmarks/data/behaviors_benign.csv \\
+          --schedule acg --iters 100 --search-width 64 --topk 64 --out runs/behaviors
     """)

@@ -4,14 +4,15 @@ generated from them and they are saved verbatim (seed included) in the artifact'
 
 Both share `SearchOptions`, the options of the search loop itself (iterations, batches, scoring, the
 start, fluency). GCG's probe sampling is a nested option group, `ProbeSamplingConfig`, as nanoGCG
-nests it (None: no probe sampling).
+nests it (None: no probe sampling), and so are its time-to-target techniques, `GCGSchedule` (None:
+plain GCG; a preset name such as 'acg' fills the switches).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from frozen_lm.configs import at_least, field_error, one_of
+from frozen_lm.configs import at_least, field_error, name_of, one_of
 
 SCORES = ("auto", "loglik", "accuracy", "margin")
 LOSSES = ("vocab", "classes")
@@ -130,6 +131,92 @@ class ProbeSamplingConfig:
         at_least(self, 1, "probe_ratio", "probe_factor")
 
 
+SCHEDULES = ("none", "acg", "faster", "igcg", "all")
+
+
+@dataclass
+class GCGSchedule:
+    """GCG's time-to-target techniques (the switches default to the named preset's values; see
+    `autoprompt.schedule` for what each does and where it comes from):
+
+    - ACG (Haize Labs, 2024): n_replace decays from n_replace_start to GCGConfig.n_replace and the
+      search width grows from search_width_start to GCGConfig.search_width over `ramp` iterations;
+      a historical buffer of the best triggers ever scored (`history`), each kept with its score;
+    - Faster-GCG (Li et al., 2024): the gradient regularised by the distance between token embeddings
+      (`distance_weight`); no trigger scored twice (`repeats=False`);
+    - I-GCG (Jia et al., 2024): the best single swaps merged into multi-slot candidates (`merge`);
+    - stop once greedy generation reproduces every training target (`stop_on_success`).
+
+    Presets: none (every switch off: plain GCG, the switches one by one), acg, faster, igcg, all (every
+    technique together)."""
+
+    preset: str = field(default="none", metadata={
+        "flag": "--schedule", "choices": list(SCHEDULES),
+        "help": "gcg time-to-target schedule: a preset for the switches below, each of which may still be given "
+                "(none: all off; acg: decaying n_replace, growing search width, historical buffer, no repeats, "
+                "early stop; faster: distance-regularised gradient, no repeats; igcg: merged best swaps; all)"})
+    n_replace_start: int | None = field(default=None, metadata={
+        "help": "gcg schedule: slots changed per candidate at the first iteration, falling linearly to --n-replace "
+                "over --ramp iterations (ACG; default: the preset's; none: --n-replace throughout)"})
+    search_width_start: int | None = field(default=None, metadata={
+        "help": "gcg schedule: candidates at the first iteration, growing linearly to --search-width over --ramp "
+                "iterations (ACG; default: the preset's; none: --search-width throughout)"})
+    ramp: int | None = field(default=None, metadata={
+        "help": "gcg schedule: iterations over which n_replace and the search width move from their start values "
+                "to --n-replace and --search-width (default: the preset's)"})
+    history: int | None = field(default=None, metadata={
+        "help": "gcg schedule: historical buffer, the best triggers ever scored kept with their scores (not rescored), "
+                "each iteration sampling around the best (ACG, nanoGCG's buffer); 0: off (default: the preset's)"})
+    repeats: bool | None = field(default=None, metadata={
+        "help": "gcg schedule: --no-repeats never scores a trigger twice: candidates scored before are dropped and "
+                "more are sampled, the buffer keeps its scores (Faster-GCG; default: the preset's)"})
+    distance_weight: float | None = field(default=None, metadata={
+        "help": "gcg schedule: rank each slot's tokens by gradient + this x distance of their embedding from the "
+                "slot's current token (both standardized per slot; Faster-GCG); 0: off (default: the preset's)"})
+    merge: int | None = field(default=None, metadata={
+        "help": "gcg schedule: after scoring, merge the best this-many candidates' swaps one by one into "
+                "multi-slot candidates and score those too (I-GCG); 0: off (default: the preset's)"})
+    stop_on_success: bool | None = field(default=None, metadata={
+        "help": "gcg schedule: stop once greedy generation reproduces every training target (checked when the kept "
+                "trigger gets every target token right on the scoring batch; default: the preset's)"})
+
+    def __post_init__(self):
+        one_of(self, "preset", SCHEDULES)
+
+    def resolved(self, config: GCGConfig) -> GCGSchedule:
+        """This schedule with every switch left at None set from its preset (values that depend on the
+        config's search width and n_replace use `config`'s), checked."""
+        values = {**preset_values(self.preset, config), **{k: v for k, v in vars(self).items() if v is not None}}
+        out = GCGSchedule(**values)
+        at_least(out, 1, "n_replace_start", "search_width_start")
+        at_least(out, 0, "ramp", "history", "distance_weight", "merge")
+        if out.merge == 1:
+            raise field_error(out, "merge", "must be 0 (off) or at least 2 (a merge joins two swaps or more), got 1")
+        if out.history and config.buffer_size > 1:
+            raise field_error(out, "history", f"is a buffer of its own; give it or {name_of(config, 'buffer_size')} "
+                              f"{config.buffer_size}, not both")
+        return out
+
+    @property
+    def active(self) -> bool:
+        """Whether any technique is on (a resolved schedule with every switch off is plain GCG)."""
+        return bool(self.ramp or self.history or not self.repeats or self.distance_weight or self.merge
+                    or self.stop_on_success)
+
+
+def preset_values(preset: str, config: GCGConfig) -> dict:
+    """The switches of a named preset for this config (tuned on smollm2-135m, 20 slots, width 64, top-k
+    64: benchmarks/bench_gcg_ttt.py)."""
+    off = {"n_replace_start": config.n_replace, "search_width_start": config.search_width, "ramp": 0, "history": 0,
+           "repeats": True, "distance_weight": 0.0, "merge": 0, "stop_on_success": False}
+    acg = {"n_replace_start": max(config.n_replace, 4), "search_width_start": max(1, config.search_width // 4),
+           "ramp": 40, "history": 8, "repeats": False, "stop_on_success": True}
+    faster = {"distance_weight": 0.5, "repeats": False}
+    igcg = {"merge": 7}
+    return {"none": off, "acg": {**off, **acg}, "faster": {**off, **faster}, "igcg": {**off, **igcg},
+            "all": {**off, **acg, **faster, **igcg}}[preset]
+
+
 @dataclass
 class GCGConfig(SearchOptions):
     """GCG (Zou et al., 2023; nanoGCG): each iteration samples search_width candidates, each with
@@ -147,10 +234,16 @@ class GCGConfig(SearchOptions):
         "help": "gcg: drop candidates whose text does not tokenize back to the same ids in its context"})
     probe_sampling: ProbeSamplingConfig | None = field(default=None, metadata={
         "help": "probe sampling with a draft model (None: every candidate is scored by the model)"})
+    schedule: GCGSchedule | None = field(default=None, metadata={
+        "help": "time-to-target techniques (a GCGSchedule, or a preset name: acg, faster, igcg, all; None: plain GCG)"})
 
     def __post_init__(self):
         self.check_search()
         at_least(self, 1, "search_width", "topk", "n_replace", "buffer_size")
+        if isinstance(self.schedule, str):
+            self.schedule = GCGSchedule(preset=self.schedule)
+        if self.schedule is not None:
+            self.schedule = self.schedule.resolved(self)
 
     @property
     def ascii_tokens(self) -> bool:

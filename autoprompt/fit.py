@@ -56,8 +56,14 @@ def slot_start(task: PromptTask, config: SearchOptions) -> tuple[PromptTask, lis
     return task.derive(template=template), ids
 
 
-def start_trigger(task: PromptTask, config: SearchOptions) -> torch.Tensor:
-    """(S,) the trigger a search starts from: config.initial_trigger's, or a hand-written start's words."""
+def start_trigger(task: PromptTask, config: SearchOptions, ids: list[int] | None = None) -> torch.Tensor:
+    """(S,) the trigger a search starts from: `ids` when given (the run's input 'start_ids', e.g. the
+    suffix a universal search carries from one stage to the next), else config.initial_trigger's, or
+    a hand-written start's words."""
+    if ids is not None:
+        if len(ids) != task.template.n_triggers:
+            raise UserError(f"start_ids has {len(ids)} tokens, but the template has {task.template.n_triggers} [T] slots")
+        return torch.tensor(ids, dtype=torch.long)
     if config.from_template:
         return torch.tensor(slot_start(task, config)[1], dtype=torch.long)
     return initial_trigger(task, config.initial_trigger, config)
@@ -81,7 +87,7 @@ def fit_search(run: Run, proposer) -> SearchResult:
     for note in train_enc.notes:
         logger.info("train: %s", note)
     searcher = make_searcher(run, proposer, train_enc, dev_enc, lms)
-    start = start_trigger(task, config)
+    start = start_trigger(task, config, run.inputs.get("start_ids"))
     state = previous.search_state() if previous is not None else searcher.start(start)
     logger.info("search: %d train / %d dev examples, %d allowed trigger tokens", len(searcher.train),
                 len(searcher.dev), int(searcher.allowed.sum()))

@@ -81,15 +81,21 @@ class GCGProposer:
         cfg, trigger = self.cfg, state.beam[0]
         grad, loss = searcher.gradient(trigger, grad_batches)
         cands = sample_candidates(trigger, grad, searcher.allowed, cfg.search_width, cfg.topk, cfg.n_replace, g)
-        if cfg.filter_retokenized:
-            n = int(searcher.train.attention_mask[0].sum())
-            ids, pos = searcher.train.input_ids[0, :n], searcher.train.trigger_pos[0]
-            keep = retokenizes(searcher.task.lm.tokenizer, ids.cpu(), pos.cpu(), cands)
-            if keep.any():
-                cands = cands[keep]
-            else:
-                logger.warning("no candidate tokenizes back to itself in context; keeping them all this iteration")
-        return dedupe(cands, keep_first=state.beam), None, loss
+        return dedupe(self.filtered(searcher, cands), keep_first=state.beam), None, loss
+
+    def filtered(self, searcher, cands: torch.Tensor, warn: bool = True) -> torch.Tensor:
+        """The candidates (N, S) that tokenize back to themselves in the first training row's context
+        (all of them when the filter is off, or, with a warning, when none does)."""
+        if not self.cfg.filter_retokenized:
+            return cands
+        n = int(searcher.train.attention_mask[0].sum())
+        ids, pos = searcher.train.input_ids[0, :n], searcher.train.trigger_pos[0]
+        keep = retokenizes(searcher.task.lm.tokenizer, ids.cpu(), pos.cpu(), cands)
+        if keep.any():
+            return cands[keep]
+        if warn:
+            logger.warning("no candidate tokenizes back to itself in context; keeping them all this iteration")
+        return cands
 
     def score(self, searcher, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:
         """Every candidate scored by the model, or (probe sampling) a probe set and the draft's best;

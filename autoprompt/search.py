@@ -61,7 +61,10 @@ class Proposer(Protocol):
     grad_batches) -> ((N, S) candidates, the slot changed or None for
     several, the gradient batches' mean loss); score(searcher, rows, pool, n_beam, g) -> Scores of
     every pool row (the beam first); beam_size: triggers kept per iteration; share: score
-    candidates in groups behind their shared leading slots (autoprompt.scoring.slot_groups)."""
+    candidates in groups behind their shared leading slots (autoprompt.scoring.slot_groups).
+    Optional: refine(searcher, rows, pool, scores, n_beam, g) -> (pool, scores) with triggers added
+    after scoring; notes() -> dict added to the iteration's record; finished(searcher, state) -> bool,
+    a reason of its own to stop (GCG's schedules, autoprompt.schedule)."""
 
     beam_size: int
     share: bool
@@ -257,6 +260,7 @@ class Searcher:
         eval_rows = self.train.subset(eval_idx)
         pool = torch.cat([state.beam, cands])
         scores = self.score_pool(eval_rows, pool, state.beam.shape[0], g)
+        pool, scores = self.refine_pool(eval_rows, pool, scores, state.beam.shape[0], g)
         loglik, correct = scores.loglik, scores.correct
         rank = self._rank(scores)
         order = torch.sort(rank, descending=True, stable=True).indices[: self.proposer.beam_size]
@@ -278,6 +282,7 @@ class Searcher:
         }
         if self.task.is_target and self.kind == "vocab":  # the kept trigger's mean cross-entropy per target token (nanoGCG's loss)
             record["train_loss"] = -float(scores.loglik[top]) / max(int((eval_rows.targets >= 0).sum()), 1)
+        record.update(self.proposer_notes())
         stale = 0 if better else state.stale + 1
         return State(it, beam, rank[order], best, best_dev, dev, stale, state.history + [record], best_ll, dev_ll)
 
@@ -285,13 +290,26 @@ class Searcher:
         """Scores of every pool trigger (the beam first) on the scoring rows, as the proposer scores them."""
         return self.proposer.score(self, rows, pool, n_beam, g)
 
+    def refine_pool(self, rows, pool: torch.Tensor, scores: Scores, n_beam: int, g: torch.Generator
+                    ) -> tuple[torch.Tensor, Scores]:
+        """The pool and its scores after the proposer's optional `refine`, which may add triggers it
+        built from the scores (GCG's merge of the best single swaps) with their scores."""
+        refine = getattr(self.proposer, "refine", None)
+        return (pool, scores) if refine is None else refine(self, rows, pool, scores, n_beam, g)
+
+    def proposer_notes(self) -> dict:
+        """What the proposer's optional `notes()` reports about the iteration (added to its record)."""
+        notes = getattr(self.proposer, "notes", None)
+        return notes() if notes is not None else {}
+
     def decode(self, trigger: torch.Tensor) -> list[str]:
         return [self.task.lm.tokenizer.decode([int(t)]) for t in trigger]
 
     def finished(self, state: State) -> bool:
         cfg = self.cfg
+        done = getattr(self.proposer, "finished", None)  # the proposer's own reason to stop (optional)
         return (state.iteration >= cfg.iters or bool(cfg.patience and state.stale >= cfg.patience)
-                or (cfg.early_stop and state.best_dev >= 1.0))
+                or (cfg.early_stop and state.best_dev >= 1.0) or bool(done is not None and done(self, state)))
 
 
 def _direct_fluency(logits: torch.Tensor, rows) -> torch.Tensor:

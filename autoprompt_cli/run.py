@@ -16,7 +16,7 @@ import contextlib
 import io
 import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -139,6 +139,11 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
         opts = config_from(TaskOptions, kwargs)
         tracking_from(report_to)  # a missing package: before the model loads
         extra = config_from(spec.options, kwargs) if spec.options else None
+        if spec.alternative is not None:  # the options may ask for something other than one run
+            tables = spec.alternative(config_from(chosen.config, kwargs, ctx), extra,
+                                      Alternative(vars(opts), opts, out, overwrite, resume, progress))
+            if tables is not None:
+                return _tables(tables, as_json)
         opts, more = _models(spec, opts)  # --model a,b: the first model, and the others
         if more and spec.models == "each":
             return _each_model(ctx, chosen, opts, [opts.model, *more], kwargs, extra, as_json,
@@ -187,6 +192,26 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
     return command
 
 
+@dataclass
+class Alternative:
+    """What a Command's `alternative` gets from the command line: the task options (a dict), a loader
+    of the model they name, and the run options."""
+
+    task: dict
+    options: TaskOptions
+    out: str | None
+    overwrite: bool
+    resume: str | None
+    progress: bool
+
+    def load_lm(self):
+        return load_lm(self.options)
+
+    def default_out(self, name: str) -> str:
+        """A new runs/<name>-<time> folder (what --out defaults to)."""
+        return default_out(name)
+
+
 def _models(spec, opts: TaskOptions) -> tuple[TaskOptions, list[str]]:
     """(the options with the first of --model a,b, the other models): a command whose methods take one
     model refuses several."""
@@ -224,6 +249,15 @@ def _each_model(ctx, chosen: Method, opts: TaskOptions, names: list[str], kwargs
             emit({title: table for title, table in tables}, True)
         for title, table in [] if as_json else tables:
             print_table(table, title)
+
+
+def _tables(tables: list, as_json: bool) -> None:
+    """Print an alternative's [(title, rows)] (--json: one object {title: rows})."""
+    if as_json:
+        emit({title: rows for title, rows in tables}, True)
+        return
+    for title, rows in tables:
+        print_table(rows, title)
 
 
 def _resume_help(method: Method) -> str:
