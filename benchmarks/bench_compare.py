@@ -1,25 +1,53 @@
-"""Learned vs discrete prompts vs fine-tuning on SmolLM2-135M, one protocol (`prompt_compare.compare`):
-SST-2 and TREC 16-shot (LM-BFF splits, seeds 13 21 42), every method at equal steps.
+"""Learned vs discrete prompts vs fine-tuning on SmolLM2-135M, one protocol (`prompt_compare.compare`).
 
-Methods (registered methods, by name): manual template, AutoPrompt, GCG, PEZ, prompt tuning (+ its
-nearest-token reading), prefix tuning, LoRA, (IA)3, bottleneck adapter (PEFT LoRA on the feed-forward output projection),
-BitFit, the last 2 blocks, full fine-tuning. Every training method runs --steps optimizer steps
-(batch 8, dev scored every 10 steps to keep the best checkpoint); discrete search runs --iters
-iterations (an iteration scores 32-64 candidates, about ten training steps' worth of compute).
-Selection uses the 16-shot dev split only; the table reports the test split (SST-2 872 rows,
-TREC 500). Then a small sub-grid (SST-2, seed 13, manual / prompt / lora / bitfit) runs from
-scratch on 1 worker (no Ray) and on 2 Ray workers: its wall times, and whether the numbers agree.
+Two grids on SST-2 and TREC 16-shot (LM-BFF splits from ../shared/data/k-shot):
 
-    python benchmarks/bench_compare.py                     # the README table and plots (about 2 hours)
-    python benchmarks/bench_compare.py --quick --model /tmp/tiny-llama   # checks that it runs (a minute)
+`--part grid` (the README's table): seeds 13 21 42, every method at equal steps: every training
+method runs --steps optimizer steps (batch 8, dev scored every 10 steps to keep the best checkpoint),
+discrete search --iters iterations (an iteration scores 32-64 candidates, about ten training steps'
+worth of compute). Methods (registered methods, by name): manual template, AutoPrompt, GCG, PEZ,
+prompt tuning (+ its nearest-token reading), prefix tuning, LoRA, (IA)3, bottleneck adapter (PEFT
+LoRA on the feed-forward output projection), BitFit, the last 2 blocks, full fine-tuning. Then
+`--part timing`: a small sub-grid (SST-2, seed 13, manual / prompt / lora / bitfit) from scratch on 1
+worker (no Ray) and on 2 Ray workers: its wall times, and whether the numbers agree.
 
-Expected time on the project's machine (2 CPU cores; a SmolLM2 forward + backward on 8 rows ~1.4 s,
-a forward of 32 rows ~1 s, a full fine-tuning step ~2.2 s): per SST-2 seed about 19 min of one
-process (training methods 30 steps x 1.1-2.2 s, scoring dev + test ~28 s per cell, ~45 s for the
-20-token prompt; AutoPrompt and GCG ~12-14 s per iteration), per TREC seed about 15 min (shorter
-questions): ~100 min of cells, ~85 min on 2 workers (1 thread each), plus ~9 min for the 1-vs-2
-worker timing: about 1.5-2 hours in all. Results: runs/bench/compare/ (results.jsonl, table.md,
-table.csv, plots/), the plots copied to docs/compare_*.png, and runs/bench/compare.json.
+`--part tuned` (issue 28): all five splits 13 21 42 87 100, the same methods plus in-context
+demonstrations ('icl') and LM-written instructions ('instruct'), every method with its default
+search space (`compare(..., tune=True)`: learning rates; AutoPrompt's candidates x iterations, GCG's
+width x iterations, icl's demonstrations x mode, instruct's rounds): each (method, split) trains
+every setting, keeps the best on dev and reports test for it; the table shows the chosen settings,
+counts the whole sweep in each method's tokens and wall time, warns at the edge of a space, and
+marks the methods not significantly worse than the best (paired test over the test examples of all
+splits) with each one's p against the manual template. Training methods keep --steps 30 (batch 8);
+the searches' iterations come from their spaces (give --iters to fix them). Only the chosen
+setting's weights are kept. Results: runs/bench/compare-tuned/.
+
+    python benchmarks/bench_compare.py                      # README table + 1-vs-2 workers (about 2 hours)
+    python benchmarks/bench_compare.py --part tuned         # issue 28 (about 20 hours on 2 workers)
+    python benchmarks/bench_compare.py --part tuned --estimate   # the estimate for the options given, no run
+    python benchmarks/bench_compare.py --part tuned --quick      # checks that it runs (tiny model, ~15 min)
+
+Expected time of `--part grid` on the project's machine (2 CPU cores; a SmolLM2 forward + backward on
+8 rows ~1.4 s, a forward of 32 rows ~1 s, a full fine-tuning step ~2.2 s): per SST-2 seed about 19
+min of one process (training methods 30 steps x 1.1-2.2 s, scoring dev + test ~28 s per cell, ~45 s
+for the 20-token prompt; AutoPrompt and GCG ~12-14 s per iteration), per TREC seed about 15 min: ~100
+min of cells, ~85 min on 2 workers (1 thread each), plus ~9 min for the 1-vs-2 worker timing.
+
+Expected time of `--part tuned` (`--estimate` prints it for any choice of tasks, splits, methods,
+sweeps and iterations), from the per-cell costs of README's compare table (smollm2-135m, 2 cores,
+SST-2; TREC's cells take about 0.8 of SST-2's): a setting of a training method costs what its untuned
+cell did (prompt 82 s, prefix 59, LoRA 60, (IA)3 61, adapter 79, BitFit 82, last 2 blocks 38, full
+116, PEZ 84), times its space (3-5 learning rates); AutoPrompt ~19 s per iteration at 10 candidates,
+GCG ~23 s at width 64, the candidate scoring growing with the candidates (their spaces: 20 and 40
+iterations x 2 sizes), icl ~10 s per setting (dev only), instruct ~40 s per round; test scoring ~28
+s per cell. The default (2 tasks x 5 splits x 14 methods = 140 cells, 520 settings): about 33 hours
+of one process, about 20 hours on 2 workers; AutoPrompt (15 h) and GCG (10 h) are three quarters of
+it. To cut it: --methods without autoprompt and gcg (8 h of one process, 5 h on 2 workers);
+--sweep autoprompt.num_cand=10 --sweep gcg.search_width=64 (14 h, 9 h); --iters 20 (16 h, 10 h);
+--splits 13 21 42 (x0.6); --tasks sst2 (x0.55). --quick runs the same grid on a tiny random GPT-2
+(2 steps, the searches' iterations 1 and 2, 64 test rows, splits 13 21; about 15 minutes on 1
+worker); there icl's cells fail (the tiny model reads 128 positions, too few for demonstrations) and
+are recorded as failed.
 """
 
 from __future__ import annotations
@@ -40,13 +68,30 @@ KSHOT = SHARED / "k-shot"
 # seen before is not scored again); the training methods score dev every 10 steps (their checkpoints)
 METHODS = ["manual", "autoprompt", "gcg", {"pez": {"eval_every": 1}}, "prompt", "prefix", "lora", "ia3", "adapter", "bitfit", "last_k",
            "full"]
+TUNED_METHODS = [*METHODS, "icl", "instruct"]  # icl, instruct: packages prompt_icl, prompt_instruct (the registry)
 TIMING_METHODS = ["manual", "prompt", "lora", "bitfit"]
+SPLITS = [13, 21, 42, 87, 100]  # LM-BFF's five 16-shot splits
 TASKS = {
     "sst2": {"template": "{sentence} It was [P] .", "label_map": {"0": "terrible", "1": "great"}},
     "trec": {"template": "{sentence} Question type: [P]",
              "label_map": {"DESC": "description", "ENTY": "entity", "ABBR": "abbreviation", "HUM": "person",
                            "LOC": "location", "NUM": "number"}},
 }
+# seconds of one setting on an SST-2 split (smollm2-135m, 2 cores; README's compare table), and of scoring test
+SETTING_S = {"manual": 4, "pez": 84, "prompt": 82, "prefix": 59, "lora": 60, "ia3": 61, "adapter": 79, "bitfit": 82,
+             "last_k": 38, "full": 116, "icl": 10}
+TEST_S, TREC_FACTOR = 28, 0.8
+
+
+def setting_seconds(method: str, setting: dict) -> float:
+    """Rough seconds of one setting of a method on an SST-2 split (see the module docstring)."""
+    if method == "autoprompt":
+        return 19.4 * setting.get("iters", 20) * (0.2 + 0.8 * setting.get("num_cand", 10) / 10)
+    if method == "gcg":
+        return 22.9 * setting.get("iters", 20) * (0.2 + 0.8 * setting.get("search_width", 64) / 64)
+    if method == "instruct":
+        return 40 * setting.get("rounds", 3)
+    return SETTING_S.get(method, 80)
 
 
 def task_spec(name: str, quick: bool) -> dict:
@@ -62,10 +107,14 @@ def task_spec(name: str, quick: bool) -> dict:
     return spec
 
 
-def grid(args, tasks: list[str], methods: list[str], seeds: list[int]) -> dict:
-    defaults = {"steps": args.steps, "iters": args.iters, "eval_every": 10 if not args.quick else 1}
+def grid(args, tasks: list[str], methods: list, seeds: list[int]) -> dict:
+    defaults = {"steps": args.steps, "eval_every": 10 if not args.quick else 1}
+    if args.iters is not None:
+        defaults["iters"] = args.iters
     if args.quick:
-        defaults.update({"num_cand": 2, "eval_size": 4, "search_width": 4, "topk": 4, "num_virtual_tokens": 2})
+        defaults.update({"eval_size": 4, "topk": 4, "num_virtual_tokens": 2})
+        if args.part != "tuned":  # the tuned grid's quick check keeps the searches' spaces (their sweeps cut below)
+            defaults.update({"num_cand": 2, "search_width": 4})
     return {"model": args.model, "seeds": seeds, "defaults": defaults, "methods": methods,
             "tasks": [task_spec(t, args.quick) for t in tasks]}
 
@@ -81,6 +130,49 @@ def run_main(args) -> dict:
             shutil.copy(plot, ROOT / "docs" / f"compare_{plot.name}")
     return {"table": result.table, "seconds": result.seconds, "ran": result.ran, "skipped": result.skipped,
             "failed": result.failed}
+
+
+def tuned_sweep(args) -> dict:
+    """The tuned grid's own sweeps (--sweep METHOD.KEY=V1,V2; --quick: the searches' iterations 1 and 2)."""
+    sweep: dict = {"autoprompt": {"iters": [1, 2]}, "gcg": {"iters": [1, 2]}} if args.quick else {}
+    for pair in args.sweep:
+        key, _, values = pair.partition("=")
+        method, _, option = key.rpartition(".")
+        sweep.setdefault(method, {})[option] = [v.strip() for v in values.split(",") if v.strip()]  # read as the option's type
+    methods = {m if isinstance(m, str) else next(iter(m)) for m in args.methods}
+    return {k: v for k, v in sweep.items() if k in methods}
+
+
+def run_tuned(args) -> dict:
+    """Issue 28: every method with its default space on every split; the table with chosen settings,
+    sweep costs, edge warnings and significance marks."""
+    from prompt_compare import compare
+
+    spec = grid(args, args.tasks, args.methods, args.seeds)
+    result = compare(spec, out=args.out, workers=args.workers, tune=True, sweep=tuned_sweep(args))
+    print(result.markdown)
+    return {"table": result.table, "seconds": result.seconds, "ran": result.ran, "skipped": result.skipped,
+            "failed": result.failed}
+
+
+def estimate(args) -> dict:
+    """Rough hours of the tuned grid for these options (no run): every cell's settings x their costs."""
+    from prompt_compare.api import as_grid
+    from prompt_compare.cells import grid_cells
+
+    cells = grid_cells(as_grid(grid(args, args.tasks, args.methods, args.seeds), tune=True, sweep=tuned_sweep(args)))
+    total, by_method = 0.0, {}
+    for c in cells:
+        seconds = sum(setting_seconds(c.preset, {**c.config, **s}) for s in c.settings()) + TEST_S
+        seconds *= TREC_FACTOR if c.task == "trec" else 1.0
+        by_method[c.method] = by_method.get(c.method, 0.0) + seconds
+        total += seconds
+    hours = {m: round(s / 3600, 1) for m, s in by_method.items()}
+    out = {"cells": len(cells), "settings": sum(len(c.settings()) for c in cells), "hours_one_process":
+           round(total / 3600, 1), "hours_on_workers": round(total / 3600 / (1.6 if args.workers > 1 else 1), 1),
+           "hours_by_method": hours}
+    print(json.dumps(out, indent=2))
+    return out
 
 
 def run_timing(args) -> dict:
@@ -125,24 +217,61 @@ def recount(args) -> int:
     return changed
 
 
-def main(argv=None) -> None:
+def quick_model() -> str:
+    """A tiny random GPT-2 saved under runs/bench (the --quick checks' model when --model is not given):
+    its byte-level vocabulary writes any label word (TREC's too), in several tokens where it must."""
+    from frozen_lm.testing import save_tiny
+
+    folder = OUT / "quick-tiny-gpt2"
+    if not (folder / "config.json").exists():
+        save_tiny("gpt2", folder)
+    return str(folder)
+
+
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--part", choices=["all", "grid", "timing", "tuned", "recount"], default="all",
+                   help="all: grid + timing (the README's); tuned: issue 28's tuned grid; recount: the stored bytes "
+                        "of --out's finished cells from their artifacts (then run --part grid)")
+    p.add_argument("--model", default=None, help="default: smollm2-135m (--quick: a tiny random GPT-2)")
     p.add_argument("--tasks", nargs="+", default=["sst2", "trec"], choices=list(TASKS))
-    p.add_argument("--methods", nargs="+", default=METHODS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[13, 21, 42])
+    p.add_argument("--methods", nargs="+", default=None, help="default: the README's 12 (tuned: + icl, instruct)")
+    p.add_argument("--seeds", "--splits", dest="seeds", nargs="+", type=int, default=None,
+                   help="LM-BFF splits (default 13 21 42; tuned: 13 21 42 87 100)")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps of every training method")
-    p.add_argument("--iters", type=int, default=10, help="iterations of AutoPrompt and GCG")
+    p.add_argument("--iters", type=int, default=None,
+                   help="iterations of AutoPrompt and GCG (default 10; tuned: from their spaces, 20 and 40)")
+    p.add_argument("--sweep", action="append", default=[], metavar="METHOD.KEY=V1,V2",
+                   help="tuned: replace a method's space for one option, e.g. autoprompt.num_cand=10 (repeatable)")
+    p.add_argument("--estimate", action="store_true", help="tuned: print the estimated hours of these options, no run")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default=str(OUT / "compare"))
-    p.add_argument("--part", choices=["all", "grid", "timing", "recount"], default="all",
-                   help="recount: the stored bytes of --out's finished cells from their artifacts (then run --part grid)")
-    p.add_argument("--quick", action="store_true", help="tiny settings: 2 steps, 1 iteration, seed 13, 64 test rows")
+    p.add_argument("--out", default=None, help="default: runs/bench/compare (tuned: runs/bench/compare-tuned)")
+    p.add_argument("--quick", action="store_true", help="tiny settings: a tiny model, 2 steps, 1-2 iterations, "
+                   "64 test rows (grid: seed 13; tuned: splits 13 21)")
     args = p.parse_args(argv)
+    tuned = args.part == "tuned"
+    args.methods = args.methods or (TUNED_METHODS if tuned else METHODS)
+    args.seeds = args.seeds or (SPLITS if tuned else [13, 21, 42])
+    args.out = args.out or str(OUT / ("compare-tuned" if tuned else "compare"))
+    if not tuned and args.iters is None:
+        args.iters = 10
     if args.quick:
-        args.steps, args.iters = 2, 1
+        args.steps = 2
+        args.seeds = [13, 21] if tuned else args.seeds
+        args.iters = None if tuned else 1
+        args.model = args.model or quick_model()
+        args.out = args.out + "-quick"
+    args.model = args.model or "smollm2-135m"
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     for t in args.tasks:
         require(KSHOT / t / "test.jsonl")
+    if args.part == "tuned" and args.estimate:
+        estimate(args)
+        return
     print(threads_line())
     if args.part == "recount":
         recount(args)
@@ -152,7 +281,11 @@ def main(argv=None) -> None:
         report["grid"] = run_main(args)
     if args.part in ("all", "timing"):
         report["timing"] = run_timing(args)
-    print(f"saved {save_json('compare' if not args.quick else 'compare-quick', report)}")
+    if args.part == "tuned":
+        report["tuned"] = run_tuned(args)
+        report["estimate"] = estimate(args)
+    name = "compare" + ("-tuned" if args.part == "tuned" else "") + ("-quick" if args.quick else "")
+    print(f"saved {save_json(name, report)}")
 
 
 if __name__ == "__main__":

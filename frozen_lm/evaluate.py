@@ -171,10 +171,14 @@ class Scores:
 
 
 @torch.no_grad()
-def score(bound: Bound, rows: Rows, batch_size: int = 32) -> Scores:
+def score(bound: Bound, rows: Rows, batch_size: int = 32, examples: list | None = None) -> Scores:
     """Correct predictions and label log-likelihoods of a bound prompt over encoded rows, in
     length-sorted batches with their padding trimmed. Under torch.distributed each process scores
-    its share of the examples and the sums are all-reduced (every process must call this)."""
+    its share of the examples and the sums are all-reduced (every process must call this).
+    examples: a list that receives one (example indices (b,), correct (b,), predicted (b,) or None,
+    label (b,) or None) per batch (`per_example` assembles them); then every process scores every row."""
+    if examples is not None:
+        return _score(bound, rows, batch_size, examples)
     out = _score(bound, distributed.shard_rows(rows), batch_size)
     if distributed.world_size() > 1:
         sums = torch.tensor([out.correct, out.loglik, out.class_loglik, out.tokens], dtype=torch.float64)
@@ -184,12 +188,15 @@ def score(bound: Bound, rows: Rows, batch_size: int = 32) -> Scores:
     return out
 
 
-def _score(bound: Bound, rows: Rows, batch_size: int) -> Scores:
+def _score(bound: Bound, rows: Rows, batch_size: int, examples: list | None = None) -> Scores:
     task = bound.task
     out = Scores(n=len(rows))
-    for batch in rows.to(task.lm.device).batches(batch_size):
+    order = rows.by_length() if examples is not None else None  # the examples of each batch, in batches()' order
+    for n, batch in enumerate(rows.to(task.lm.device).batches(batch_size)):
         if task.is_target:
             ll, hit, _ = bound.target_scores(batch)
+            if examples is not None:
+                examples.append((order[n * batch_size:(n + 1) * batch_size], hit.cpu(), None, None))
             out.correct += int(hit.sum())
             out.loglik += float(ll.double().sum())
             out.class_loglik = out.loglik
@@ -199,6 +206,10 @@ def _score(bound: Bound, rows: Rows, batch_size: int) -> Scores:
         target = lp.gather(1, batch.labels[:, None]).squeeze(1).double()
         out.correct += int((lp.argmax(-1) == batch.labels).sum())
         out.loglik += float(target.sum())
+        if examples is not None:
+            predicted = lp.argmax(-1).cpu()
+            examples.append((order[n * batch_size:(n + 1) * batch_size], predicted == batch.labels.cpu(), predicted,
+                             batch.labels.cpu()))
         if task.is_facts:
             out.class_loglik += float(target.sum())
         else:
@@ -206,7 +217,21 @@ def _score(bound: Bound, rows: Rows, batch_size: int) -> Scores:
     return out
 
 
-def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> dict:
+def per_example(parts: list, n: int) -> dict:
+    """What `score(..., examples=parts)` collected, in the rows' order: {'correct': [bool] (n,),
+    'predicted': the predicted class index (classification) or token id (facts), 'label': the
+    right one; both None for target strings}."""
+    correct, predicted, label = [False] * n, [None] * n, [None] * n
+    for index, hit, pred, lab in parts:
+        for j, i in enumerate(index.tolist()):
+            correct[i] = bool(hit[j])
+            if pred is not None:
+                predicted[i], label[i] = int(pred[j]), int(lab[j])
+    kind = parts and parts[0][2] is not None
+    return {"correct": correct, "predicted": predicted if kind else None, "label": label if kind else None}
+
+
+def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32, examples: bool = False) -> dict:
     """Score a prompt on a split: {metric: value, 'n_scored', 'n_skipped'} (+ 'n_multi_token' for facts;
     target strings: 'exact_match', the share of examples whose target greedy decoding reproduces, and
     'loss', the mean cross-entropy per target token). A result made on another model adds 'transfer':
@@ -215,7 +240,8 @@ def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> di
     data: a path, `demo:...`/`hf:...` source, a list of dicts, a datasets.Dataset, or an `Encoded`
     split (scored as it is: the prompt's `Bound.data` is not applied to it). prompt: None scores the
     template as written (it must have no [T] slots); else any result, a `DiscretePrompt`, trigger
-    text, or a function rows -> logits at [P].
+    text, or a function rows -> logits at [P]. examples: also return 'examples', the scored examples
+    one by one in the split's order (`per_example`: correct, predicted class, label), from the same pass.
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
@@ -223,8 +249,11 @@ def evaluate(task: PromptTask, data, prompt=None, *, batch_size: int = 32) -> di
     encoded = data if isinstance(data, Encoded) else bound.task.encode(bound.data(data_mod.load(data)))
     for note in encoded.notes:
         logger.info("%s", note)
-    s = score(bound, encoded.rows, batch_size)
+    parts = [] if examples else None
+    s = score(bound, encoded.rows, batch_size, parts)
     out = {task.metric: s.correct / max(s.n, 1), "n_scored": s.n, "n_skipped": encoded.n_skipped}
+    if examples:
+        out["examples"] = per_example(parts, s.n)
     if task.is_facts:
         out["n_multi_token"] = encoded.n_multi_token
     if task.is_target:

@@ -1,6 +1,7 @@
 """Where cells run: one after another in this process (workers=1, Ray never imported), or on Ray
 (a local Ray started here with `workers` CPUs, or an existing cluster at `ray_address`), through
-frozen_lm.parallel.
+frozen_lm.parallel. The transfer jobs of a grid with several models (prompt_compare.transfer) run
+the same way once the cells are done.
 
 Each cell is tried twice at most: a cell that raises (or whose Ray worker dies) runs once more,
 then is recorded with its error, and the grid goes on. Every finished cell is handed to
@@ -23,8 +24,10 @@ from pathlib import Path
 
 from frozen_lm.methods import methods
 from frozen_lm.parallel import run_jobs
+from prompt_compare import store
 from prompt_compare.cells import Cell
 from prompt_compare.execute import run_cell
+from prompt_compare.transfer import failed_transfer, run_transfer, transfer_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,29 @@ def run_ray(cells: list[Cell], out: Path, on_record: Callable[[dict], bool], wor
                     ray_address=ray_address, threads=threads, args=(str(out.resolve()), threads, tracking),
                     failed=failed_record, packages=packages(),
                     gpus=_gpus_per_cell(cells, workers))
+
+
+def run_transfers(cells: list[Cell], out: Path, models: list[str], workers: int = 1, ray_address: str | None = None,
+                  threads: int | None = None) -> str:
+    """Score every finished cell's discrete results on the other models (the jobs not in
+    transfer.jsonl yet), appending each record there; 'done'."""
+    kept = store.read_records(out, store.TRANSFER)
+    jobs = [j for j in transfer_jobs(cells, store.read_records(out), models)
+            if kept.get(j.id, {}).get("status") != "done"]
+    if not jobs:
+        return "done"
+    logger.info("%d transfer jobs: discrete results scored on the other models", len(jobs))
+
+    def on_done(job, record) -> bool:
+        store.append_record(out, record, store.TRANSFER)
+        logger.info("%s: %s", job.label, f"test {record['test']:.4f}" if record.get("status") == "done"
+                    else f"failed ({record.get('error')})")
+        return False
+
+    local = workers == 1 and ray_address is None
+    return run_jobs(jobs, run_transfer, on_done, workers=workers, ray_address=ray_address, threads=threads,
+                    args=(str(out if local else out.resolve()), threads), failed=failed_transfer,
+                    packages=packages(), gpus=0 if local else _gpus_per_cell(cells, workers))
 
 
 def _gpus_per_cell(cells: list[Cell], workers: int) -> float:

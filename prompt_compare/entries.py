@@ -9,9 +9,11 @@ the modules it imports lazily come from its `Method`.
 A registered method takes part in comparisons unless it says it is a measurement, not a result to
 compare (`Method.comparable` False: intrinsic_dim, the d90 of a task and model); a grid refuses it.
 
-A cell's config: the method's grid_defaults < the grid's defaults (the keys its config has) < the
-entry's own values < the seed, built by `frozen_lm.configs.from_dict`; a mistake names the key the
-user wrote (`grid.yaml: defaults.steps must be a number, got 'abc'`).
+A cell's config: the method's grid_defaults < (tune: its default space) < the grid's defaults (the
+keys its config has) < the entry's own values < the grid's sweep < the seed, built by
+`frozen_lm.configs.from_dict` (prompt_compare.sweep.cell_configs; a list where an option is not a
+list is a space); a mistake names the key the user wrote (`grid.yaml: defaults.steps must be a
+number, got 'abc'`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from frozen_lm.configs import from_dict, init_fields
+from frozen_lm.configs import init_fields
 from frozen_lm.errors import UserError
 from frozen_lm.methods import Method, methods
 
@@ -114,24 +116,6 @@ def method_def(entry, where: str) -> MethodDef:
 
 
 # ---------------------------------------------------------------- configs
-def build_config(entry: MethodDef, defaults: dict, seed: int, defaults_at: dict | None = None):
-    """The entry's config for one seed: the method's grid_defaults < `defaults` (the keys its config
-    has) < the entry's values < the seed. defaults_at: {key: where that default was written} (default
-    'defaults.KEY'). UserError naming the key the user wrote for a bad value or an unknown option."""
-    method = registered(entry.method, entry.where)
-    names = option_names(method)
-    own = f"{entry.where}.config" if entry.where else "config"
-    if "seed" in entry.config:
-        raise UserError(f"{own}.seed: seeds come from the grid's 'seeds'")
-    at = {key: (defaults_at or {}).get(key, f"defaults.{key}") for key in defaults if key in names}
-    at.update({key: f"{own}.{key}" for key in entry.config})
-    values = {**method.grid_defaults, **{k: v for k, v in defaults.items() if k in names}, **entry.config, "seed": seed}
-    try:
-        return from_dict(method.config, values, coerce=True)
-    except UserError as e:
-        raise UserError(in_grid_words(str(e), method.config.__name__, at, own)) from None
-
-
 def in_grid_words(message: str, owner: str, at: dict[str, str], fallback: str) -> str:
     """A config message with each `Owner.field` the user set written as the key they wrote
     (`at[field]`); a message that does not start with such a key is prefixed with `fallback`."""

@@ -3,9 +3,12 @@
 The model is loaded by name inside the process that runs the cell, once per process. The cell's
 registered method runs through the one runner (`frozen_lm.run`, which claims DIR/cells/<id>/ for
 its artifact and seeds the run) with the cell's train and dev splits (dev picks the best checkpoint
-or prompt); then the shared evaluator scores the result on dev and on test, which the method never
-saw, and every prompt the method derives from it (`Method.derived`: a soft prompt's nearest-token
-reading) the same way, as rows of their own.
+or prompt); a sweep cell runs every setting and keeps the best on dev (prompt_compare.trials).
+Then the shared evaluator scores the result on dev and on test, which the method never saw, and
+every prompt the method derives from it (`Method.derived`: a soft prompt's nearest-token reading)
+the same way, as rows of their own. Each test score comes with its examples one by one
+(`test_examples`: correct or not, and the predicted and right class where there are classes),
+which the significance tests pair (prompt_compare.significance).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import torch
 from frozen_lm.methods import methods
 from prompt_compare.cells import Cell
 from prompt_compare.entries import registered
-from prompt_compare.meter import Meter
-from prompt_compare.spec import file_digest, source_digest
+from prompt_compare.spec import source_digest
+from prompt_compare.trials import run_setting, run_sweep, stored_bytes
 
 logger = logging.getLogger(__name__)
 _MODELS: dict[tuple, object] = {}  # (name, device, dtype) -> FrozenLM, kept for the process's next cells
@@ -63,10 +66,8 @@ def run_cell(cell: dict, out: str, threads: int | None = None, tracking=None) ->
 
 def _run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
     """The cell's run(s), its scores and its record."""
-    from frozen_lm.artifact import WEIGHTS
     from frozen_lm.configs import from_dict
     from frozen_lm.evaluate import evaluate
-    from frozen_lm.runner import run
     from frozen_lm.task import PromptTask
 
     c = Cell.from_dict(cell)
@@ -76,25 +77,28 @@ def _run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
     method = cell_method(c)
     for module in method.imports:  # a library's import is not the method's memory
         importlib.import_module(module)
-    config = from_dict(method.config, c.config, c.label)
     task = PromptTask(lm, c.template, c.label_map, label_field=c.label_field, text_fields=c.text_fields)
-    art = Path(out) / "cells" / c.id  # the cell's own: a run cut short there earlier is replaced
-    with Meter(lm.device) as meter:
-        started = time.perf_counter()
-        result = run(method, task, c.train, c.dev, config, out=art, overwrite=True, progress=False)
-        wall = time.perf_counter() - started
+    if c.space:
+        outcome, result, tuned = run_sweep(c, method, task, Path(out))
+        config = {**c.config, **outcome["setting"]}  # the chosen setting's
+    else:  # the cell's own folder: a run cut short there earlier is replaced
+        config = from_dict(method.config, c.config, c.label)
+        outcome, result = run_setting(c, method, task, config, Path(out) / "cells" / c.id)
+        outcome["artifact"], tuned, config = f"cells/{c.id}", {}, c.config
     started = time.perf_counter()
-    scores = {split: evaluate(task, getattr(c, split), prompt=result) for split in ("dev", "test")}
+    test = evaluate(task, c.test, prompt=result, examples=True)
+    examples = compact(test.pop("examples"))
     record = {"id": c.id, "task": c.task, "method": c.method, "preset": c.preset, "seed": c.seed, "status": "done",
-              "metric": task.metric, "dev": scores["dev"][task.metric], "test": scores["test"][task.metric],
-              "dev_metrics": scores["dev"], "test_metrics": scores["test"],
-              "trainable_params": _trainable(meter, result, method.trains), "trains": method.trains,
-              "bytes_stored": stored_bytes(result), "weights_sha256": file_digest(art / WEIGHTS),
-              "forward_tokens": meter.forward_tokens, "backward_tokens": meter.backward_tokens,
-              "tokens_source": "measured", "wall_s": wall, "peak_mb": meter.peak_bytes / 2**20,
-              "memory_source": meter.memory_source, "threads": torch.get_num_threads(), "worker": os.getpid(),
-              "artifact": f"cells/{c.id}", "config": c.config,
-              "data_sha256": {split: source_digest(getattr(c, split)) for split in ("train", "dev", "test")}}
+              "metric": task.metric, "dev": outcome["dev"], "test": test[task.metric],
+              "dev_metrics": outcome["dev_metrics"], "test_metrics": test,
+              "trainable_params": outcome["trainable_params"], "trains": method.trains,
+              "bytes_stored": outcome["bytes_stored"], "weights_sha256": outcome["weights_sha256"],
+              "forward_tokens": outcome["forward_tokens"], "backward_tokens": outcome["backward_tokens"],
+              "tokens_source": "measured", "wall_s": outcome["wall_s"], "peak_mb": outcome["peak_mb"],
+              "memory_source": outcome["memory_source"], "threads": torch.get_num_threads(), "worker": os.getpid(),
+              "artifact": outcome["artifact"], "config": config, "model": c.model,
+              "data_sha256": {split: source_digest(getattr(c, split)) for split in ("train", "dev", "test")},
+              "test_examples": examples, **tuned}
     if method.derived is not None:
         record["derived"] = [_derived(task, c, d, record) for d in method.derived(result, task)]
     record["eval_s"] = time.perf_counter() - started
@@ -102,20 +106,12 @@ def _run_cell(cell: dict, out: str, threads: int | None = None) -> dict:
     return record
 
 
-def _trainable(meter: Meter, result, trains: str) -> int:
-    """Values the method optimized: the optimizer's tensors; discrete search: its token slots."""
-    if meter.trainable:
-        return meter.trainable
-    if trains == "tokens" and "trigger_ids" in result.tensors:
-        return int(result.tensors["trigger_ids"].numel())
-    return 0
-
-
-def stored_bytes(result) -> int:
-    """Bytes a task keeps beside the shared frozen model: the data of the result's `task_tensors()`
-    (a soft prompt's vectors, not the initial values its artifact also keeps; a search's trigger ids,
-    not its beam; no file headers)."""
-    return sum(t.numel() * t.element_size() for t in result.task_tensors().values())
+def compact(examples: dict) -> dict:
+    """A split's examples as results.jsonl keeps them: 'correct' as a string of 0/1 (one per scored
+    example, in the split's order), 'predicted' and 'label' class indices (token ids for facts; None
+    for target strings)."""
+    return {"correct": "".join("1" if x else "0" for x in examples["correct"]), "predicted": examples["predicted"],
+            "label": examples["label"]}
 
 
 def _derived(task, c: Cell, derived, parent: dict) -> dict:
@@ -123,13 +119,15 @@ def _derived(task, c: Cell, derived, parent: dict) -> dict:
     training is the parent's, so it shares the parent's counts."""
     from frozen_lm.evaluate import evaluate
 
-    scores = {split: evaluate(task, getattr(c, split), prompt=derived.prompt) for split in ("dev", "test")}
-    return {"method": f"{c.method} ({derived.name})", "dev": scores["dev"][task.metric],
-            "test": scores["test"][task.metric], "dev_metrics": scores["dev"], "test_metrics": scores["test"],
-            "trainable_params": parent["trainable_params"], "trains": derived.trains,
-            "bytes_stored": prompt_bytes(derived.prompt), "forward_tokens": parent["forward_tokens"],
-            "backward_tokens": parent["backward_tokens"], "wall_s": parent["wall_s"], "peak_mb": parent["peak_mb"],
-            "tokens_text": derived.text}
+    dev = evaluate(task, c.dev, prompt=derived.prompt)
+    test = evaluate(task, c.test, prompt=derived.prompt, examples=True)
+    examples = compact(test.pop("examples"))
+    return {"method": f"{c.method} ({derived.name})", "dev": dev[task.metric], "test": test[task.metric],
+            "dev_metrics": dev, "test_metrics": test, "trainable_params": parent["trainable_params"],
+            "trains": derived.trains, "bytes_stored": prompt_bytes(derived.prompt),
+            "forward_tokens": parent["forward_tokens"], "backward_tokens": parent["backward_tokens"],
+            "wall_s": parent["wall_s"], "peak_mb": parent["peak_mb"], "tokens_text": derived.text,
+            "test_examples": examples}
 
 
 def prompt_bytes(prompt) -> int:

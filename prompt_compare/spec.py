@@ -1,8 +1,10 @@
 """A grid: tasks x methods x seeds, from a spec file (YAML, TOML or JSON), a dict, or Python objects.
 
-    model: smollm2-135m            # optional; device, dtype too
+    model: smollm2-135m            # optional; device, dtype too (or models: [a, b]: every method on each)
     seeds: [13, 21, 42]
     defaults: {steps: 30}          # given to every method whose config has the option
+    tune: true                     # optional: every method tries its default search space (Method.space)
+    sweep: {lora: {lr: [1e-4, 3e-4, 1e-3]}}   # optional: spaces of your own (prompt_compare.sweep)
     tasks:
       - name: sst2
         template: "{sentence} It was [P] ."             # hand-written, no [T] slots
@@ -13,7 +15,8 @@
         test: k-shot/sst2/test.jsonl
     methods: [manual, autoprompt, {lora: {r: 16}}, {name: lora-big, method: lora, config: {r: 64}}]
 
-Methods are registered methods (prompt_compare.entries; `preset:` is read as `method:`). Relative
+Methods are registered methods (prompt_compare.entries; `preset:` is read as `method:`); a list
+where an option is not a list is a space to sweep (`lora: {lr: [1e-4, 3e-4]}`). Relative
 paths are read from the spec file's folder (the working folder for the API). Every mistake is one
 UserError naming the key the user wrote, e.g. "grid.yaml: methods[2].config.rr is not an option; ...".
 """
@@ -32,9 +35,10 @@ from frozen_lm.registry import DEFAULT_MODEL
 from frozen_lm.templates import Template
 from frozen_lm.verbalizer import parse_label_map
 from prompt_compare.entries import MethodDef, all_options, method_def, methods_from
+from prompt_compare.sweep import check_sweep
 
 logger = logging.getLogger(__name__)
-TOP_KEYS = ("model", "device", "dtype", "seeds", "defaults", "tasks", "methods")
+TOP_KEYS = ("model", "models", "device", "dtype", "seeds", "defaults", "tune", "sweep", "tasks", "methods")
 TASK_KEYS = ("name", "template", "trigger_template", "label_map", "label_field", "text_fields", "train", "dev", "test")
 
 
@@ -80,6 +84,12 @@ class Grid:
     defaults: dict = field(default_factory=dict)
     where: str = ""  # what error messages name first (the spec file)
     defaults_at: dict = field(default_factory=dict)  # {key: where that default was written}: 'grid.yaml: defaults.steps'
+    models: list[str] = field(default_factory=list)  # every method runs on each ([] : [model])
+    tune: bool = False  # every method tries its default search space (Method.space)
+    sweep: dict = field(default_factory=dict)  # {method name: {option: values}} as given (prompt_compare.sweep)
+    sweep_at: str = ""  # what messages about the sweep name first (the spec file, or '' for the API's)
+    keep_weights: bool = False  # keep every setting's weights, not only the chosen one's
+    spaces: dict = field(default_factory=dict, repr=False)  # the sweep checked: {grid name: {option: (values, where)}}
 
     def default_at(self, key: str) -> str:
         return self.defaults_at.get(key) or _at(self.where, f"defaults.{key}")
@@ -132,11 +142,18 @@ def grid_from_dict(spec, where: str = "", base: Path | None = None) -> Grid:
             raise UserError(f"{_at(where, key)}: missing")
     tasks = spec["tasks"] if isinstance(spec["tasks"], list) else [spec["tasks"]]
     defaults = _mapping(spec.get("defaults", {}), _at(where, "defaults"))
+    if "model" in spec and "models" in spec:
+        raise UserError(f"{_at(where, 'models')}: give model (one) or models (several), not both")
+    tune = spec.get("tune", False)
+    if not isinstance(tune, bool):
+        raise UserError(f"{_at(where, 'tune')}: give true or false, got {tune!r}")
     grid = Grid(tasks=[task_from_dict(t, _at(where, f"tasks[{i}]"), base, f"task{i + 1}") for i, t in enumerate(tasks)],
                 methods=methods_from(spec["methods"], where), seeds=seeds_from(spec["seeds"], _at(where, "seeds")),
                 model=str(spec.get("model", DEFAULT_MODEL)), device=str(spec.get("device", "auto")),
                 dtype=str(spec.get("dtype", "auto")), defaults=defaults, where=where,
-                defaults_at={key: _at(where, f"defaults.{key}") for key in defaults})
+                defaults_at={key: _at(where, f"defaults.{key}") for key in defaults},
+                models=models_from(spec["models"], _at(where, "models")) if "models" in spec else [],
+                tune=tune, sweep=spec.get("sweep") or {}, sweep_at=where)
     return check_grid(grid)
 
 
@@ -196,10 +213,25 @@ def seeds_from(value, where: str = "seeds") -> list[int]:
     return seeds
 
 
+def models_from(value, where: str = "models") -> list[str]:
+    """['a', 'b'] or 'a,b' -> a list of distinct model names."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UserError(f"{where}: give a list of model names, e.g. [smollm2-135m, gemma3-270m]")
+    models = [v.strip() for v in value]
+    if len(set(models)) != len(models):
+        raise UserError(f"{where}: a model is listed twice ({', '.join(models)})")
+    return models
+
+
 def check_grid(grid: Grid) -> Grid:
-    """Unique task names; methods registered; defaults known to some method; data files present for
-    every seed."""
+    """Unique task names; methods registered; defaults known to some method; sweeps naming the grid's
+    methods and their options; data files present for every seed."""
     grid.methods = [method_def(m, _at(grid.where, f"methods[{i}]")) for i, m in enumerate(grid.methods)]
+    grid.models = list(grid.models or [grid.model])
+    grid.model = grid.models[0]
+    grid.spaces = check_sweep(grid.sweep, {m.name: m.method for m in grid.methods}, grid.sweep_at)
     names = [t.name for t in grid.tasks]
     for i, name in enumerate(names):
         if name in names[:i]:

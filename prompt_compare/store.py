@@ -1,5 +1,7 @@
 """A grid's folder: results.jsonl (one JSON line per finished or failed cell, appended atomically),
-grid.json (the cells of the last run), table.md / table.csv, plots/, and cells/<id>/ (artifacts).
+grid.json (the cells of the last run), table.md / table.csv, plots/, and cells/<id>/ (artifacts; a
+sweep's settings in cells/<id>/setting-<k>/); with several models, transfer.jsonl (a discrete result
+scored on each other model, same form), transfer.md / transfer.csv.
 
 Every record keeps its task's definition (key 'task_spec': templates, label words, fields, data
 sources), and a grid whose task of the same name is defined otherwise is refused in that folder:
@@ -21,7 +23,8 @@ from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
 RESULTS, GRID, TABLE_MD, TABLE_CSV = "results.jsonl", "grid.json", "table.md", "table.csv"
-OWN = {RESULTS, GRID, TABLE_MD, TABLE_CSV, "plots", "cells"}
+TRANSFER, TRANSFER_MD, TRANSFER_CSV = "transfer.jsonl", "transfer.md", "transfer.csv"
+OWN = {RESULTS, GRID, TABLE_MD, TABLE_CSV, TRANSFER, TRANSFER_MD, TRANSFER_CSV, "plots", "cells"}
 
 
 def claim_grid_out(out) -> Path:
@@ -59,10 +62,10 @@ def check_tasks(out, records: dict[str, dict], tasks: dict[str, dict]) -> None:
                             "grid's rows: give another out= (or the task another name)")
 
 
-def append_record(out, record: dict) -> None:
+def append_record(out, record: dict, name: str = RESULTS) -> None:
     """Append one record as one line (a single write, flushed and synced); a line cut short by a
     crash is ended first, so it stays one damaged line of its own."""
-    path = Path(out) / RESULTS
+    path = Path(out) / name
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
     if path.exists() and path.stat().st_size:
         with path.open("rb") as f:
@@ -77,9 +80,9 @@ def append_record(out, record: dict) -> None:
         os.close(fd)
 
 
-def read_records(out) -> dict[str, dict]:
-    """{cell id: its last record} from results.jsonl (missing file: {}; damaged lines skipped)."""
-    path = Path(out) / RESULTS
+def read_records(out, name: str = RESULTS) -> dict[str, dict]:
+    """{cell id: its last record} from results.jsonl (or `name`; missing file: {}; damaged lines skipped)."""
+    path = Path(out) / name
     if not path.exists():
         return {}
     records: dict[str, dict] = {}
