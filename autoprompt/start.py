@@ -39,7 +39,7 @@ def slot_template(task, manual: str, keep: set[str] = frozenset(), extra: int = 
                   fill: int | None = None, config=None) -> tuple[str, list[int]]:
     """(the template with [T] slots, the start trigger ids) for a hand-written template (config: the
     search config whose fields errors name)."""
-    field = (lambda name: name_of(config, name)) if config is not None else (lambda name: name)
+    field = (lambda name: name_of(config, name)) if config is not None else (lambda name: f"`{name}`")
     tok = task.lm.tokenizer
     parsed = Template.parse(manual)
     special = set(getattr(tok, "all_special_tokens", []) or [])

@@ -47,7 +47,7 @@ def test_keep_pins_words_and_extra_slots(tiny):
     task = PromptTask(lm, CAPITAL)
     template, ids = slot_template(task, CAPITAL, keep={"is", "of"}, extra=2, fill=7)
     assert template == "[T] [T] of {sub_label} is [T] [T] [P] ." and ids[-2:] == [7, 7] and len(ids) == 4
-    with pytest.raises(UserError, match="--keep opposite: not a word"):
+    with pytest.raises(UserError, match="`keep` opposite: not a word"):
         slot_template(task, CAPITAL, keep={"opposite"})
     with pytest.raises(UserError, match="already has \\[T\\] slots"):
         slot_template(task, "{sub_label} [T] [P]")
