@@ -9,7 +9,6 @@ import statistics
 
 import pytest
 import torch
-from tests.conftest import assert_user_error
 
 from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError
@@ -25,6 +24,7 @@ from intrinsic_dim.projections import PROJECTIONS, make_projection
 from intrinsic_dim.subspace import Subspace
 from intrinsic_dim.sweep import StopSweep, log_grid, run_sweep
 from intrinsic_dim.train import train_full, train_subspace
+from tests.conftest import assert_user_error
 
 KINDS = list(PROJECTIONS)
 TEMPLATE, LABELS = "{sentence} It was [P] .", "0=terrible,1=great"

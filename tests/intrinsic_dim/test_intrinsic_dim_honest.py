@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-from tests.intrinsic_dim.test_intrinsic_dim_spaces import DEV, LABELS, TEMPLATE, TRAIN, _config, _rows
-
 from frozen_lm import data as data_mod
 from frozen_lm.task import PromptTask
 from intrinsic_dim import measure
 from intrinsic_dim.honest import majority_rate, refusal
+from tests.intrinsic_dim.test_intrinsic_dim_spaces import DEV, LABELS, TEMPLATE, TRAIN, _config, _rows
 
 
 def test_refusal_needs_a_clear_gain_over_chance_and_theta_0():

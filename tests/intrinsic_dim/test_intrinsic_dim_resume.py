@@ -9,13 +9,13 @@ import re
 
 import pytest
 import torch
-from tests.conftest import assert_user_error, need_cmaes
 
 import intrinsic_dim.measurement as run_mod
 from frozen_lm.errors import Interrupted, UserError
 from frozen_lm.results import load_result
 from frozen_lm.task import PromptTask
 from intrinsic_dim import IntrinsicDimConfig, measure
+from tests.conftest import assert_user_error, need_cmaes
 
 TEMPLATE, LABELS = "{sentence} It was [P] .", "0=terrible,1=great"
 TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"

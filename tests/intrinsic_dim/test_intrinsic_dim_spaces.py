@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-from tests.conftest import assert_user_error, need_cmaes
 
 from frozen_lm import data as data_mod
 from frozen_lm.errors import UserError
@@ -26,6 +25,7 @@ from intrinsic_dim.spaces import PromptObjective, make_objective
 from intrinsic_dim.subspace import Subspace
 from intrinsic_dim.sweep import run_sweep
 from intrinsic_dim.train import examples_seen, steps_within, train_subspace
+from tests.conftest import assert_user_error, need_cmaes
 
 TEMPLATE, LABELS = "{sentence} It was [P] .", "0=terrible,1=great"
 TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
