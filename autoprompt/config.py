@@ -67,7 +67,7 @@ class SearchOptions:
         "help": "add this times the trigger's own log-likelihood under the model (causal LMs) to the objective, "
                 "for readable prompts (FluentPrompt, ARCA); results report the prompt's perplexity. Start small "
                 "(0.01): a swap moves this term by nats and a label's log-likelihood by tenths, and 0.1 already "
-                "gave 'the the the' at chance accuracy on SST-2 (README, Fluency)"})
+                "gave 'the the the' at chance accuracy on SST-2 (docs/results/fluency.md)"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_search(self) -> None:

@@ -63,38 +63,6 @@ OWN_FILES = (CONFIG, WEIGHTS, RESULTS, CARD, "d90.png")  # what a run writes int
 OWN_DIRS = ("tensorboard",)  # folders a run writes into its folder (report_to='tensorboard': frozen_lm.tracking)
 
 
-def claim_out(out, overwrite: bool = False, resume: bool = False) -> Path:
-    """Make `out` ready for a run's artifact, before any work: refuse a folder holding another run
-    (unless `resume` continues that run, or `overwrite` replaces it: its files are removed) or other
-    files, and check that the folder can be written, so no computing is lost at the end."""
-    distributed.on_main(_claim_out, Path(out), overwrite, resume)
-    return Path(out)
-
-
-def _claim_out(out: Path, overwrite: bool, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if (out / CONFIG).exists():
-            if not (resume or overwrite):
-                raise UserError(f"--out {out} already holds a run; give --resume to continue it, --overwrite to "
-                                "replace it, or another --out")
-            if overwrite and not resume:
-                for name in OWN_FILES:
-                    (out / name).unlink(missing_ok=True)
-                for tmp in out.glob("*.tmp"):
-                    tmp.unlink()
-        elif not overwrite or any(p.name not in OWN_FILES and p.suffix != ".tmp" for p in out.iterdir()):
-            raise UserError(f"--out {out} is not empty and holds no artifact; give a new or empty folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test.tmp"
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"--out {out} cannot be written ({e.strerror or e}); choose another folder") from None
-
-
 def _write_json(path: Path, obj) -> None:
     _write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -159,7 +127,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def read_artifact(path) -> Artifact:
-    """Read an artifact directory (format 1 or 2); UserError if it is missing, incomplete or damaged."""
+    """Read an artifact directory (format 1, 2 or 3); UserError if it is missing, incomplete or damaged."""
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"{p} is not an artifact directory; give the folder a run saved (its out=)")
