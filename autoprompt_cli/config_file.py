@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from frozen_lm.configs import read_mapping
 from frozen_lm.errors import UserError
 
 BASE = "autoprompt.config_base"  # ctx.meta: the method config read from a run's config.json
@@ -35,32 +36,7 @@ def config_option() -> click.Option:
 
 def read_file(path) -> dict:
     """The mapping a .yaml/.yml, .toml or .json file holds; UserError (one line) for anything wrong."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".toml", ".json"):
-        raise UserError(f"--config {path}: use a .yaml, .yml, .toml or .json file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"--config {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text)
-        elif suffix == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib
-
-            values = tomllib.loads(text)
-        else:
-            values = json.loads(text)
-    except ImportError as e:
-        raise UserError(f"--config {path}: reading it needs the {e.name} package (pip install {'pyyaml' if e.name == 'yaml' else e.name})") from None
-    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
-        raise UserError(f"--config {path} is not valid {suffix[1:].upper()}: {' '.join(str(e).split())}") from None
+    values = read_mapping(path, f"--config {path}")
     if values is None:
         return {}
     if not isinstance(values, dict):

@@ -11,6 +11,7 @@ the same message with its flag (`--search-width`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -123,3 +124,36 @@ def diffs(saved: dict, config, allowed: tuple[str, ...] = ()) -> list[str]:
     now = to_dict(config)
     return [f"{name_of(config, k)} ({saved.get(k)!r} saved, {v!r} now)"
             for k, v in now.items() if k not in allowed and saved.get(k) != v]
+
+
+def read_mapping(path, what: str) -> dict | None:
+    """The value a .yaml/.yml, .toml or .json file holds (None for an empty file); `what` names the
+    file in messages ('spec file x.yaml'). UserError (one line) for a file of another kind, text that
+    is not UTF-8 (file:line) or not valid in its format, or a reader that is not installed."""
+    from pathlib import Path
+
+    from frozen_lm.data import read_utf8
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".toml", ".json"):
+        raise UserError(f"{what}: use a .yaml, .yml, .toml or .json file")
+    text = read_utf8(path)
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        if suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+
+            return tomllib.loads(text) or None
+        return json.loads(text) if text.strip() else None
+    except ImportError as e:
+        raise UserError(f"{what}: reading it needs the {e.name} package (pip install "
+                        f"{'pyyaml' if e.name == 'yaml' else e.name})") from None
+    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
+        raise UserError(f"{what} is not valid {suffix[1:].upper()}: {' '.join(str(e).split())}") from None

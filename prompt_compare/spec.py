@@ -24,12 +24,11 @@ UserError naming the key the user wrote, e.g. "grid.yaml: methods[2].config.rr i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from frozen_lm.data import read_utf8
+from frozen_lm.configs import read_mapping
 from frozen_lm.errors import UserError
 from frozen_lm.registry import DEFAULT_MODEL
 from frozen_lm.templates import Template
@@ -109,26 +108,7 @@ def load_spec(path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"spec file {path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".toml", ".json"):
-        raise UserError(f"spec file {path}: use a .yaml, .yml, .toml or .json file")
-    text = read_utf8(path)
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            spec = yaml.safe_load(text)
-        elif suffix == ".toml":
-            import tomllib
-
-            spec = tomllib.loads(text)
-        else:
-            spec = json.loads(text)
-    except ImportError as e:
-        raise UserError(f"spec file {path}: reading it needs {e.name} (pip install 'autoprompt-suite[compare]')") from None
-    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError
-        first = " ".join(str(e).split())
-        raise UserError(f"{path} is not valid {suffix[1:].upper()}: {first}") from None
+    spec = read_mapping(path, f"spec file {path}")
     return grid_from_dict(spec, where=str(path), base=path.resolve().parent)
 
 
