@@ -58,6 +58,11 @@ def _finish(plt, fig, ax, path, title: str, metric: str, legend: str) -> Path:
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc=legend)
+    return _save(plt, fig, ax, path)
+
+
+def _save(plt, fig, ax, path) -> Path:
+    """Grid lines, tight layout, the file written and the figure closed."""
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -112,10 +117,4 @@ def plot_d90_by_size(rows: list[dict], path, title: str = "") -> Path:
     ax.set_xlabel("model parameters")
     ax.set_ylabel("d90 (subspace dimension)")
     ax.set_title(title or "intrinsic dimension against model size", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
+    return _save(plt, fig, ax, path)
