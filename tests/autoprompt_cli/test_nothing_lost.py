@@ -16,38 +16,25 @@ import time
 import pytest
 
 from frozen_lm.artifact import CARD, CONFIG, RESULTS, WEIGHTS
+from tests.autoprompt_cli.conftest import SEARCH, files
 from tests.conftest import SENTIMENT_ROWS, assert_user_error, write_jsonl
 
-SEARCH = ("search", "--iters", "1", "--num-cand", "2", "--no-progress")
 OWN_DATA = ("--template", "{sentence} [T] [P]", "--label-map", "0=terrible,1=great", "--dev", "demo:sentiment:dev")
-
-
-@pytest.fixture
-def run(cli, tiny_folder, tmp_path):
-    """A finished tiny search in tmp_path/run."""
-    out = tmp_path / "run"
-    result = cli(*SEARCH, "--model", tiny_folder("llama"), "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def _files(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 # ---------------------------------------------------------------- data loss
 def test_overwrite_keeps_the_old_run_when_the_new_one_fails_its_checks(cli, tiny_folder, run, tmp_path):
-    before = _files(run)
+    before = files(run)
     result = cli(*SEARCH, "--model", tiny_folder("llama"), "--out", run, "--overwrite", *OWN_DATA,
                  "--train", tmp_path / "no.jsonl")
     assert_user_error(result, "no.jsonl does not exist")
-    assert _files(run) == before
+    assert files(run) == before
     result = cli(*SEARCH, "--model", tiny_folder("llama"), "--out", run, "--overwrite", "--iters", "0")
     assert_user_error(result, "--iters must be at least 1")
-    assert _files(run) == before
+    assert files(run) == before
 
 
-def test_overwrite_replaces_the_run_and_keeps_the_users_files(cli, tiny_folder, run):
+def test_overwrite_replaces_the_run_and_keeps_the_usersfiles(cli, tiny_folder, run):
     (run / "notes.txt").write_text("my notes")
     (run / "d90.png").write_bytes(b"an old run's plot")  # a file of the old run the new one does not write
     old_config = (run / CONFIG).read_text()
@@ -81,10 +68,10 @@ def test_resume_with_other_data_or_fewer_iterations_writes_nothing(cli, tiny_fol
     args = ("--model", tiny_folder("llama"), "--template", "{sentence} [T] [P]", "--label-map", "0=terrible,1=great",
             "--dev", train, "--no-progress")
     assert cli("search", "--iters", "2", "--num-cand", "2", "--train", train, "--out", out, *args).exit_code == 0
-    before = _files(out)
+    before = files(out)
     assert_user_error(cli("search", "--resume", out, "--train", other), "resume", "the train data")
     assert_user_error(cli("search", "--resume", out, "--iters", "1"), "already ran 2 iterations", "--iters 1")
-    assert _files(out) == before
+    assert files(out) == before
 
 
 def test_a_long_tune_keeps_its_best_so_far_on_disk(tiny, tmp_path):
@@ -144,8 +131,8 @@ def test_ctrl_c_while_the_libraries_import(tmp_path):
         out, err = proc.communicate(timeout=120)
         if proc.returncode == 2:  # it got to the (missing) model before the signal: nothing to test at this delay
             continue
-        if proc.returncode == -signal.SIGINT and not err:  # before Python itself set up its handler: silent
-            continue
+        if proc.returncode == -signal.SIGINT and "Traceback" not in err and len(err.strip().splitlines()) <= 1:
+            continue  # the interpreter's own exit on SIGINT (before its handler, or while shutting down): no traceback
         assert proc.returncode == 130, (delay, proc.returncode, err)
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, (delay, err)
 

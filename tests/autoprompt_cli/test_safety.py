@@ -12,29 +12,15 @@ import pytest
 from autoprompt.search import Searcher
 from autoprompt_cli.output import default_out
 from frozen_lm.artifact import CONFIG, RESULTS, WEIGHTS
+from tests.autoprompt_cli.conftest import SEARCH, files
 from tests.conftest import assert_user_error, write_jsonl
-
-SEARCH = ("search", "--iters", "1", "--num-cand", "2", "--no-progress")
-
-
-@pytest.fixture
-def run(cli, tiny_folder, tmp_path):
-    """A finished tiny search in tmp_path/run."""
-    out = tmp_path / "run"
-    result = cli(*SEARCH, "--model", tiny_folder("llama"), "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def _files(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 def test_out_holding_a_run_is_refused_and_left_byte_identical(cli, tiny_folder, run):
-    before = _files(run)
+    before = files(run)
     result = cli(*SEARCH, "--model", tiny_folder("gpt2"), "--out", run)
     assert_user_error(result, "already holds a run", "--resume", "--overwrite")
-    assert _files(run) == before
+    assert files(run) == before
     result = cli(*SEARCH, "--model", tiny_folder("gpt2"), "--out", run, "--overwrite")
     assert result.exit_code == 0, result.output
     assert json.loads((run / CONFIG).read_text())["model"]["architecture"] == "GPT2LMHeadModel"
