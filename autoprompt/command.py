@@ -83,7 +83,7 @@ class BehaviorOptions:
                 "response as a refusal when it starts with one (default: a short list as llm-attacks')"})
 
 
-def run_behaviors(config, options: BehaviorOptions, cli):
+def run_behaviors(options: BehaviorOptions, cli):
     """The `alternative` of the GCG command: a behaviors file instead of one search (None without --behaviors)."""
     if options is None or not options.behaviors:
         if options is not None and (options.universal or options.workers != 1 or options.refusal_prefixes):
@@ -97,7 +97,7 @@ def run_behaviors(config, options: BehaviorOptions, cli):
         raise UserError(f"--behaviors brings the goals and targets; leave out --{given[0].replace('_', '-')}")
     model = task["model"] if options.workers > 1 else cli.load_lm()
     out = cli.resume or cli.out or cli.default_out("behaviors")
-    r = behaviors(model, options.behaviors, config, template=task.get("template") or TEMPLATE, chat=task["chat"],
+    r = behaviors(model, options.behaviors, cli.config(), template=task.get("template") or TEMPLATE, chat=task["chat"],
                   universal=options.universal, out=out, resume=cli.resume, overwrite=cli.overwrite,
                   workers=options.workers, refusal_prefixes=options.refusal_prefixes, dtype=task.get("dtype"),
                   progress=cli.progress and options.workers == 1)

@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,8 +141,8 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
         tracking_from(report_to)  # a missing package: before the model loads
         extra = config_from(spec.options, kwargs) if spec.options else None
         if spec.alternative is not None:  # the options may ask for something other than one run
-            tables = spec.alternative(config_from(chosen.config, kwargs, ctx), extra,
-                                      Alternative(vars(opts), opts, out, overwrite, resume, progress))
+            tables = spec.alternative(extra, Alternative(vars(opts), opts, out, overwrite, resume, progress,
+                                                         lambda: config_from(chosen.config, kwargs, ctx)))
             if tables is not None:
                 return _tables(tables, as_json)
         opts, more = _models(spec, opts)  # --model a,b: the first model, and the others
@@ -195,7 +196,7 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
 @dataclass
 class Alternative:
     """What a Command's `alternative` gets from the command line: the task options (a dict), a loader
-    of the model they name, and the run options."""
+    of the model they name, the run options, and the method's config from the typed options."""
 
     task: dict
     options: TaskOptions
@@ -203,6 +204,10 @@ class Alternative:
     overwrite: bool
     resume: str | None
     progress: bool
+    make_config: Callable
+
+    def config(self):
+        return self.make_config()
 
     def load_lm(self):
         return load_lm(self.options)

@@ -1,8 +1,8 @@
 """GCG time-to-target against nanoGCG 0.3.0 (issue 30): wall time to reach nanoGCG's own final loss.
 
-    python -m benchmarks.bench_gcg_ttt --nanogcg-python /work/venvs/nanogcg/bin/python       # full, ~55 min
+    python -m benchmarks.bench_gcg_ttt --nanogcg-python /work/venvs/nanogcg/bin/python       # full, <= 50 min
     python -m benchmarks.bench_gcg_ttt --nanogcg-python V/bin/python --targets 1 --seeds 0 --steps 4 \\
-        --ablations plain --headline acg                                                   # a check, ~3 min
+        --ablations plain merge                                                            # a check, ~3 min
 
 Setting (the README's nanoGCG side by side): smollm2-135m, the first --targets goal/target rows of
 benchmarks/data/behaviors_benign.csv as the chat user message with 20 optimised tokens after it
@@ -10,26 +10,28 @@ benchmarks/data/behaviors_benign.csv as the chat user message with 20 optimised 
 both. nanoGCG runs in its own venv (`python3 -m venv V && V/bin/pip install torch==2.13.0
 transformers==4.47.1 nanogcg==0.3.0`) for --steps steps per target and seed; its wall time is the
 budget B of that run, and L* is its best loss. Ours runs the same task until B has passed (a run
-stops earlier when greedy generation reproduces the target, with the schedule's early stop).
+goes on after greedy generation reproduces the target: the presets' early stop is off here).
 
 Every kept trigger along both runs (nanoGCG's per-step string, our per-iteration trigger) is scored
 again by one float32 evaluator (ours, on the same weights), so losses compare across
 implementations and dtypes; L* = min over nanoGCG's steps of that loss. Reported per run: seconds to
 first reach L* (nanoGCG: its best step; inf when never within B), the speed-up (nanoGCG's seconds /
 ours), and success at B: greedy generation (float32) after the lowest-loss trigger found within B
-reproduces the target. The headline variants (--headline, default the 'all' and 'acg' presets) run
-every target and seed; the ablations (--ablations: plain GCG and each technique alone, with the
-'all' preset's value of that switch) run --ablation-seeds only and stop once their own loss is 0.02
-under L*. Time is measured from the call (setup included) to the end of each iteration, model
-loading excluded, for both.
+reproduces the target. The headline variants (--headline, default the 'fast' preset) run every
+target and seed; the ablations (--ablations: plain GCG and each technique alone, with the 'all'
+preset's value of that switch; also any preset name) run --ablation-seeds only and stop once their
+own loss is 0.02 under L*. Time is measured from the call (setup included) to the end of each
+iteration, model loading excluded, for both.
 
 Duration alone on the README's CPU (bfloat16, 2 threads, ~1.2 s per nanoGCG step): 3 targets x 3
-seeds x 60 steps: nanoGCG 9 x ~75 s, the two headline presets 18 x <= 75 s, 6 ablations x 3 targets
-x <= 75 s (most stop earlier), the float32 rescoring ~10 s per run: about 55 minutes (--dtype
-float32 takes about 2.5x as long on that CPU; use --targets 2 there).
+seeds x 60 steps: nanoGCG 9 x ~75 s, the headline preset 9 x ~75 s, 6 ablations x 3 targets x
+<= 75 s (most stop earlier), the float32 rescoring ~10 s per run: at most about 50 minutes (a CPU
+without AMX, e.g. AMD EPYC, runs a nanoGCG step in ~3 s: about 2 hours there, so give it
+--targets 2 --ablation-seeds 0 --ablations plain merge; --dtype float32 takes ~2.5x as long).
 
-Writes benchmarks/results/gcg_ttt.{json,csv,png} (a reduced run: gcg_ttt_reduced.*) and the full
-curves to runs/bench/gcg_ttt.json.
+Writes benchmarks/results/gcg_ttt.json (summary per variant, runs table), gcg_ttt_runs.csv (per
+run) and gcg_ttt.png (loss against seconds; a reduced run: gcg_ttt_reduced*), and the full curves to
+runs/bench/gcg_ttt.json.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENIGN = ROOT / "benchmarks" / "data" / "behaviors_benign.csv"
 INIT = " ".join(["x"] * 20)
 ABLATIONS = ("plain", "ramp", "history", "no-repeats", "distance", "merge")
-HEADLINE = ("all", "acg")
+HEADLINE = ("fast",)
 STOP_MARGIN = 0.02  # ablations stop once their own loss is this far under L* (the float32 rescoring decides)
 
 NANOGCG_DRIVER = r"""
@@ -79,7 +81,8 @@ print(json.dumps({"seconds": seconds, "step_ends": [s - start for s in stamps[1:
 
 
 def variant_config(name: str, seed: int):
-    """Our GCGConfig of a variant: plain GCG, one technique alone ('all' preset's value), or a preset."""
+    """Our GCGConfig of a variant: plain GCG, one technique alone ('all' preset's value), or a preset
+    (whose early stop is switched off: the run goes on to the budget, as nanoGCG's)."""
     from autoprompt import GCGConfig, GCGSchedule
 
     base = {"iters": 100_000, "search_width": 64, "topk": 64, "initial_trigger": INIT, "seed": seed}
@@ -90,7 +93,7 @@ def variant_config(name: str, seed: int):
              "history": GCGSchedule(history=full.history), "no-repeats": GCGSchedule(repeats=False),
              "distance": GCGSchedule(distance_weight=full.distance_weight), "merge": GCGSchedule(merge=full.merge),
              "early-stop": GCGSchedule(stop_on_success=True)}
-    schedule = alone[name] if name in alone else GCGSchedule(preset=name)
+    schedule = alone[name] if name in alone else GCGSchedule(preset=name, stop_on_success=False)
     return GCGConfig(**base, schedule=schedule)
 
 
@@ -239,15 +242,25 @@ def report(args, runs: list[dict]) -> None:
     name = "gcg_ttt" if full else "gcg_ttt_reduced"
     save_json(name, {"args": vars(args), "runs": runs})
     png = plot(runs, RESULTS / f"{name}.png", args.headline[0] if args.headline else None)
-    with (RESULTS / f"{name}.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(per_run[0]))
-        writer.writeheader()
-        writer.writerows(per_run)
     notes = ("Seconds to first reach L* (nanoGCG 0.3.0's best loss in its --steps steps, every trigger rescored by one "
              "float32 evaluator) and success (greedy generation reproduces the target) with the best trigger found "
-             "within nanoGCG's wall time B. " + ("" if full else "REDUCED CHECK RUN: not the benchmark's numbers."))
-    write_result(name, summary, notes=notes, title="GCG time to target against nanoGCG", tables={"runs": per_run},
-                 figures=[str(png.relative_to(ROOT))] if png else None)
+             "within nanoGCG's wall time B; speed-up = nanoGCG's seconds to L* / ours, same target and seed. "
+             f"Per run: {name}_runs.csv; loss against seconds: {png.relative_to(ROOT) if png else '(no matplotlib)'} "
+             "(not under docs/, so not shown here). " + ("" if full else "REDUCED CHECK RUN: not the benchmark's numbers."))
+    path = write_result(name, summary, notes=notes, title="GCG time to target against nanoGCG", tables={"runs": per_run})
+    write_csv(RESULTS / f"{name}_runs.csv", per_run, json.loads(path.read_text()))
+
+
+def write_csv(path: Path, rows: list[dict], meta: dict) -> None:
+    """The per-run table as a results CSV: '# key: value' lines (benchmarks/results/README.md), then the rows."""
+    head = {"benchmark": path.stem, "title": "GCG time to target against nanoGCG, per run", "command": meta["command"],
+            "date": meta["date"], "commit": meta.get("commit") or "", "notes": meta["notes"].replace("\n", " ")}
+    head.update({f"machine.{k}": v for k, v in meta["machine"].items()})
+    with path.open("w", newline="", encoding="utf-8") as f:
+        f.writelines(f"# {k}: {v}\n" for k, v in head.items())
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def plot(runs: list[dict], path: Path, variant: str | None) -> Path | None:
@@ -267,7 +280,7 @@ def plot(runs: list[dict], path: Path, variant: str | None) -> Path | None:
                 continue
             xs, ys = zip(*r["curve"])
             nano = r["variant"] == "nanogcg"
-            ax.plot(xs, ys, "--" if nano else "-", color="black" if nano else "tab:blue", alpha=0.4 + 0.2 * (r["seed"] % 3),
+            ax.plot(xs, ys, "--" if nano else "-", color="black" if nano else "tab:blue", alpha=0.5 + 0.2 * (r["seed"] % 3),
                     label=("nanoGCG 0.3.0" if nano else f"ours ({variant})") if r["seed"] == runs[0]["seed"] else None)
             if nano:
                 ax.axhline(r["lstar"], color="gray", linewidth=0.5)

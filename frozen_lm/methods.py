@@ -39,11 +39,11 @@ class Command:
     None: as the method's `template` says).
     compare_manual: also score a hand-written template (--manual) on the dev split beside the result.
     options: a dataclass of command-line-only options (not saved); check(task, config, options) runs
-    before any work, after(result, task, options) once the result is saved. alternative(config,
-    options, cli) runs something other than one run when the options ask for it (GCG's behaviors
-    file) and returns the tables to print, [(title, rows)], or None for the usual run; cli has the
-    task options as a dict (`cli.task`), `cli.load_lm()`, and `cli.out`, `cli.overwrite`,
-    `cli.resume`, `cli.progress`.
+    before any work, after(result, task, options) once the result is saved. alternative(options,
+    cli) runs something other than one run when the options ask for it (GCG's behaviors file) and
+    returns the tables to print, [(title, rows)], or None for the usual run; cli has the task
+    options as a dict (`cli.task`), `cli.config()` (the method's config from the typed options),
+    `cli.load_lm()`, and `cli.out`, `cli.overwrite`, `cli.resume`, `cli.progress`.
     models: what several models (`--model a,b`) mean: 'one' (refused: one model per run), 'joint'
     (one run on the first model with the others as the run's input 'models', e.g. a prompt searched
     for all of them) or 'each' (one run per model, in OUT/<n>-<model>/); across(results, out) ->

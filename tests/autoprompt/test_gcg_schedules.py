@@ -83,7 +83,9 @@ def test_presets_fill_the_switches_and_given_switches_win():
     assert plain.schedule is None
     acg = GCGConfig(search_width=64, schedule="acg").schedule
     assert acg.preset == "acg" and acg.active and acg.search_width_start == 16 and acg.ramp > 0
-    assert acg.repeats is False and acg.history > 0 and acg.stop_on_success
+    assert acg.repeats and acg.history > 0 and acg.stop_on_success and acg.n_replace_start == 4 and acg.merge == 0
+    fast = GCGConfig(search_width=64, schedule="fast").schedule
+    assert fast.merge >= 2 and fast.repeats is False and fast.search_width_start == 32 and fast.stop_on_success
     mine = GCGConfig(search_width=64, schedule=GCGSchedule(preset="acg", history=2, stop_on_success=False)).schedule
     assert mine.history == 2 and not mine.stop_on_success and mine.search_width_start == 16
     none = GCGConfig(schedule="none").schedule
@@ -94,7 +96,7 @@ def test_presets_fill_the_switches_and_given_switches_win():
 
 
 @pytest.mark.parametrize("values, fragment", [
-    ({"preset": "fast"}, "GCGSchedule.preset is 'fast'; choose one of: none, acg"),
+    ({"preset": "quick"}, "GCGSchedule.preset is 'quick'; choose one of: none, acg"),
     ({"n_replace_start": 0}, "GCGSchedule.n_replace_start must be at least 1, got 0"),
     ({"search_width_start": 0}, "GCGSchedule.search_width_start must be at least 1"),
     ({"ramp": -1}, "GCGSchedule.ramp must be 0 or more"),
