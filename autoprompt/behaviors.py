@@ -181,11 +181,7 @@ def _claim(out: Path, setup: dict, overwrite: bool) -> None:
         raise UserError(f"out={out} is a file; give a folder")
     saved = out / FILE
     if saved.exists():
-        before = BehaviorsResult.load(out).setup
-        same = {k: v for k, v in before.items() if k != "config"} == {k: v for k, v in setup.items() if k != "config"}
-        old_cfg, new_cfg = dict(before.get("config", {})), dict(setup["config"])
-        same = same and {k: v for k, v in old_cfg.items() if k != "iters"} == {k: v for k, v in new_cfg.items()
-                                                                                if k != "iters"}
+        same = _comparable(BehaviorsResult.load(out).setup) == _comparable(setup)
         if not same and not overwrite:
             raise UserError(f"out={out} holds a behaviors run with another set-up (model, template, rows or "
                             "config); give overwrite=True to replace it, or another out=")
@@ -197,6 +193,15 @@ def _claim(out: Path, setup: dict, overwrite: bool) -> None:
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"out={out} is not empty and holds no behaviors run; give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _comparable(setup: dict) -> dict:
+    """What must match for a harness folder to continue: everything but the config's iterations and
+    where the rows file lies (its rows and hash count)."""
+    out = {k: v for k, v in setup.items() if k not in ("config", "source")}
+    out["config"] = {k: v for k, v in dict(setup.get("config", {})).items() if k != "iters"}
+    out["source"] = {k: (setup.get("source") or {}).get(k) for k in ("rows", "sha256")}
+    return out
 
 
 def _check_template(lm, setup: dict, rows: list[dict]) -> None:
