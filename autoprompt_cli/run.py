@@ -142,7 +142,8 @@ def build_command(methods: list[Method], chosen: Method) -> click.Command:
         extra = config_from(spec.options, kwargs) if spec.options else None
         if spec.alternative is not None:  # the options may ask for something other than one run
             tables = spec.alternative(extra, Alternative(vars(opts), opts, out, overwrite, resume, progress,
-                                                         lambda: config_from(chosen.config, kwargs, ctx)))
+                                                         lambda: config_from(chosen.config, kwargs, ctx,
+                                                                             base=ctx.meta.get(BASE))))
             if tables is not None:
                 return _tables(tables, as_json)
         opts, more = _models(spec, opts)  # --model a,b: the first model, and the others
