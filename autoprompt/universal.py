@@ -16,7 +16,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from autoprompt.behaviors import BehaviorsResult, curve_of, record_of, row_task, succeeded
+from autoprompt.behavior_rows import BehaviorsResult, curve_of, record_of, row_task, succeeded
 from autoprompt.config import GCGConfig, GCGSchedule
 from frozen_lm.results import load_result
 

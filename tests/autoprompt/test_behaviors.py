@@ -11,15 +11,15 @@ import pytest
 
 import autoprompt
 from autoprompt import GCGConfig, GCGSchedule
-from autoprompt.behaviors import (
+from autoprompt.behavior_rows import (
     REFUSAL_PREFIXES,
     BehaviorsResult,
-    behaviors,
     curve_of,
     is_refusal,
     parse_prefixes,
     read_behaviors,
 )
+from autoprompt.behaviors import behaviors
 from autoprompt.schedule import ScheduledGCG
 from frozen_lm.errors import UserError
 from frozen_lm.results import load_result
