@@ -3,6 +3,7 @@ same tensors) and `--report-to` on the command line."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -133,10 +134,9 @@ def test_report_to_on_the_command_line(cli, tiny_folder, tmp_path, data, monkeyp
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert_user_error(cli("tune", "--report-to", "tensorboard,mlfow", "--out", tmp_path / "no"),
                       "--report-to 'mlfow' is not a tracker; choose from: tensorboard, mlflow, wandb")
-    from frozen_lm import tracking
 
-    real = tracking.importlib.util.find_spec
-    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "mlflow" else real(name))
     assert_user_error(cli("search", "--report-to", "mlflow", "--out", tmp_path / "no"),
                       "--report-to 'mlflow' needs the mlflow package: pip install 'autoprompt-suite[mlflow]'")
     assert not (tmp_path / "no").exists()

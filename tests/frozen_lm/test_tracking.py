@@ -4,6 +4,7 @@ folder store, W&B's offline run file through W&B's own record protobuf); the mod
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 import time
@@ -213,8 +214,8 @@ def test_wandb_offline_run(tiny, tmp_path, monkeypatch):
 def test_unknown_tracker_and_missing_package(tiny, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="report_to 'mlfow' is not a tracker; choose from: tensorboard, mlflow, wandb"):
         _run(tiny, tmp_path / "run", report_to="tensorboard,mlfow")
-    real = tracking_mod.importlib.util.find_spec
-    monkeypatch.setattr(tracking_mod.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
     with pytest.raises(UserError) as e:
         _run(tiny, tmp_path / "run", report_to="wandb")
     assert str(e.value) == "report_to 'wandb' needs the wandb package: pip install 'autoprompt-suite[wandb]'"
