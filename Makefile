@@ -22,7 +22,7 @@ setup-gemma: setup
 	$(BIN)/pip install --quiet $(GEMMA)
 
 demo: setup
-	$(BIN)/autoprompt search --out runs/demo --overwrite
+	$(BIN)/autoprompt search --patience 8 --out runs/demo --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q
