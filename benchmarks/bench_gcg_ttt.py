@@ -30,7 +30,7 @@ without AMX, e.g. AMD EPYC, runs a nanoGCG step in ~3 s: about 2 hours there, so
 --targets 2 --ablation-seeds 0 --ablations plain merge; --dtype float32 takes ~2.5x as long).
 
 Writes benchmarks/results/gcg_ttt.json (summary per variant, runs table), gcg_ttt_runs.csv (per
-run) and gcg_ttt.png (loss against seconds; a reduced run: gcg_ttt_reduced*), and the full curves to
+run) and docs/gcg_ttt.png (loss against seconds; a reduced run: gcg_ttt_reduced*), and the full curves to
 runs/bench/gcg_ttt.json.
 """
 
@@ -169,7 +169,13 @@ def main() -> None:
     ap.add_argument("--ablation-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--report", metavar="FILE", help="no run: the tables, plot and results files again from a saved "
+                                                     "run's runs/bench/gcg_ttt*.json (its own options)")
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        report(argparse.Namespace(**{**saved["args"], "report": None}), saved["runs"])
+        return
     import torch
 
     from benchmarks.bench_gcg import converted_folder
@@ -241,14 +247,26 @@ def report(args, runs: list[dict]) -> None:
     full = args.targets >= 3 and len(args.seeds) >= 3 and args.steps >= 60
     name = "gcg_ttt" if full else "gcg_ttt_reduced"
     save_json(name, {"args": vars(args), "runs": runs})
-    png = plot(runs, RESULTS / f"{name}.png", args.headline[0] if args.headline else None)
-    notes = ("Seconds to first reach L* (nanoGCG 0.3.0's best loss in its --steps steps, every trigger rescored by one "
-             "float32 evaluator) and success (greedy generation reproduces the target) with the best trigger found "
-             "within nanoGCG's wall time B; speed-up = nanoGCG's seconds to L* / ours, same target and seed. "
-             f"Per run: {name}_runs.csv; loss against seconds: {png.relative_to(ROOT) if png else '(no matplotlib)'} "
-             "(not under docs/, so not shown here). " + ("" if full else "REDUCED CHECK RUN: not the benchmark's numbers."))
-    path = write_result(name, summary, notes=notes, title="GCG time to target against nanoGCG", tables={"runs": per_run})
+    png = plot(runs, ROOT / "docs" / f"{name}.png", args.headline[0] if args.headline else None)
+    cut = "" if full else (f"Reduced run: {args.targets} targets x {len(args.seeds)} seeds x {args.steps} nanoGCG steps "
+                           "(the full benchmark: 3 x 3 x 60), ablations on seeds "
+                           f"{', '.join(map(str, args.ablation_seeds))}. ")
+    notes = (cut + "Seconds to first reach L* (nanoGCG 0.3.0's best loss in its --steps steps, every trigger "
+             "rescored by one float32 evaluator) and success (greedy generation reproduces the target) with the best "
+             "trigger found within nanoGCG's wall time B; speed-up = nanoGCG's seconds to L* / ours, same target and "
+             f"seed (0 when ours never reached L* within B). Per run: {name}_runs.csv.")
+    path = write_result(name, summary, notes=notes, command=command_of(args), title="GCG time to target against nanoGCG",
+                        tables={"runs": per_run}, figures=[str(png.relative_to(ROOT))] if png else None)
     write_csv(RESULTS / f"{name}_runs.csv", per_run, json.loads(path.read_text()))
+
+
+def command_of(args) -> str:
+    """The command that runs these options (what a results file records, also when --report rewrites it)."""
+    cmd = ["python", "-m", "benchmarks.bench_gcg_ttt", "--nanogcg-python", "V/bin/python", "--targets", str(args.targets),
+           "--seeds", *map(str, args.seeds), "--steps", str(args.steps), "--headline", *args.headline,
+           "--ablations", *args.ablations, "--ablation-seeds", *map(str, args.ablation_seeds), "--dtype", args.dtype,
+           "--threads", str(args.threads)]
+    return " ".join(cmd)
 
 
 def write_csv(path: Path, rows: list[dict], meta: dict) -> None:
