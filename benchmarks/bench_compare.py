@@ -151,8 +151,44 @@ def run_tuned(args) -> dict:
     spec = grid(args, args.tasks, args.methods, args.seeds)
     result = compare(spec, out=args.out, workers=args.workers, tune=True, sweep=tuned_sweep(args))
     print(result.markdown)
+    if not args.quick:
+        write_tuned(args, result)
     return {"table": result.table, "seconds": result.seconds, "ran": result.ran, "skipped": result.skipped,
             "failed": result.failed}
+
+
+TUNED_COLUMNS = ("task", "method", "seeds", "test_mean", "test_sd", "dev_mean", "chosen", "edge", "settings",
+                 "wall_s", "forward_tokens", "backward_tokens", "trainable_params", "p_vs_best", "not_worse",
+                 "p_vs_manual", "best", "failed")
+
+
+def write_tuned(args, result) -> None:
+    """benchmarks/results/compare_tuned.json (the whole protocol) or compare_tuned_reduced.json (fewer
+    tasks, splits or methods than issue 28's), the table's columns a reader needs; the grid's own
+    table.md / table.csv next to it."""
+    from benchmarks.common import RESULTS, write_result
+
+    methods = [m if isinstance(m, str) else next(iter(m)) for m in args.methods]
+    full = (sorted(args.tasks) == sorted(TASKS) and sorted(args.seeds) == sorted(SPLITS)
+            and sorted(methods) == sorted(m if isinstance(m, str) else next(iter(m)) for m in TUNED_METHODS))
+    name = "compare_tuned" if full else "compare_tuned_reduced"
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k in TUNED_COLUMNS}
+            for row in result.table]
+    cut = "" if full else (f"Reduced run: tasks {', '.join(args.tasks)}; splits {', '.join(map(str, args.seeds))}; "
+                           f"methods {', '.join(methods)} (issue 28's protocol: sst2 and trec, splits 13 21 42 87 "
+                           "100, every method). ")
+    notes = (cut + "Each (method, split) trains every setting of the method's default space (`--tune`), keeps "
+             "the best on dev and is scored on test; `chosen` is the picked setting (x n: picked on n splits), "
+             "`edge` flags a chosen value at the edge of its space, `settings` the settings trained; wall_s and "
+             "tokens count the whole sweep. p_vs_best / p_vs_manual: exact paired sign-flip (McNemar) test over "
+             "the test examples pooled across splits; not_worse: not significantly worse than the best (p >= "
+             "0.05). The grid's table.md and table.csv are in benchmarks/results/" + name + "/.")
+    write_result(name, rows, notes=notes, title="Learned vs discrete vs fine-tuning, each method tuned on dev")
+    keep = RESULTS / name
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in ("table.md", "table.csv"):
+        if (Path(args.out) / f).exists():
+            shutil.copyfile(Path(args.out) / f, keep / f)
 
 
 def estimate(args) -> dict:
