@@ -1,8 +1,9 @@
 """A behaviors harness: one GCG search per (goal, target) row of a file in AdvBench's format, or one
 universal suffix for all rows (progressive goals, as llm-attacks), with per-row records and a summary.
 
-    r = autoprompt.behaviors("smollm2-135m", "benchmarks/data/behaviors_benign.csv",
-                             GCGConfig(iters=60, search_width=64, topk=64, schedule="acg"), out="runs/b")
+    from autoprompt.behaviors import behaviors
+    r = behaviors("smollm2-135m", "benchmarks/data/behaviors_benign.csv",
+                  GCGConfig(iters=60, search_width=64, topk=64, schedule="acg"), out="runs/b")
     r.summary(); r.table(); BehaviorsResult.load("runs/b")
 
 Each row is a registered 'gcg' run through `frozen_lm.run` into out/rows/<i>/ (an artifact of its
@@ -41,6 +42,7 @@ from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
 TEMPLATE = "{goal} [T]x20"
+REPLACED = ".replaced"  # where overwrite=True keeps the harness it replaces until the new one finishes
 _MODELS: dict[tuple, object] = {}  # a worker's loaded models, reused by its later rows
 
 
@@ -55,7 +57,8 @@ def behaviors(model, rows_or_path, config=None, *, template: str = TEMPLATE, cha
     of dicts or a Dataset; config: a GCGConfig (default GCGConfig()); template: the message with the
     goal field and the [T] slots; out: the harness folder (behaviors.json, rows/<i>/), rewritten as
     rows finish; resume: a harness folder to continue (out defaults to it); a folder holding another
-    harness's set-up is refused unless overwrite=True. workers > 1: rows on Ray (each worker loads the
+    harness's set-up is refused unless overwrite=True, which keeps the old harness in out/.replaced/ until
+    the new one finishes. workers > 1: rows on Ray (each worker loads the
     model by its name, in its dtype). refusal_prefixes: a list, '|'-separated text or a .txt file;
     dtype: for a model given by name (default auto).
     """
@@ -85,8 +88,14 @@ def behaviors(model, rows_or_path, config=None, *, template: str = TEMPLATE, cha
     if universal:
         from autoprompt.universal import run_universal
 
-        return run_universal(lm, rows, config, setup, out, progress)
-    return _run_rows(lm, rows, setup, out, workers, progress, ray_address)
+        result = run_universal(lm, rows, config, setup, out, progress)
+    else:
+        result = _run_rows(lm, rows, setup, out, workers, progress, ray_address)
+    if out is not None and (out / REPLACED).exists():  # the new harness is whole: the one it replaced goes
+        import shutil
+
+        shutil.rmtree(out / REPLACED)
+    return result
 
 
 def _claim(out: Path, setup: dict, overwrite: bool) -> None:
@@ -99,11 +108,20 @@ def _claim(out: Path, setup: dict, overwrite: bool) -> None:
         if not same and not overwrite:
             raise UserError(f"out={out} holds a behaviors run with another set-up (model, template, rows or "
                             "config); give overwrite=True to replace it, or another out=")
-        if not same:
+        if not same:  # kept aside, whole, until the new harness finishes (then deleted)
             import shutil
 
-            for sub in ("rows", "universal"):
-                shutil.rmtree(out / sub, ignore_errors=True)
+            kept = out / REPLACED
+            if kept.exists():  # an earlier replacement was cut: the run kept there is the older one
+                for sub in ("rows", "universal"):
+                    shutil.rmtree(out / sub, ignore_errors=True)
+                saved.unlink()
+            else:
+                kept.mkdir()
+                for name in ("rows", "universal", FILE):
+                    if (out / name).exists():
+                        (out / name).rename(kept / name)
+            logger.warning("out=%s: the earlier behaviors run is kept in %s until this one finishes", out, kept)
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"out={out} is not empty and holds no behaviors run; give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)

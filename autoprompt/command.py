@@ -95,6 +95,12 @@ def run_behaviors(options: BehaviorOptions, cli):
     given = [k for k in ("train", "dev", "target", "target_field", "label_map") if task.get(k)]
     if given:
         raise UserError(f"--behaviors brings the goals and targets; leave out --{given[0].replace('_', '-')}")
+    if options.workers > 1 and options.universal:
+        raise UserError("--universal runs one search for every row; --workers goes with one search per row")
+    placed = [k for k in ("device", "device_map", "quantize") if task.get(k) not in (None, "auto")]
+    if options.workers > 1 and placed:
+        raise UserError(f"--workers loads the model on each Ray worker by its name and dtype only; leave out "
+                        f"--{placed[0].replace('_', '-')} (or give --workers 1)")
     model = task["model"] if options.workers > 1 else cli.load_lm()
     out = cli.resume or cli.out or cli.default_out("behaviors")
     r = behaviors(model, options.behaviors, cli.config(), template=task.get("template") or TEMPLATE, chat=task["chat"],
@@ -118,8 +124,8 @@ GCG = Command(
     Each iteration samples --search-width candidates, each with --n-replace random slots set to one
     of their --topk tokens by gradient, and keeps the best on a training batch; triggers use
     printable-ASCII tokens unless --allow-non-ascii. For target strings (--target, --chat) it is the
-    attack setting of nanoGCG; --draft-model turns on probe sampling. --schedule acg (or faster,
-    igcg, all) turns on time-to-target techniques, each also a switch of its own. --behaviors FILE
+    attack setting of nanoGCG; --draft-model turns on probe sampling. --schedule fast (or acg,
+    faster, igcg, all) turns on time-to-target techniques, each also a switch of its own. --behaviors FILE
     runs one search per goal/target row of a file (or one suffix for all with --universal).
 
     \b

@@ -242,7 +242,7 @@ class GCGConfig(SearchOptions):
     probe_sampling: ProbeSamplingConfig | None = field(default=None, metadata={
         "help": "probe sampling with a draft model (None: every candidate is scored by the model)"})
     schedule: GCGSchedule | None = field(default=None, metadata={
-        "help": "time-to-target techniques (a GCGSchedule, or a preset name: acg, faster, igcg, all; None: plain GCG)"})
+        "help": "time-to-target techniques (a GCGSchedule, or a preset name: none, acg, faster, igcg, all, fast; None: plain GCG)"})
 
     def __post_init__(self):
         self.check_search()

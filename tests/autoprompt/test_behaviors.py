@@ -111,6 +111,30 @@ def test_another_setup_in_the_folder_is_refused_unless_overwrite(tiny, tmp_path)
         run(lm, ROWS[:1], resume=tmp_path / "other")
 
 
+def test_overwrite_keeps_the_replaced_harness_until_the_new_one_finishes(tiny, tmp_path, monkeypatch):
+    import autoprompt.behaviors as harness
+
+    lm = tiny("gpt2")
+    out = tmp_path / "b"
+    run(lm, ROWS[:1], out=out)
+    before = (out / "behaviors.json").read_bytes()
+    row_files = sorted(str(p.relative_to(out)) for p in (out / "rows").rglob("*"))
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "_run_rows", cut)
+    with pytest.raises(KeyboardInterrupt):
+        run(lm, ROWS[:1], GCGConfig(iters=2, search_width=4, topk=8), out=out, overwrite=True)
+    kept = out / harness.REPLACED
+    assert (kept / "behaviors.json").read_bytes() == before  # the old run is whole, aside
+    assert sorted(str(p.relative_to(kept)) for p in (kept / "rows").rglob("*")) == row_files
+    monkeypatch.undo()
+    r = run(lm, ROWS[:1], GCGConfig(iters=2, search_width=4, topk=8), out=out, overwrite=True)
+    assert r.setup["config"]["search_width"] == 4 and not kept.exists()  # finished: the old one goes
+    assert BehaviorsResult.load(out).setup["config"]["search_width"] == 4
+
+
 def test_time_to_success_comes_from_the_first_reproducing_iteration():
     scheduled = [{"seconds": 1.0, "train_loss": 2.0, "search_width": 8}, {"seconds": 0.5, "train_loss": 1.0, "search_width": 8,
                                                                             "success": True}]
@@ -204,3 +228,6 @@ def test_cli_behaviors_and_universal(cli, tiny_folder, tmp_path):
     assert_user_error(cli(*common, "--universal", "--target", "x"), "--universal, --workers and --refusal-prefixes go with --behaviors")
     assert_user_error(cli(*common, "--behaviors", data, "--target", "x"), "leave out --target")
     assert_user_error(cli(*common, "--behaviors", tmp_path / "nope.csv"), "does not exist")
+    assert_user_error(cli(*common, "--behaviors", data, "--universal", "--workers", "2"),
+                      "--universal runs one search for every row")
+    assert_user_error(cli(*common, "--behaviors", data, "--workers", "2", "--device", "cpu"), "leave out --device")
