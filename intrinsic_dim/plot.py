@@ -110,6 +110,9 @@ def plot_d90_by_size(rows: list[dict], path, title: str = "") -> Path:
             ax.annotate(r["model"], (r["parameters"], r["d90"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # a narrow range gets crowded minor labels
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
+        ax.set_xticks(xs)
         ax.legend(fontsize=7, loc="best")
     missing = [r["model"] for r in rows if r.get("d90") is None]
     if missing:
