@@ -25,7 +25,7 @@ and the seconds to the first iteration whose trigger reproduced the target ('tim
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from autoprompt.behavior_rows import (
@@ -39,6 +39,7 @@ from autoprompt.behavior_rows import (
 )
 from frozen_lm import configs
 from frozen_lm.errors import UserError
+from frozen_lm.parallel import Job
 
 logger = logging.getLogger(__name__)
 TEMPLATE = "{goal} [T]x20"
@@ -145,7 +146,7 @@ def _check_template(lm, setup: dict, rows: list[dict]) -> None:
 
 
 @dataclass
-class RowJob:
+class RowJob(Job):
     """One behavior to search (what run_jobs hands a worker, as a dict)."""
 
     index: int
@@ -157,9 +158,6 @@ class RowJob:
     @property
     def label(self) -> str:
         return f"behavior {self.index}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _run_rows(lm, rows, setup, out, workers, progress, ray_address) -> BehaviorsResult:

@@ -17,12 +17,26 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from frozen_lm.errors import UserError
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 2
+
+
+class Job:
+    """Base of a dataclass job for run_jobs: handed to a worker as a plain dict (`to_dict`), read back
+    with `from_dict` (keys the class does not have are left out); subclasses give `label`."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def error_text(e: BaseException) -> str:

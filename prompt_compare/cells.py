@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from frozen_lm.parallel import Job
 from prompt_compare.entries import registered
 from prompt_compare.spec import Grid
 from prompt_compare.sweep import cell_configs
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(Job):
     id: str
     task: str
     method: str  # its name in the grid (the table's row)
@@ -46,14 +47,6 @@ class Cell:
         from prompt_compare.sweep import settings
 
         return settings(self.space) if self.space else [{}]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Cell:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
     def label(self) -> str:

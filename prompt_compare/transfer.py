@@ -22,14 +22,16 @@ import io
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+
+from frozen_lm.parallel import Job
 
 DISCRETE = ("tokens", "nothing")
 
 
 @dataclass(frozen=True)
-class TransferJob:
+class TransferJob(Job):
     """One discrete result of a finished cell, to score on another model."""
 
     id: str
@@ -50,14 +52,6 @@ class TransferJob:
     device: str = "auto"
     dtype: str = "auto"
     module: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TransferJob:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
     def label(self) -> str:
