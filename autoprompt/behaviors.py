@@ -25,6 +25,7 @@ and the seconds to the first iteration whose trigger reproduced the target ('tim
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def behaviors(model, rows_or_path, config=None, *, template: str = TEMPLATE, cha
         raise UserError(f"behaviors runs GCG: give a GCGConfig, got a {type(config).__name__}")
     if workers < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
+    if universal and workers > 1:
+        raise UserError("`universal` runs one search for every row; `workers` goes with one search per row")
     out = Path(out) if out is not None else (Path(resume) if resume is not None else None)
     if resume is not None and not (Path(resume) / FILE).exists():
         raise UserError(f"resume={resume} holds no {FILE}; give the out folder of a behaviors run")
@@ -93,8 +96,6 @@ def behaviors(model, rows_or_path, config=None, *, template: str = TEMPLATE, cha
     else:
         result = _run_rows(lm, rows, setup, out, workers, progress, ray_address)
     if out is not None and (out / REPLACED).exists():  # the new harness is whole: the one it replaced goes
-        import shutil
-
         shutil.rmtree(out / REPLACED)
     return result
 
@@ -110,8 +111,6 @@ def _claim(out: Path, setup: dict, overwrite: bool) -> None:
             raise UserError(f"out={out} holds a behaviors run with another set-up (model, template, rows or "
                             "config); give overwrite=True to replace it, or another out=")
         if not same:  # kept aside, whole, until the new harness finishes (then deleted)
-            import shutil
-
             kept = out / REPLACED
             if kept.exists():  # an earlier replacement was cut: the run kept there is the older one
                 for sub in ("rows", "universal"):

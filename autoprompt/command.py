@@ -95,8 +95,6 @@ def run_behaviors(options: BehaviorOptions, cli):
     given = [k for k in ("train", "dev", "target", "target_field", "label_map") if task.get(k)]
     if given:
         raise UserError(f"--behaviors brings the goals and targets; leave out --{given[0].replace('_', '-')}")
-    if options.workers > 1 and options.universal:
-        raise UserError("--universal runs one search for every row; --workers goes with one search per row")
     placed = [k for k in ("device", "device_map", "quantize") if task.get(k) not in (None, "auto")]
     if options.workers > 1 and placed:
         raise UserError(f"--workers loads the model on each Ray worker by its name and dtype only; leave out "

@@ -105,6 +105,8 @@ def test_another_setup_in_the_folder_is_refused_unless_overwrite(tiny, tmp_path)
     assert r.setup["config"]["search_width"] == 4
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="`universal` runs one search for every row"):
+        run(lm, ROWS[:1], universal=True, workers=2)
     with pytest.raises(UserError, match="not empty and holds no behaviors run"):
         run(lm, ROWS[:1], out=tmp_path / "other")
     with pytest.raises(UserError, match="holds no behaviors.json"):
