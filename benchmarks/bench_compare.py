@@ -139,8 +139,13 @@ def tuned_sweep(args) -> dict:
         key, _, values = pair.partition("=")
         method, _, option = key.rpartition(".")
         sweep.setdefault(method, {})[option] = [v.strip() for v in values.split(",") if v.strip()]  # read as the option's type
-    methods = {m if isinstance(m, str) else next(iter(m)) for m in args.methods}
+    methods = {entry_name(m) for m in args.methods}
     return {k: v for k, v in sweep.items() if k in methods}
+
+
+def entry_name(entry) -> str:
+    """A method entry's name: 'lora', or the key of {'pez': {...}}."""
+    return entry if isinstance(entry, str) else next(iter(entry))
 
 
 def run_tuned(args) -> dict:
@@ -168,9 +173,9 @@ def write_tuned(args, result) -> None:
     table.md / table.csv next to it."""
     from benchmarks.common import RESULTS, write_result
 
-    methods = [m if isinstance(m, str) else next(iter(m)) for m in args.methods]
+    methods = [entry_name(m) for m in args.methods]
     full = (sorted(args.tasks) == sorted(TASKS) and sorted(args.seeds) == sorted(SPLITS)
-            and sorted(methods) == sorted(m if isinstance(m, str) else next(iter(m)) for m in TUNED_METHODS))
+            and sorted(methods) == sorted(map(entry_name, TUNED_METHODS)))
     name = "compare_tuned" if full else "compare_tuned_reduced"
     rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k in TUNED_COLUMNS}
             for row in result.table]
