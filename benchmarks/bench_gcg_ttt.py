@@ -169,6 +169,9 @@ def main() -> None:
     ap.add_argument("--ablation-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", metavar="FILE", help="keep the runs of a saved runs/bench/gcg_ttt*.json made with the "
+                                                     "same --steps, --dtype and --threads (nanoGCG's included, so its "
+                                                     "budget and L*) and make only the missing ones")
     ap.add_argument("--report", metavar="FILE", help="no run: the tables, plot and results files again from a saved "
                                                      "run's runs/bench/gcg_ttt*.json (its own options)")
     args = ap.parse_args()
@@ -181,26 +184,30 @@ def main() -> None:
     from benchmarks.bench_gcg import converted_folder
     from frozen_lm import FrozenLM, PromptTask
 
+    runs = resumed(args) if args.resume else []
     torch.set_num_threads(args.threads)
     print(threads_line(), flush=True)
     rows = list(csv.DictReader(BENIGN.open(encoding="utf-8")))[: args.targets]
     folder = converted_folder()
     lm = FrozenLM.load("smollm2-135m", dtype=args.dtype)
     judge_lm = lm if args.dtype == "float32" else FrozenLM.load("smollm2-135m", dtype="float32")
-    runs = []
     for t, row in enumerate(rows):
         goal, target = row["goal"], row["target"]
         task, judge = PromptTask(lm, goal + " [T]x20", target=target, chat=True), Judge(judge_lm, goal, target)
         for seed in args.seeds:
-            n = run_nanogcg(args, folder, goal, target, seed)
-            budget = n["seconds"]
-            lstar = min(judge(s)["loss"] for s in n["strings"])
-            nano = analyse(n["step_ends"], n["strings"], judge, budget, lstar)
-            runs.append({"target": t, "goal": goal, "seed": seed, "impl": "nanoGCG 0.3.0", "variant": "nanogcg",
-                         "budget_s": budget, "lstar": lstar, "steps": len(n["losses"]), **nano})
-            print_table([_row(runs[-1], nano["t_lstar"])])
+            done = {r["variant"]: r for r in runs if (r["target"], r["seed"]) == (t, seed)}
+            if "nanogcg" in done:
+                budget, lstar, nano = done["nanogcg"]["budget_s"], done["nanogcg"]["lstar"], done["nanogcg"]
+            else:
+                n = run_nanogcg(args, folder, goal, target, seed)
+                budget = n["seconds"]
+                lstar = min(judge(s)["loss"] for s in n["strings"])
+                nano = analyse(n["step_ends"], n["strings"], judge, budget, lstar)
+                runs.append({"target": t, "goal": goal, "seed": seed, "impl": "nanoGCG 0.3.0", "variant": "nanogcg",
+                             "budget_s": budget, "lstar": lstar, "steps": len(n["losses"]), **nano})
+                print_table([_row(runs[-1], nano["t_lstar"])])
             names = list(args.headline) + [a for a in args.ablations if seed in args.ablation_seeds]
-            for name in dict.fromkeys(names):
+            for name in [n for n in dict.fromkeys(names) if n not in done]:
                 stop = lstar - STOP_MARGIN if name not in args.headline else None
                 ours = run_ours(task, name, seed, budget, stop)
                 got = analyse(ours["step_ends"], ours["triggers"], judge, budget, lstar)
@@ -209,6 +216,18 @@ def main() -> None:
                 print_table([_row(runs[-1], nano["t_lstar"])])
             save_json("gcg_ttt", {"args": vars(args), "runs": runs, "partial": True})
     report(args, runs)
+
+
+def resumed(args) -> list[dict]:
+    """The runs of a saved run (--resume) that this one would make too; its options must match where they
+    change a run's numbers."""
+    saved = json.loads(Path(args.resume).read_text())
+    for key in ("steps", "dtype", "threads"):
+        if saved["args"][key] != getattr(args, key):
+            raise SystemExit(f"--resume {args.resume}: it was run with --{key} {saved['args'][key]}, not {getattr(args, key)}")
+    keep = [r for r in saved["runs"] if r["target"] < args.targets and r["seed"] in args.seeds]
+    print(f"resuming: {len(keep)} runs of {args.resume} kept", flush=True)
+    return keep
 
 
 def _row(run: dict, nano_t: float) -> dict:
@@ -251,6 +270,8 @@ def report(args, runs: list[dict]) -> None:
     cut = "" if full else (f"Reduced run: {args.targets} targets x {len(args.seeds)} seeds x {args.steps} nanoGCG steps "
                            "(the full benchmark: 3 x 3 x 60), ablations on seeds "
                            f"{', '.join(map(str, args.ablation_seeds))}. ")
+    if getattr(args, "resume", None):
+        cut += "Made in more than one sitting on the same machine (--resume keeps the earlier runs). "
     notes = (cut + "Seconds to first reach L* (nanoGCG 0.3.0's best loss in its --steps steps, every trigger "
              "rescored by one float32 evaluator) and success (greedy generation reproduces the target) with the best "
              "trigger found within nanoGCG's wall time B; speed-up = nanoGCG's seconds to L* / ours, same target and "

@@ -44,3 +44,21 @@ def test_variants_are_plain_gcg_one_technique_or_a_preset_without_early_stop():
     fast = variant_config("fast", 1)
     assert fast.schedule.preset == "fast" and not fast.schedule.stop_on_success and fast.seed == 1
     assert variant_config("merge", 0).schedule.merge == variant_config("all", 0).schedule.merge
+
+
+def test_resume_keeps_the_saved_runs_of_these_targets_and_seeds_and_refuses_other_settings(tmp_path):
+    import argparse
+    import json
+
+    import pytest
+
+    from benchmarks.bench_gcg_ttt import resumed
+
+    saved = {"args": {"steps": 30, "dtype": "bfloat16", "threads": 2},
+             "runs": [{"target": t, "seed": s, "variant": "nanogcg"} for t in (0, 1, 2) for s in (0, 1)]}
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    args = argparse.Namespace(resume=str(path), targets=2, seeds=[1, 2], steps=30, dtype="bfloat16", threads=2)
+    assert [(r["target"], r["seed"]) for r in resumed(args)] == [(0, 1), (1, 1)]
+    with pytest.raises(SystemExit, match="--steps 30, not 60"):
+        resumed(argparse.Namespace(**{**vars(args), "steps": 60}))
