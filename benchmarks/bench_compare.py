@@ -19,8 +19,8 @@ every setting, keeps the best on dev and reports test for it; the table shows th
 counts the whole sweep in each method's tokens and wall time, warns at the edge of a space, and
 marks the methods not significantly worse than the best (paired test over the test examples of all
 splits) with each one's p against the manual template. Training methods keep --steps 30 (batch 8);
-the searches' iterations come from their spaces (give --iters to fix them). Only the chosen
-setting's weights are kept. Results: runs/bench/compare-tuned/.
+the searches' iterations come from their spaces (give --iters to fix them), and so do PEZ's steps
+(a discrete search: its budget is part of its space). Only the chosen setting's weights are kept. Results: runs/bench/compare-tuned/.
 
     python benchmarks/bench_compare.py                      # README table + 1-vs-2 workers (about 2 hours)
     python benchmarks/bench_compare.py --part tuned         # issue 28 (about 20 hours on 2 workers)
@@ -91,7 +91,7 @@ def setting_seconds(method: str, setting: dict) -> float:
         return 22.9 * setting.get("iters", 20) * (0.2 + 0.8 * setting.get("search_width", 64) / 64)
     if method == "instruct":
         return 40 * setting.get("rounds", 3)
-    return SETTING_S.get(method, 80)
+    return SETTING_S.get(method, 80) * setting.get("steps", 30) / 30
 
 
 def task_spec(name: str, quick: bool) -> dict:
@@ -107,8 +107,23 @@ def task_spec(name: str, quick: bool) -> dict:
     return spec
 
 
+def budgeted(entry, steps: int, tune: bool):
+    """A method entry with the grid's training steps: every method with a `steps` option gets --steps,
+    but under --tune one whose default space holds steps (PEZ, a discrete search whose budget is part
+    of its space) keeps its space."""
+    from frozen_lm.methods import get
+
+    name = entry_name(entry)
+    config = {} if isinstance(entry, str) else dict(entry[name])
+    method = get(name)
+    if "steps" in config or "steps" not in method.config.__dataclass_fields__ or (tune and "steps" in method.space):
+        return entry
+    return {name: {**config, "steps": steps}}
+
+
 def grid(args, tasks: list[str], methods: list, seeds: list[int]) -> dict:
-    defaults = {"steps": args.steps, "eval_every": 10 if not args.quick else 1}
+    methods = [budgeted(m, args.steps, args.part == "tuned") for m in methods]
+    defaults = {"eval_every": 10 if not args.quick else 1}
     if args.iters is not None:
         defaults["iters"] = args.iters
     if args.quick:

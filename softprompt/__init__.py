@@ -68,7 +68,10 @@ def _nearest_reading(result: TuneResult, task) -> list[Derived]:
 # prefix: Li & Liang (2021) train through the MLP with lr 5e-5 (GPT-2, AdamW); this package's default is
 #   1e-4 (5e-3 without the MLP, nearer PEFT's prefix-tuning example, 1e-2 without projection).
 # pez: Wen et al. (2023) use lr 0.1 (AdamW); this package's default is 2x the RMS token-embedding
-#   coordinate (0.27 on smollm2-135m).
+#   coordinate (0.27 on smollm2-135m). PEZ is a discrete search, so its budget is part of its space
+#   (issue 28): 30 steps (a comparison's usual budget for the training methods) or the default 100,
+#   the best on dev (each step's projection is a candidate prompt, so more steps can only add
+#   candidates to choose from).
 register_method(Method(
     name="prompt", config=PromptTuningConfig, fit=fit_prompt, result=TuneResult, trains="vectors", template="manual",
     space={"lr": [0.003, 0.01, 0.03, 0.1, 0.3]}, grid_defaults={"num_virtual_tokens": 20}, prepare=prepare,
@@ -82,6 +85,6 @@ register_method(Method(
     summary="prefix tuning: trainable key/values at every layer", command=PREFIX, module=__name__))
 register_method(Method(
     name="pez", config=PezConfig, fit=fit_pez, result=PezResult, trains="tokens", template="trigger",
-    space={"lr": [0.03, 0.1, 0.3, 1.0]}, prepare=prepare_pez, resumable=(), check_resume=check_resume,
+    space={"lr": [0.1, 0.3, 1.0], "steps": [30, 100]}, prepare=prepare_pez, resumable=(), check_resume=check_resume,
     needs_dev=False, summary="PEZ: vectors trained at their nearest tokens (a discrete prompt)", command=PEZ,
     module=__name__))

@@ -171,3 +171,12 @@ def test_cli_sweep_tune_and_their_mistakes(tmp_path, model, words_task, cli, dia
     spec.write_text(f"seeds: [1]\nmethods: [manual]\nsweep: {{dial_a: {{level: [1]}}}}\ntasks: [{json.dumps(words_task)}]\n")
     assert_user_error(cli("compare", "--spec", spec, "--out", tmp_path / "bad"),
                       "grid.yaml: sweep.dial_a: no method of the grid is called 'dial_a' (the grid's: manual)")
+
+
+def test_every_discrete_search_tunes_its_budget():
+    """A discrete method's iterations or steps are part of its default space (issue 28: a default that
+    leaves a search below the manual template for want of budget is no comparison)."""
+    searches = [m for m in methods().values() if m.trains == "tokens" and m.comparable]
+    assert {m.name for m in searches} >= {"autoprompt", "gcg", "pez"}
+    for m in searches:
+        assert {"iters", "steps", "rounds"} & set(m.space), m.name  # instruct: its OPRO rounds
