@@ -244,6 +244,8 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     nano = {(r["target"], r["seed"]): r["t_lstar"] for r in runs if r["variant"] == "nanogcg"}
     per_run = [_row(r, nano[(r["target"], r["seed"])]) for r in runs]
     summary = []
+    plain = [r["t_lstar"] for r in runs if r["variant"] == "plain"]
+    plain_med = statistics.median(plain) if plain else None
     for name in dict.fromkeys(r["variant"] for r in runs):
         rs = [r for r in runs if r["variant"] == name]
         times = [r["t_lstar"] for r in rs]
@@ -256,6 +258,9 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
                         "median_speedup": round(statistics.median(ratios), 2),
                         "speedup_of_medians": round(statistics.median(base) / med, 2) if math.isfinite(med) else 0.0,
                         "success_at_B": f"{sum(r['success'] for r in rs)}/{len(rs)}"})
+        if plain_med is not None:  # the technique's own factor: our plain GCG's median seconds to L* / this one's
+            summary[-1]["vs_plain"] = (round(plain_med / med, 2) if math.isfinite(med) and math.isfinite(plain_med)
+                                       else "inf" if math.isfinite(med) else 0.0)
     return per_run, summary
 
 

@@ -62,3 +62,14 @@ def test_resume_keeps_the_saved_runs_of_these_targets_and_seeds_and_refuses_othe
     assert [(r["target"], r["seed"]) for r in resumed(args)] == [(0, 1), (1, 1)]
     with pytest.raises(SystemExit, match="--steps 30, not 60"):
         resumed(argparse.Namespace(**{**vars(args), "steps": 60}))
+
+
+def test_each_technique_is_also_compared_with_our_plain_gcg():
+    runs = [{"target": 0, "seed": s, "variant": v, "lstar": 0.5, "t_lstar": t, "budget_s": 10.0, "best_loss": 0.5,
+             "success": False, "steps": 3}
+            for s, v, t in [(0, "nanogcg", 10.0), (0, "plain", 6.0), (0, "merge", 3.0), (0, "history", math.inf),
+                            (1, "nanogcg", 10.0), (1, "plain", 8.0), (1, "merge", 5.0), (1, "history", math.inf)]]
+    _, summary = summarize(runs)
+    by = {r["variant"]: r for r in summary}
+    assert by["merge"]["vs_plain"] == 1.75 and by["plain"]["vs_plain"] == 1.0  # median 7 s / median 4 s
+    assert by["history"]["vs_plain"] == 0.0  # never reached L*
