@@ -36,7 +36,8 @@ models' first loads (~20 s and ~60 s, cached after). All three splits: about 3.5
 the start as `estimate`); --splits 13 about 1.2 hours; one GPU: minutes. --parts and --splits cut it.
 
 Writes benchmarks/results/models_transfer.json, models_joint.json, models_d90.json (the
-documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/.
+documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/. The d90
+part keeps a split's finished runs there (a rerun with more splits measures only the new ones).
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ def part_d90(args, models, splits, settings, out: Path) -> None:
     for split in splits:
         train, dev, _ = split_files(split, args.quick, out)
         sizes = intrinsic_dim.measure_models(task_on(models[0]), train, dev, cfg, models=[load(m) for m in models[1:]],
-                                             out=out / "d90" / f"s{split}", overwrite=True, progress=False)
+                                             out=out / "d90" / f"s{split}", resume=True, progress=False)
         for i, row in enumerate(sizes.rows):
             per_split.append({**row, "model": label(models[i]), "split": split, "per_dim": sizes.results[i].per_dim})
         print(f"  s{split}: {sizes.trend}", flush=True)
