@@ -280,7 +280,9 @@ def report(args, runs: list[dict]) -> None:
     notes = (cut + "Seconds to first reach L* (nanoGCG 0.3.0's best loss in its --steps steps, every trigger "
              "rescored by one float32 evaluator) and success (greedy generation reproduces the target) with the best "
              "trigger found within nanoGCG's wall time B; speed-up = nanoGCG's seconds to L* / ours, same target and "
-             f"seed (0 when ours never reached L* within B). Per run: {name}_runs.csv.")
+             f"seed (0 when ours never reached L* within B); vs_plain = our plain GCG's median seconds to L* / the "
+             f"variant's, over the same runs (a technique's own factor; 0: its median run never reached L*). Per run: "
+             f"{name}_runs.csv.")
     path = write_result(name, summary, notes=notes, command=command_of(args), title="GCG time to target against nanoGCG",
                         tables={"runs": per_run}, figures=[str(png.relative_to(ROOT))] if png else None)
     write_csv(RESULTS / f"{name}_runs.csv", per_run, json.loads(path.read_text()))
