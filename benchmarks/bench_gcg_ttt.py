@@ -244,8 +244,7 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     nano = {(r["target"], r["seed"]): r["t_lstar"] for r in runs if r["variant"] == "nanogcg"}
     per_run = [_row(r, nano[(r["target"], r["seed"])]) for r in runs]
     summary = []
-    plain = [r["t_lstar"] for r in runs if r["variant"] == "plain"]
-    plain_med = statistics.median(plain) if plain else None
+    plain = {(r["target"], r["seed"]): r["t_lstar"] for r in runs if r["variant"] == "plain"}
     for name in dict.fromkeys(r["variant"] for r in runs):
         rs = [r for r in runs if r["variant"] == name]
         times = [r["t_lstar"] for r in rs]
@@ -258,9 +257,13 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict]]:
                         "median_speedup": round(statistics.median(ratios), 2),
                         "speedup_of_medians": round(statistics.median(base) / med, 2) if math.isfinite(med) else 0.0,
                         "success_at_B": f"{sum(r['success'] for r in rs)}/{len(rs)}"})
-        if plain_med is not None:  # the technique's own factor: our plain GCG's median seconds to L* / this one's
+        both = [plain[k] for k in ((r["target"], r["seed"]) for r in rs) if k in plain]
+        if plain and len(both) == len(rs):  # its own factor: our plain GCG's median seconds to L* on its runs / its
+            plain_med = statistics.median(both)
             summary[-1]["vs_plain"] = (round(plain_med / med, 2) if math.isfinite(med) and math.isfinite(plain_med)
                                        else "inf" if math.isfinite(med) else 0.0)
+        elif plain:
+            summary[-1]["vs_plain"] = None  # plain GCG did not run on all of this variant's targets and seeds
     return per_run, summary
 
 

@@ -73,3 +73,12 @@ def test_each_technique_is_also_compared_with_our_plain_gcg():
     by = {r["variant"]: r for r in summary}
     assert by["merge"]["vs_plain"] == 1.75 and by["plain"]["vs_plain"] == 1.0  # median 7 s / median 4 s
     assert by["history"]["vs_plain"] == 0.0  # never reached L*
+
+
+def test_vs_plain_only_where_plain_ran_on_the_same_targets_and_seeds():
+    runs = [{"target": t, "seed": 0, "variant": v, "lstar": 0.5, "t_lstar": 4.0, "budget_s": 10.0, "best_loss": 0.5,
+             "success": False, "steps": 3}
+            for t, v in [(0, "nanogcg"), (0, "plain"), (0, "merge"), (1, "nanogcg"), (1, "fast"), (1, "plain"),
+                         (2, "nanogcg"), (2, "fast")]]
+    by = {r["variant"]: r for r in summarize(runs)[1]}
+    assert by["merge"]["vs_plain"] == 1.0 and by["fast"]["vs_plain"] is None  # no plain run on target 2
