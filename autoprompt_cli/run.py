@@ -247,6 +247,7 @@ def _each_model(ctx, chosen: Method, opts: TaskOptions, names: list[str], kwargs
         result = run(chosen, task, train, dev, config, out=out, **run_kw)
         results.append(result)
         rows.append({"model": name, **spec.summary(result), spec.out_key: out})
+        result.lm, task = None, None  # this model is released before the next one loads (results keep no model)
     tables = [(f"{spec.name} on {len(names)} models", rows)]
     if spec.across is not None:
         tables.append(spec.across(results, base))

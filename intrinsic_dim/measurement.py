@@ -27,6 +27,7 @@ from intrinsic_dim.cma import CMASettings, default_popsize, sigma_in_z, theta_st
 from intrinsic_dim.config import CMA_MAX_DIM
 from intrinsic_dim.honest import majority_rate, refusal
 from intrinsic_dim.memory import check_projection, limit_bytes
+from intrinsic_dim.params import n_parameters
 from intrinsic_dim.result import METHOD, D90Result
 from intrinsic_dim.resume import Restored, run_tensors
 from intrinsic_dim.subspace import projection_dim
@@ -230,7 +231,7 @@ class Measurement:
             runs=[r.record() for r in self.runs], saved_run=chosen.record() if chosen else None, trigger_ids=self.trigger,
             majority=self.majority, manual=self.manual, d90_refused=self.refused,
             forward_passes=sum(r.forward_passes for r in self.runs), template=self.objective.task.spec.template,
-            init_ids=getattr(self.objective, "init_ids", None))
+            init_ids=getattr(self.objective, "init_ids", None), parameters=n_parameters(self.task.lm))
 
     def _timings(self) -> dict:
         """Total seconds; mean seconds (wall and CPU) per training step of the baseline and of the subspace runs."""

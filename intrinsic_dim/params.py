@@ -36,3 +36,10 @@ def select_names(names: list[str], spec: str, field: str = "IntrinsicDimConfig.p
         raise UserError(f"{field} {spec!r} matches no parameter of this model (names look like: {sample}, ...); "
                         f"use all, attention, mlp or a regular expression")
     return picked
+
+
+def n_parameters(lm) -> int | None:
+    """The model's parameters (tied weights counted once); None without a model."""
+    if lm is None:
+        return None
+    return sum(p.numel() for p in lm.model.parameters())

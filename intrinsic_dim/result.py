@@ -40,7 +40,8 @@ class D90Result(Result):
     a callback cut it short). saved_run: the record of the run whose theta_d (+ said_scale) the
     tensors hold; an unfinished result (status not 'done') also holds every finished run's as
     `runs.{i}.theta_d` (i: its index in runs), so `measure(..., resume=)` can continue it. plot_path: the plot written with the artifact (None if none).
-    trigger_ids: the prompt tokens that filled the template's [T] slots (None without slots)."""
+    trigger_ids: the prompt tokens that filled the template's [T] slots (None without slots).
+    parameters: the model's parameter count (tied weights once), what d90 against model size reads."""
 
     module = "intrinsic_dim"
 
@@ -66,6 +67,7 @@ class D90Result(Result):
     forward_passes: int = 0
     template: str = ""
     init_ids: list[int] | None = None
+    parameters: int | None = None
 
     @property
     def d90_range(self) -> str:

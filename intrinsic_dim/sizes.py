@@ -28,17 +28,11 @@ from frozen_lm.events import Callback
 from frozen_lm.runner import run
 from frozen_lm.task import PromptTask
 from intrinsic_dim.config import IntrinsicDimConfig
+from intrinsic_dim.params import n_parameters
 from intrinsic_dim.result import METHOD, D90Result
 
 logger = logging.getLogger(__name__)
 SUMMARY, PLOT = "summary.json", "d90_by_size.png"
-
-
-def n_parameters(lm) -> int | None:
-    """The model's parameters (tied weights counted once); None without a model."""
-    if lm is None:
-        return None
-    return sum(p.numel() for p in lm.model.parameters())
 
 
 def folder_name(i: int, name: str) -> str:
@@ -57,8 +51,9 @@ class ModelSizes:
 
     @classmethod
     def of(cls, results: list[D90Result], parameters: list[int | None] | None = None) -> ModelSizes:
-        """From finished results (parameters: each model's count; default: from result.lm)."""
-        counts = parameters or [n_parameters(r.lm) for r in results]
+        """From finished results (parameters: each model's count; default: the count each result recorded,
+        else its model's)."""
+        counts = parameters or [r.parameters if r.parameters is not None else n_parameters(r.lm) for r in results]
         rows = [{"model": r.model.get("name"), "parameters": n, "D": r.D, "d90": r.d90, "d90_min": r.d90_min,
                  "d90_max": r.d90_max, "baseline": r.baseline, "target": r.target, "manual": r.manual,
                  "majority": r.majority, "refused": (r.d90_refused or {}).get("reason"), "status": r.status}

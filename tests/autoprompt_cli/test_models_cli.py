@@ -69,5 +69,7 @@ def test_intrinsic_dim_over_models(cli, tiny_folder, tmp_path):
     assert names[2:] == ["d90_by_size.png", "summary.json"]
     assert names[0].startswith("0-tiny-llama") and names[1].startswith("1-tiny-gpt2")
     assert (tmp_path / "id" / names[0] / "config.json").exists()
+    rows = json.loads((tmp_path / "id" / "summary.json").read_text())["rows"]  # sizes from the results, models released
+    assert len(rows) == 2 and all(r["parameters"] > 0 for r in rows)
     assert_user_error(cli("intrinsic-dim", "--model", f"{llama},{gpt2}", "--resume", tmp_path / "id" / names[0]),
                       "--resume continues one model's run")

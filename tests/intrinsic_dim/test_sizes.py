@@ -47,6 +47,10 @@ def test_one_result_per_model_as_measure_alone_and_a_plot(tiny, wide, tmp_path):
     again = measure_models(task, TRAIN, DEV, cfg, models=[wide, tiny("gpt2")], out=tmp_path / "sizes", resume=True,
                            progress=False)
     assert [r.per_dim for r in again.results] == [r.per_dim for r in sizes.results]
+    # each result records its model's size, so d90 against size needs no model: from the saved artifacts
+    loaded = [intrinsic_dim.D90Result.load(tmp_path / "sizes" / name) for name in files[:3]]
+    assert [r.lm for r in loaded] == [None] * 3 and [r.parameters for r in loaded] == [row["parameters"] for row in sizes.rows]
+    assert ModelSizes.of(loaded).rows == sizes.rows
 
 
 def test_trend_and_plot_with_a_model_without_d90(tmp_path):
