@@ -112,11 +112,12 @@ def budgeted(entry, steps: int, tune: bool):
     but under --tune one whose default space holds steps (PEZ, a discrete search whose budget is part
     of its space) keeps its space."""
     from frozen_lm.methods import get
+    from prompt_compare.entries import option_names
 
     name = entry_name(entry)
     config = {} if isinstance(entry, str) else dict(entry[name])
     method = get(name)
-    if "steps" in config or "steps" not in method.config.__dataclass_fields__ or (tune and "steps" in method.space):
+    if "steps" in config or "steps" not in option_names(method) or (tune and "steps" in method.space):
         return entry
     return {name: {**config, "steps": steps}}
 

@@ -114,7 +114,7 @@ def measure_models(task: PromptTask, train, dev, config: IntrinsicDimConfig | No
         raise UserError("prompt= for several models must be trigger text (every model reads text; token ids are "
                         "one tokenizer's)")
     config = config or IntrinsicDimConfig()
-    results, counts = [], []
+    results = []
     for i, entry in enumerate([task.lm, *models]):
         if not isinstance(entry, FrozenLM | str):
             raise UserError(f"models= takes models (FrozenLM) or their names, got {type(entry).__name__}")
@@ -126,11 +126,12 @@ def measure_models(task: PromptTask, train, dev, config: IntrinsicDimConfig | No
         logger.info("intrinsic dimension on %s (%d of %d)", lm.name, i + 1, 1 + len(models))
         result = run(METHOD, here, train, dev, config, out=sub, resume=again, overwrite=overwrite, callback=callback,
                      progress=progress, inputs={"prompt": prompt})  # = intrinsic_dim.measure
-        counts.append(n_parameters(lm))
+        if result.parameters is None:  # an artifact written before results recorded their model's size
+            result.parameters = n_parameters(lm)
         if isinstance(entry, str):
             result.lm = None  # loaded here: released after its run
         results.append(result)
-    sizes = ModelSizes.of(results, counts)
+    sizes = ModelSizes.of(results)
     if out is not None:
         sizes.save(out)
     return sizes

@@ -70,8 +70,7 @@ def _nearest_reading(result: TuneResult, task) -> list[Derived]:
 # pez: Wen et al. (2023) use lr 0.1 (AdamW); this package's default is 2x the RMS token-embedding
 #   coordinate (0.27 on smollm2-135m). PEZ is a discrete search, so its budget is part of its space
 #   (issue 28): 30 steps (a comparison's usual budget for the training methods) or the default 100,
-#   the best on dev (each step's projection is a candidate prompt, so more steps can only add
-#   candidates to choose from).
+#   the best on dev (the learning-rate schedule spans the run, so the two runs differ throughout).
 register_method(Method(
     name="prompt", config=PromptTuningConfig, fit=fit_prompt, result=TuneResult, trains="vectors", template="manual",
     space={"lr": [0.003, 0.01, 0.03, 0.1, 0.3]}, grid_defaults={"num_virtual_tokens": 20}, prepare=prepare,
