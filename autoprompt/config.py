@@ -68,6 +68,9 @@ class SearchOptions:
                 "for readable prompts (FluentPrompt, ARCA); results report the prompt's perplexity. Start small "
                 "(0.01): a swap moves this term by nats and a label's log-likelihood by tenths, and 0.1 already "
                 "gave 'the the the' at chance accuracy on SST-2 (docs/results/fluency.md)"})
+    cross_gradients: bool = field(default=True, metadata={
+        "help": "searching several models (--model a,b; models= in the API), one of another tokenizer: it also adds its gradient to the proposals, through the "
+                "tokens whose text is one token on it (--no-cross-gradients: it only scores the candidates' text)"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_search(self) -> None:

@@ -5,10 +5,12 @@
 The task's model comes first: its tokenizer writes the candidates and its one-hot gradient proposes
 them. A model with the same tokenizer (the same vocabulary) adds its gradient, which is over the
 same token ids, so the sum ranks candidate tokens for all of them (the gradient of their mean, up to
-a factor), and scores the candidates' ids as they are. A model with another tokenizer cannot add a
-gradient (its one-hot gradient is over another vocabulary): each candidate is decoded to text,
-written into the template (frozen_lm.transfer) and scored there after its tokenizer reads it, as the
-prompt will be read on that model. A candidate's score is the mean over the models of its score on
+a factor), and scores the candidates' ids as they are. A model with another tokenizer scores each candidate as
+text: decoded, written into the template (frozen_lm.transfer) and read by its tokenizer, as the
+prompt will be read on that model. Its one-hot gradient is over another vocabulary, so it adds it
+through the tokens the two vocabularies share: where a slot's text is one token there, a token whose
+text is one token there too gets that token's gradient (autoprompt.cross_vocab; config
+cross_gradients, on by default). A candidate's score is the mean over the models of its score on
 the same training examples, and the dev score that keeps the best trigger is the mean of the
 models' dev scores (fluency, when asked, is the trigger's own log-likelihood on the models that read
 its tokens). One model's activations at a time: gradients and scores are computed model by model.
@@ -21,6 +23,7 @@ from dataclasses import replace
 
 import torch
 
+from autoprompt.cross_vocab import VocabMap, mapped_gradient, slot_template
 from autoprompt.scoring import Budget, Scores, with_backoff
 from autoprompt.search import Searcher
 from frozen_lm import data as data_mod
@@ -200,6 +203,11 @@ class MultiSearcher(Searcher):
             v = min(grad.shape[1], total.shape[1])
             total[:, :v] += grad[:, :v].to(total.device)
             losses.append(part)
+        if self.cfg.cross_gradients:
+            for text in self.texts:
+                grad, part = text.gradient(self, trigger, batches)
+                total += grad.to(total.device)
+                losses.append(part)
         return total, sum(losses) / len(losses)
 
     def score_pool(self, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:
@@ -227,6 +235,8 @@ class TextModel:
         self.train, self.dev = data_mod.load(train), data_mod.load(dev)
         self.budget = Budget.for_device(task.lm.device)
         self._tasks: dict[tuple, PromptTask] = {}
+        self._views: dict[str, Searcher] = {}
+        self.vocab: VocabMap | None = None
 
     def text(self, trigger) -> TextPrompt:
         ids = [int(i) for i in trigger]
@@ -241,6 +251,36 @@ class TextModel:
                 self._tasks.clear()
             self._tasks[key] = self.task.derive(template=self.text(trigger).written())
         return self._tasks[key]
+
+    def gradient(self, searcher: Searcher, trigger: torch.Tensor, batches: list[torch.Tensor]
+                 ) -> tuple[torch.Tensor, float]:
+        """(S, V1) this model's one-hot gradient carried to the first model's vocabulary
+        (autoprompt.cross_vocab: where a slot's text and a token's text are each one token here) and
+        its mean loss on the batches. This model reads the slots' text as its own tokens, in a
+        template with one [T] per token (cross_vocab.slot_template), as the written template reads."""
+        prompt, tok = self.text(trigger), self.task.lm.tokenizer
+        ids = [list(tok(piece, add_special_tokens=False).input_ids) for piece in prompt.pieces()]
+        counts, current = [len(x) for x in ids], torch.tensor(sum(ids, []), dtype=torch.long)
+        n_first = self.source.lm.vocab_size
+        if not len(current):
+            return torch.zeros(len(counts), n_first), float("nan")
+        grad, loss = self._view(searcher, slot_template(prompt.template, counts)).gradient(current, batches)
+        if self.vocab is None:
+            self.vocab = VocabMap(self.source.lm.tokenizer, tok, n_first)
+        maps = [self.vocab.of(rule) if n == 1 else None for rule, n in zip(prompt.slot_rules(), counts)]
+        return mapped_gradient(grad, counts, current.to(grad.device), maps, n_first), loss
+
+    def _view(self, searcher: Searcher, template: str) -> Searcher:
+        """The searcher on this model's task with `template` (its own trigger tokens in the slots),
+        the trigger's fluency left out (cached by template)."""
+        if template not in self._views:
+            if len(self._views) > 64:
+                self._views.clear()
+            task = self.task.derive(template=template)
+            view = searcher.on(task, task.encode(self.train), task.encode(self.dev))
+            view.cfg = replace(searcher.cfg, fluency_weight=0.0)
+            self._views[template] = view
+        return self._views[template]
 
     def drift(self, trigger) -> dict:
         """What this model's tokenizer makes of the trigger's text (frozen_lm.transfer.drift)."""

@@ -278,10 +278,13 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
         cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=split)
         runs = {label(first): (first, None), label(second): (second, None), "joint": (first, [load(second)])}
         for name, (model, more) in runs.items():
-            started = time.perf_counter()
-            r = autoprompt.search(task_on(model, TRIGGER), train, dev, cfg, models=more, progress=False,
-                                  out=out / "joint" / f"{name}-s{split}", overwrite=True)
-            row = {"prompt": name, "split": split, "text": r.filled_template, "minutes": (time.perf_counter() - started) / 60}
+            started, folder = time.perf_counter(), out / "joint" / f"{name}-s{split}"
+            r = finished(folder, cfg, more)
+            if r is None:
+                r = autoprompt.search(task_on(model, TRIGGER), train, dev, cfg, models=more, progress=False,
+                                      out=folder, overwrite=True)
+            minutes = (r.timings.get("total_seconds") or time.perf_counter() - started) / 60  # a reused run: its own
+            row = {"prompt": name, "split": split, "text": r.filled_template, "minutes": minutes}
             for target in models:
                 row[label(target)] = evaluate(task_on(target, TRIGGER), test, prompt=r)["accuracy"]
             rows.append(row)
@@ -290,6 +293,26 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     print_table(table)
     write_result("models_joint", table, title="Prompts across models: one prompt for two models",
                  tables={"per split": rows}, notes=joint_notes(table, [label(m) for m in models], splits))
+
+
+def finished(folder: Path, cfg, more) -> object | None:
+    """A finished search saved in `folder` with this config (every field, so a new option's default
+    counts as a change; a one-model run ignores cross_gradients) and the same other models, loaded;
+    else None (the search runs again)."""
+    from frozen_lm.configs import read_mapping, to_dict
+    from frozen_lm.results import load_result
+
+    saved = read_mapping(folder / "config.json", "saved config") if (folder / "results.json").exists() else None
+    alone = set() if more else {"cross_gradients"}  # acts only with other models: a one-model run before it is the same
+    drop = lambda d: {k: v for k, v in d.items() if k not in alone}  # noqa: E731
+    if not saved or drop(saved.get("config") or {}) != drop(to_dict(cfg)):
+        return None
+    r = load_result(folder)
+    names = [m.get("name") for m in (getattr(r, "models", None) or [])]
+    if names != [m.name for m in (more or [])] or getattr(r, "status", "done") != "done":
+        return None
+    print(f"  {folder.name}: finished run reused", flush=True)
+    return r
 
 
 def joint_table(rows: list[dict], names: list[str]) -> list[dict]:

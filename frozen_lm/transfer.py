@@ -35,7 +35,7 @@ from frozen_lm.task import PromptTask
 from frozen_lm.templates import Template
 
 logger = logging.getLogger(__name__)
-_SLOT = re.compile(r"( *)\[T\]")
+SLOT = re.compile(r"( *)\[T\]")
 _REPEAT = re.compile(r"\[T\]x(\d+)")
 
 
@@ -63,17 +63,24 @@ class TextPrompt:
 
     def pieces(self) -> list[str]:
         """Each slot's text as written into the template (with the whitespace that goes before it)."""
-        spaced = self._space_joined()
+        return [write(rule, token) for rule, token in zip(self.slot_rules(), self.tokens)]
+
+    def slot_rules(self) -> list[tuple[str, bool, bool]]:
+        """How each slot writes a token's text (`write(rule, text)`): (the whitespace written before it,
+        whether the token's own leading space is dropped for it, whether the piece starts the template
+        and so loses its leading whitespace). A rule depends on the template and on how the source
+        tokenizer joins tokens, not on the slot's token, so it also says how any other token would be
+        written in that slot."""
+        spaced, template = self._space_joined(), expand(self.template)
         out, prev_slot_end = [], None
-        for i, (match, token) in enumerate(zip(_SLOT.finditer(expand(self.template)), self.tokens)):
+        for i, match in enumerate(SLOT.finditer(template)):
+            starts = not template[: match.start()].strip()  # nothing before it: a template starts with text
             if match.group(1):  # the template's space goes before the slot: the token's own is dropped
-                out.append(match.group(1) + (token.strip() if token.strip() else token))
+                out.append((match.group(1), True, starts))
             elif spaced and prev_slot_end == match.start() and i:  # glued slots of a word-level vocabulary
-                out.append(" " + token.strip())
+                out.append((" ", True, starts))
             else:
-                out.append(token)
-            if not expand(self.template)[: match.start()].strip():  # nothing before it: a template starts with text
-                out[-1] = out[-1].lstrip()
+                out.append(("", False, starts))
             prev_slot_end = match.end()
         return out
 
@@ -90,12 +97,19 @@ class TextPrompt:
         if not self.trigger_ids:
             return self.template
         pieces = iter(self.pieces())
-        filled = _SLOT.sub(lambda m: next(pieces), expand(self.template))
+        filled = SLOT.sub(lambda m: next(pieces), expand(self.template))
         before, after = _parsed(self.template), _parsed(filled)
         if after.n_triggers or after.fields != before.fields:
             raise UserError(f"the prompt's tokens {list(self.tokens)} read as template syntax ([T], [P], {{field}}) when "
                             "written as text, so they cannot be carried to another model")
         return filled
+
+
+def write(rule: tuple[str, bool, bool], token: str) -> str:
+    """A token's text as a slot with `rule` (TextPrompt.slot_rules) writes it into the template."""
+    before, strip, starts = rule
+    piece = before + (token.strip() if strip and token.strip() else token)
+    return piece.lstrip() if starts else piece
 
 
 def expand(template: str) -> str:
@@ -266,7 +280,7 @@ def drift(text: TextPrompt, tokenizer) -> dict:
 def _runs(template: str) -> list[list[int]]:
     """The template's slots grouped in runs of slots with only spaces between them."""
     runs, last_end = [], None
-    for i, m in enumerate(_SLOT.finditer(expand(template))):
+    for i, m in enumerate(SLOT.finditer(expand(template))):
         if last_end is not None and m.start() == last_end:
             runs[-1].append(i)
         else:
