@@ -2,7 +2,7 @@
 262,144 tokens) on SST-2 16-shot (LM-BFF splits 13 / 21 / 42: train 32, dev 32; 872 test rows),
 template `{sentence} It was [P] .`, label words terrible / great.
 
-    python benchmarks/bench_models.py                          # all three parts (about 5.4 hours, see below)
+    python benchmarks/bench_models.py                          # all three parts (about 5.8 hours, see below)
     python benchmarks/bench_models.py --parts joint --splits 13 # one part, one split
     python benchmarks/bench_models.py --quick                  # tiny models and data: checks that it runs (~2 min)
 
@@ -29,11 +29,11 @@ Settings (cut to fit CPU time): AutoPrompt 10 iterations x 10 candidates and GCG
 class; the joint part's searches 12 iterations x 16 candidates.
 
 Time measured on the project's machine (2 CPU cores, splits 13 and 21, 2026-12-07), per split:
-transfer ~50 min, joint ~45 min (AutoPrompt alone on SmolLM2 ~10, alone on Gemma ~11, on both
-~20-25: every candidate is scored on both models, Gemma reading its text unpacked, and Gemma's
+transfer ~58 min (split 21: cells 45, scoring on the other model 12), joint ~45 min (AutoPrompt
+alone on SmolLM2 ~10, alone on Gemma ~11, on both ~20-25: every candidate is scored on both models, Gemma reading its text unpacked, and Gemma's
 gradient is added; plus 6 test scorings), d90 ~13 min; plus the models' first loads (~20 s and
-~60 s). All three splits: about 5.4 hours (printed at the start as `estimate`); --splits 13 about
-1.8 hours; one GPU: minutes. --parts and --splits cut it.
+~60 s). All three splits: about 5.8 hours (printed at the start as `estimate`); --splits 13 about
+1.9 hours; one GPU: minutes. --parts and --splits cut it.
 
 Writes benchmarks/results/models_transfer.json, models_joint.json, models_d90.json (the
 documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/. The
@@ -75,7 +75,7 @@ QUICK = {
     "d90": {"space": "prompt", "num_virtual_tokens": 2, "dims": [2, 4], "steps": 2, "batch_size": 4,
             "baseline_score": 0.5, "projection": "dense"},
 }
-MINUTES = {"transfer": 50, "joint": 45, "d90": 13}  # per split, measured (see the docstring)
+MINUTES = {"transfer": 58, "joint": 45, "d90": 13}  # per split, measured (see the docstring)
 
 
 def main() -> None:
@@ -209,7 +209,7 @@ def transfer_compare(models, splits, settings, out: Path, quick: bool) -> list[d
              "target": label(r.get("model") or models[0]), "test": r.get("test")} for r in result.rows
             if r.get("status") == "done"]
     rows += [{"method": r["method"], "split": r["seed"], "source": label(r["source"]), "target": label(r["target"]),
-              "test": r.get("test"), **kept((r.get("drift") or {}).get("transfer"))} for r in result.transfers
+              "test": r.get("test"), **kept({"drift": r.get("drift")})} for r in result.transfers
              if r.get("status") == "done"]
     return rows
 
