@@ -30,8 +30,8 @@ class; the joint part's searches 12 iterations x 16 candidates.
 
 Time measured on the project's machine (2 CPU cores, splits 13 and 21, 2026-12-07), per split:
 transfer ~58 min (split 21: cells 45, scoring on the other model 12), joint ~45 min (AutoPrompt
-alone on SmolLM2 ~10, alone on Gemma ~11, on both ~20-25: every candidate is scored on both models, Gemma reading its text unpacked, and Gemma's
-gradient is added; plus 6 test scorings), d90 ~13 min; plus the models' first loads (~20 s and
+alone on SmolLM2 ~10, alone on Gemma ~11, on both ~20-25: every candidate is scored on both
+models, Gemma reading its text unpacked, and Gemma's gradient is added; plus 6 test scorings), d90 ~13 min; plus the models' first loads (~20 s and
 ~60 s). All three splits: about 5.8 hours (printed at the start as `estimate`); --splits 13 about
 1.9 hours; one GPU: minutes. --parts and --splits cut it.
 
@@ -209,7 +209,7 @@ def transfer_compare(models, splits, settings, out: Path, quick: bool) -> list[d
              "target": label(r.get("model") or models[0]), "test": r.get("test")} for r in result.rows
             if r.get("status") == "done"]
     rows += [{"method": r["method"], "split": r["seed"], "source": label(r["source"]), "target": label(r["target"]),
-              "test": r.get("test"), **kept({"drift": r.get("drift")})} for r in result.transfers
+              "test": r.get("test"), **kept(r.get("drift"))} for r in result.transfers
              if r.get("status") == "done"]
     return rows
 
@@ -234,15 +234,15 @@ def transfer_direct(models, splits, settings, out: Path, quick: bool) -> list[di
                 for target in models:
                     m = evaluate(task_on(target, task.spec.template), test, prompt=r)
                     rows.append({"method": name, "split": split, "source": label(source), "target": label(target),
-                                 "test": m["accuracy"], **kept(m.get("transfer"))})
+                                 "test": m["accuracy"], **kept((m.get("transfer") or {}).get("drift"))})
                 print(f"  s{split} {name} on {label(source)}: " + ", ".join(
                     f"{x['target']} {x['test']:.3f}" for x in rows[-len(models):]), flush=True)
     return rows
 
 
-def kept(moved: dict | None) -> dict:
-    """A transfer's drift in two numbers: tokens before -> after, and the share still one token."""
-    d = (moved or {}).get("drift")
+def kept(d: dict | None) -> dict:
+    """A transfer's drift (frozen_lm.transfer's record; None or no tokens: a prompt moved as plain text)
+    in two numbers: tokens before -> after, and the share still one token."""
     if not d or not d.get("n_tokens_before"):
         return {}
     return {"tokens": f"{d['n_tokens_before']}->{d['n_tokens_after']}", "tokens_kept": d["n_one_token"] / d["n_tokens_before"]}

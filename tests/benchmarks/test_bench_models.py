@@ -1,10 +1,11 @@
-"""benchmarks/bench_models.py's joint part: which saved searches it reuses (a tiny model, no data)."""
+"""benchmarks/bench_models.py: which saved searches the joint part reuses (a tiny model, no data), and
+how a transfer's drift record becomes the table's tokens_kept."""
 
 from __future__ import annotations
 
 import autoprompt
 from autoprompt.config import AutoPromptConfig
-from benchmarks.bench_models import finished
+from benchmarks.bench_models import finished, kept
 from frozen_lm import PromptTask
 
 LABELS = {"0": "terrible", "1": "great"}
@@ -25,3 +26,9 @@ def test_a_finished_search_is_reused_only_with_the_same_config_and_models(tiny, 
     assert finished(tmp_path / "both", off, [tiny("gpt2")]) is None  # a joint search of another config reruns
     assert finished(tmp_path / "one", off, None) is not None  # ... a one-model search is the same without it
     assert finished(tmp_path / "missing", cfg, None) is None
+
+
+def test_kept_reads_a_transfer_drift_record():
+    drift = {"how": "slots", "n_tokens_before": 5, "n_tokens_after": 7, "n_one_token": 3}
+    assert kept(drift) == {"tokens": "5->7", "tokens_kept": 0.6}
+    assert kept(None) == {} and kept({"how": "text", "n_tokens_before": 0}) == {}
