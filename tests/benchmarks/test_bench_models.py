@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import autoprompt
 from autoprompt.config import AutoPromptConfig
-from benchmarks.bench_models import finished, kept
+from benchmarks.bench_models import finished, kept, seeds_table
 from frozen_lm import PromptTask
 
 LABELS = {"0": "terrible", "1": "great"}
@@ -32,3 +32,13 @@ def test_kept_reads_a_transfer_drift_record():
     drift = {"how": "slots", "n_tokens_before": 5, "n_tokens_after": 7, "n_one_token": 3}
     assert kept(drift) == {"tokens": "5->7", "tokens_kept": 0.6}
     assert kept(None) == {} and kept({"how": "text", "n_tokens_before": 0}) == {}
+
+
+def test_seeds_table_gives_each_split_and_prompt_its_spread_over_seeds():
+    rows = [{"prompt": "joint", "split": 13, "seed": s, "a": acc, "b": 0.5} for s, acc in ((13, 0.70), (1, 0.80), (2, 0.75))]
+    rows.append({"prompt": "b", "split": 13, "seed": 13, "a": 0.6, "b": 0.9})
+    table = seeds_table(rows, ["a", "b"])
+    assert [(r["split"], r["prompt"], r["seeds"]) for r in table] == [(13, "joint", 3), (13, "b", 1)]
+    joint = table[0]
+    assert (joint["a mean"], joint["a min"], joint["a max"], joint["a sd"]) == (75.0, 70.0, 80.0, 5.0)
+    assert joint["b sd"] == 0.0 and table[1]["a sd"] is None  # one seed: no spread
