@@ -90,7 +90,7 @@ def main() -> None:
     p.add_argument("--seeds", default="split",
                    help="joint part: search seeds per split, comma-separated ('split' = the split's own number, "
                         "the default); more than one measures how far a prompt moves with the seed alone and "
-                        "writes models_joint_seeds.json instead of models_joint.json")
+                        "writes models_joint_seeds.json instead of models_joint.json (as does a --prompts subset)")
     p.add_argument("--prompts", default="all",
                    help="joint part: which searches run, comma-separated model aliases and/or 'joint' (default all)")
     p.add_argument("--quick", action="store_true", help="tiny models and data, one split: checks that it runs")
@@ -310,11 +310,11 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 rows.append(row)
                 print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models),
                       flush=True)
-    if len(seeds) > 1:
+    if len(seeds) > 1 or wanted != names:  # a spread over seeds, or not all three prompts to compare
         table = seeds_table(rows, [label(m) for m in models])
         print_table(table)
         write_result("models_joint_seeds", table, title="Prompts across models: how far a prompt moves with the seed",
-                     tables={"per run": rows}, notes=seeds_notes(table, splits, seeds))
+                     tables={"per run": rows}, notes=seeds_notes(splits, seeds))
         return
     table = joint_table(rows, [label(m) for m in models])
     print_table(table)
@@ -338,7 +338,7 @@ def seeds_table(rows: list[dict], names: list[str]) -> list[dict]:
     return out
 
 
-def seeds_notes(table: list[dict], splits, seeds) -> str:
+def seeds_notes(splits, seeds) -> str:
     return (f"AutoPrompt test accuracy (%) over search seeds {seeds} ('split': the split's own number), "
             f"splits {splits}: the same data, settings and models, only the seed differs.")
 
