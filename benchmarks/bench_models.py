@@ -48,12 +48,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.models_tables import (  # noqa: E402
+    joint_notes,
+    joint_table,
+    kept,
+    label,
+    mean_curve,
+    min_or_none,
+    seeds_notes,
+    seeds_table,
+    transfer_table,
+)
 
 MODELS = ["smollm2-135m", "gemma3-270m"]
 SPLITS = [13, 21, 42]
@@ -100,14 +111,19 @@ def main() -> None:
         os.environ.setdefault("BENCH_RESULTS", str(Path(__file__).resolve().parents[1] / "runs/bench/results-quick"))
     from benchmarks.common import OUT, threads_line
 
-    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    unknown = [x for x in parts if x not in PARTS]
-    if unknown:
-        sys.exit(f"unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
+    parts = comma_list(args.parts, "--parts", PARTS)
     splits = [13] if args.quick else [int(s) for s in args.splits.split(",")]
     out = Path(args.out or OUT / ("models-quick" if args.quick else "models"))
     settings = QUICK if args.quick else FULL
     models = quick_models(out) if args.quick else [m.strip() for m in args.models.split(",")]
+    if len(models) != 2:
+        sys.exit(f"--models: give two model aliases or folders, comma-separated (got {len(models)})")
+    # the joint part's flags, read here so that a mistake stops the run before any part starts
+    names = [label(models[0]), label(models[1]), "joint"]
+    args.prompts = names if args.prompts == "all" else comma_list(args.prompts, "--prompts", names)
+    args.seeds = comma_list(args.seeds, "--seeds")
+    if [x for x in args.seeds if x != "split" and not x.isdigit()]:
+        sys.exit(f"--seeds: give whole numbers and/or 'split', comma-separated (e.g. split,1,2), not {args.seeds}")
     if not args.quick:
         check_installed(models)
     print(threads_line())
@@ -118,6 +134,17 @@ def main() -> None:
         started = time.perf_counter()
         {"transfer": part_transfer, "joint": part_joint, "d90": part_d90}[part](args, models, splits, settings, out)
         print(f"{part}: {(time.perf_counter() - started) / 60:.1f} minutes", flush=True)
+
+
+def comma_list(text: str, flag: str, choices=None) -> list[str]:
+    """A comma-separated flag's items; exits with one line naming the flag when it is empty or an
+    item is not among `choices` (any item when None)."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if choices is not None and x not in choices]
+    if not items or bad:
+        sys.exit(f"{flag}: {'unknown ' + repr(bad[0]) if bad else 'nothing given'}; choose from "
+                 f"{', '.join(choices) if choices is not None else 'comma-separated values'}")
+    return items
 
 
 # ---------------------------------------------------------------- data and models
@@ -175,10 +202,6 @@ def task_on(name: str, template: str = MANUAL):
     from frozen_lm.task import PromptTask
 
     return PromptTask(load(name), template, LABELS)
-
-
-def label(model: str) -> str:
-    return Path(model).name
 
 
 # ---------------------------------------------------------------- (a) transfer
@@ -248,31 +271,6 @@ def transfer_direct(models, splits, settings, out: Path, quick: bool) -> list[di
     return rows
 
 
-def kept(d: dict | None) -> dict:
-    """A transfer's drift (frozen_lm.transfer's record; None or no tokens: a prompt moved as plain text)
-    in two numbers: tokens before -> after, and the share still one token."""
-    if not d or not d.get("n_tokens_before"):
-        return {}
-    return {"tokens": f"{d['n_tokens_before']}->{d['n_tokens_after']}", "tokens_kept": d["n_one_token"] / d["n_tokens_before"]}
-
-
-def transfer_table(rows: list[dict], models: list[str]) -> list[dict]:
-    """One row per (method, source): mean test accuracy (%) on each target over the splits."""
-    out = []
-    for method, source in dict.fromkeys((r["method"], r["source"]) for r in rows):
-        row = {"method": method, "source": source}
-        for target in map(label, models):
-            scores = [r["test"] for r in rows if (r["method"], r["source"], r["target"]) == (method, source, target)
-                      and r["test"] is not None]
-            row[target] = round(100 * statistics.fmean(scores), 1) if scores else None
-            if target != source:
-                share = [r["tokens_kept"] for r in rows if (r["method"], r["source"], r["target"]) == (method, source, target)
-                         and "tokens_kept" in r]
-                row["tokens_kept"] = round(statistics.fmean(share), 2) if share else None
-        out.append(row)
-    return out
-
-
 # ---------------------------------------------------------------- (b) joint
 def part_joint(args, models, splits, settings, out: Path) -> None:
     """AutoPrompt on each model alone and on both at once, all three scored on both models' test."""
@@ -281,13 +279,7 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     from frozen_lm.evaluate import evaluate
 
     first, second = models
-    names = [label(first), label(second), "joint"]
-    wanted = names if args.prompts == "all" else [x.strip() for x in args.prompts.split(",") if x.strip()]
-    if [x for x in wanted if x not in names]:
-        sys.exit(f"--prompts: unknown {[x for x in wanted if x not in names][0]!r}; choose from {', '.join(names)}")
-    seeds = [x.strip() for x in args.seeds.split(",") if x.strip()]
-    if not seeds or [x for x in seeds if x != "split" and not x.isdigit()]:
-        sys.exit(f"--seeds {args.seeds!r}: give whole numbers and/or 'split', comma-separated (e.g. split,1,2)")
+    wanted, seeds = args.prompts, args.seeds  # lists, read in main
     rows = []
     for split in splits:
         train, dev, test = split_files(split, args.quick, out)
@@ -310,7 +302,7 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 rows.append(row)
                 print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models),
                       flush=True)
-    if len(seeds) > 1 or wanted != names:  # a spread over seeds, or not all three prompts to compare
+    if len(seeds) > 1 or not {label(first), label(second), "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare
         table = seeds_table(rows, [label(m) for m in models])
         print_table(table)
         write_result("models_joint_seeds", table, title="Prompts across models: how far a prompt moves with the seed",
@@ -320,27 +312,6 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     print_table(table)
     write_result("models_joint", table, title="Prompts across models: one prompt for two models",
                  tables={"per split": rows}, notes=joint_notes(table, [label(m) for m in models], splits))
-
-
-def seeds_table(rows: list[dict], names: list[str]) -> list[dict]:
-    """Per split and prompt: each model's test accuracy (%) over the search seeds (mean, lowest,
-    highest, sample standard deviation)."""
-    out = []
-    for key in dict.fromkeys((r["split"], r["prompt"]) for r in rows):
-        mine = [r for r in rows if (r["split"], r["prompt"]) == key]
-        row = {"split": key[0], "prompt": key[1], "seeds": len(mine)}
-        for n in names:
-            acc = [100 * r[n] for r in mine]
-            row |= {f"{n} mean": round(statistics.fmean(acc), 1), f"{n} min": round(min(acc), 1),
-                    f"{n} max": round(max(acc), 1),
-                    f"{n} sd": round(statistics.stdev(acc), 1) if len(acc) > 1 else None}
-        out.append(row)
-    return out
-
-
-def seeds_notes(splits, seeds) -> str:
-    return (f"AutoPrompt test accuracy (%) over search seeds {seeds} ('split': the split's own number), "
-            f"splits {splits}: the same data, settings and models, only the seed differs.")
 
 
 def finished(folder: Path, cfg, more) -> object | None:
@@ -361,29 +332,6 @@ def finished(folder: Path, cfg, more) -> object | None:
         return None
     print(f"  {folder.name}: finished run reused", flush=True)
     return r
-
-
-def joint_table(rows: list[dict], names: list[str]) -> list[dict]:
-    out = []
-    for prompt in dict.fromkeys(r["prompt"] for r in rows):
-        mine = [r for r in rows if r["prompt"] == prompt]
-        out.append({"prompt": prompt, **{n: round(100 * statistics.fmean(r[n] for r in mine), 1) for n in names},
-                    "minutes": round(statistics.fmean(r["minutes"] for r in mine), 1)})
-    return out
-
-
-def joint_notes(table: list[dict], names: list[str], splits) -> str:
-    """Whether the targets were met: the joint prompt beats each single-model prompt on the other
-    model, and is within 2 points of it on its own model."""
-    by = {r["prompt"]: r for r in table}
-    lines = [f"AutoPrompt test accuracy (%), mean over splits {splits}."]
-    for own, other in ((names[0], names[1]), (names[1], names[0])):
-        beats = by["joint"][other] > by[own][other]
-        close = by["joint"][own] >= by[own][own] - 2
-        lines.append(f"- vs the prompt searched on {own}: on {other} {by['joint'][other]} vs {by[own][other]} "
-                     f"({'beats it' if beats else 'does not beat it'}); on {own} {by['joint'][own]} vs {by[own][own]} "
-                     f"({'within 2 points' if close else 'more than 2 points below'})")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- (c) d90
@@ -424,22 +372,6 @@ def part_d90(args, models, splits, settings, out: Path) -> None:
                  tables={"per split": [{k: v for k, v in r.items() if k != "per_dim"} for r in per_split]},
                  figures=figures, notes=f"Prompt-space d90 (fastfood, d in {cfg.dims}, {cfg.steps} steps), splits "
                                         f"{splits}; d90 of the mean curve over the splits. {trend}")
-
-
-def mean_curve(records: list[dict], threshold: float = 0.9) -> dict:
-    """One curve over splits: per d the mean of the splits' means; d90 of that curve (None if a split
-    has no baseline-backed d90 row, i.e. was refused)."""
-    dims = sorted(set.intersection(*(set(r["d"] for r in rec["per_dim"]) for rec in records)))
-    means = {d: statistics.fmean(next(r["mean"] for r in rec["per_dim"] if r["d"] == d) for rec in records) for d in dims}
-    baseline = statistics.fmean(rec["baseline"] for rec in records)
-    refused = any(rec.get("refused") for rec in records)
-    d90 = None if refused else next((d for d in dims if means[d] >= threshold * baseline - 1e-12), None)
-    return {"baseline": baseline, "d90": d90}
-
-
-def min_or_none(records: list[dict], pick):
-    values = [r["d90"] for r in records if r["d90"] is not None]
-    return pick(values) if values else None
 
 
 if __name__ == "__main__":

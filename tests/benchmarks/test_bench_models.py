@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import autoprompt
 from autoprompt.config import AutoPromptConfig
-from benchmarks.bench_models import finished, kept, seeds_table
+from benchmarks.bench_models import finished
+from benchmarks.models_tables import kept, seeds_table
 from frozen_lm import PromptTask
 
 LABELS = {"0": "terrible", "1": "great"}
