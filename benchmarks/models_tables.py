@@ -12,6 +12,15 @@ def label(model: str) -> str:
     return Path(model).name
 
 
+def proposer_suffix(models: list[str], default: list[str]) -> tuple[str, str]:
+    """What the joint part's file name and title add when the models come in another order than
+    `default` (the first model writes the candidates): ('_<first>_proposes', ', <first> proposing'),
+    else ('', '')."""
+    if [label(m) for m in models] == [label(m) for m in default]:
+        return "", ""
+    return f"_{label(models[0])}_proposes", f", {label(models[0])} proposing"
+
+
 def kept(d: dict | None) -> dict:
     """A transfer's drift (frozen_lm.transfer's record; None or no tokens: a prompt moved as plain text)
     in two numbers: tokens before -> after, and the share still one token."""

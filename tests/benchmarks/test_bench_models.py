@@ -6,7 +6,7 @@ from __future__ import annotations
 import autoprompt
 from autoprompt.config import AutoPromptConfig
 from benchmarks.bench_models import finished
-from benchmarks.models_tables import kept, seeds_table
+from benchmarks.models_tables import kept, proposer_suffix, seeds_table
 from frozen_lm import PromptTask
 
 LABELS = {"0": "terrible", "1": "great"}
@@ -43,3 +43,11 @@ def test_seeds_table_gives_each_split_and_prompt_its_spread_over_seeds():
     joint = table[0]
     assert (joint["a mean"], joint["a min"], joint["a max"], joint["a sd"]) == (75.0, 70.0, 80.0, 5.0)
     assert joint["b sd"] == 0.0 and table[1]["a sd"] is None  # one seed: no spread
+
+
+def test_the_other_model_proposing_names_its_own_files():
+    default = ["smollm2-135m", "gemma3-270m"]
+    assert proposer_suffix(default, default) == ("", "")
+    assert proposer_suffix(["/models/smollm2-135m", "gemma3-270m"], default) == ("", "")  # a folder: its last part
+    assert proposer_suffix(["gemma3-270m", "smollm2-135m"], default) == ("_gemma3-270m_proposes",
+                                                                        ", gemma3-270m proposing")
