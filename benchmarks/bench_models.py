@@ -282,11 +282,12 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     from frozen_lm.evaluate import evaluate
 
     first, second = models
+    names = [label(m) for m in models]  # the tables' columns
     wanted, seeds = args.prompts, args.seeds  # lists, read in main
     rows = []
     for split in splits:
         train, dev, test = split_files(split, args.quick, out)
-        runs = {label(first): (first, None), label(second): (second, None), "joint": (first, [load(second)])}
+        runs = {names[0]: (first, None), names[1]: (second, None), "joint": (first, [load(second)])}
         for seed in [split if x == "split" else int(x) for x in seeds]:
             cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed)
             for name, (model, more) in runs.items():
@@ -300,22 +301,21 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                                           out=folder, overwrite=True)
                 minutes = (r.timings.get("total_seconds") or time.perf_counter() - started) / 60  # a reused run: its own
                 row = {"prompt": name, "split": split, "seed": seed, "text": r.filled_template, "minutes": minutes}
-                for target in models:
-                    row[label(target)] = evaluate(task_on(target, TRIGGER), test, prompt=r)["accuracy"]
+                for target, column in zip(models, names):
+                    row[column] = evaluate(task_on(target, TRIGGER), test, prompt=r)["accuracy"]
                 rows.append(row)
-                print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{label(t)} {row[label(t)]:.3f}" for t in models),
-                      flush=True)
+                print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{n} {row[n]:.3f}" for n in names), flush=True)
     tail, by = proposer_suffix(models, MODELS if not args.quick else models)
-    if len(seeds) > 1 or not {label(first), label(second), "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare
-        table = seeds_table(rows, [label(m) for m in models])
+    if len(seeds) > 1 or not {*names, "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare
+        table = seeds_table(rows, names)
         print_table(table)
         write_result("models_joint_seeds" + tail, table, tables={"per run": rows}, notes=seeds_notes(splits, seeds),
                      title="Prompts across models: how far a prompt moves with the seed" + by)
         return
-    table = joint_table(rows, [label(m) for m in models])
+    table = joint_table(rows, names)
     print_table(table)
     write_result("models_joint" + tail, table, title="Prompts across models: one prompt for two models" + by,
-                 tables={"per split": rows}, notes=joint_notes(table, [label(m) for m in models], splits))
+                 tables={"per split": rows}, notes=joint_notes(table, names, splits))
 
 
 def finished(folder: Path, cfg, more) -> object | None:
