@@ -71,6 +71,12 @@ class SearchOptions:
     cross_gradients: bool = field(default=True, metadata={
         "help": "searching several models (--model a,b; models= in the API), one of another tokenizer: it also adds its gradient to the proposals, through the "
                 "tokens whose text is one token on it (--no-cross-gradients: it only scores the candidates' text)"})
+    gradient_mix: str = field(default="sum", metadata={
+        "help": "searching several models: how their one-hot gradients make the proposals. sum: added as they are "
+                "(the gradient of the mean score; the model with the larger gradient chooses the candidates); equal: "
+                "each model's gradient standardized per slot (mean 0, sd 1 over the vocabulary) before adding, so "
+                "each model has an equal say in which candidates are proposed",
+        "choices": ["sum", "equal"]})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_search(self) -> None:
@@ -80,6 +86,7 @@ class SearchOptions:
         one_of(self, "score", SCORES)
         one_of(self, "loss", LOSSES)
         one_of(self, "packing", ("auto", "on", "off"))
+        one_of(self, "gradient_mix", ("sum", "equal"))
         if (self.keep or self.extra_slots) and not self.from_template:
             which = "keep" if self.keep else "extra_slots"
             raise field_error(self, which, f"shapes a start from a hand-written template; give {type(self).__name__}"

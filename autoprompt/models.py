@@ -10,7 +10,8 @@ text: decoded, written into the template (frozen_lm.transfer) and read by its to
 prompt will be read on that model. Its one-hot gradient is over another vocabulary, so it adds it
 through the tokens the two vocabularies share: where a slot's text is one token there, a token whose
 text is one token there too gets that token's gradient (autoprompt.cross_vocab; config
-cross_gradients, on by default). A candidate's score is the mean over the models of its score on
+cross_gradients, on by default). With gradient_mix 'equal', each model's gradient is standardized per
+slot before the sum, so that a model whose gradient is larger does not choose every candidate alone. A candidate's score is the mean over the models of its score on
 the same training examples, and the dev score that keeps the best trigger is the mean of the
 models' dev scores (fluency, when asked, is the trigger's own log-likelihood on the models that read
 its tokens). One model's activations at a time: gradients and scores are computed model by model.
@@ -162,6 +163,16 @@ def per_model(searcher, run, best: torch.Tensor) -> dict:
     return out
 
 
+def standardized(grad: torch.Tensor) -> torch.Tensor:
+    """(S, V) -> (S, V): each slot's row of a one-hot gradient shifted to mean 0 and scaled to sd 1
+    over the vocabulary (float32). A row's ranking of candidate tokens is unchanged; a constant row
+    (no say for that slot, e.g. a slot of several tokens on another tokenizer) becomes 0."""
+    grad = grad.float()
+    centred = grad - grad.mean(dim=1, keepdim=True)
+    sd = centred.square().mean(dim=1, keepdim=True).sqrt()
+    return torch.where(sd > 0, centred / sd.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(centred))
+
+
 def mean_scores(parts: list[Scores], fluent: int) -> Scores:
     """The mean over models of their per-candidate scores (correct: a mean count, float64); fluency:
     the mean over the first `fluent` parts (the models that read the trigger's own tokens)."""
@@ -173,7 +184,7 @@ def mean_scores(parts: list[Scores], fluent: int) -> Scores:
 class MultiSearcher(Searcher):
     """The search loop's searcher over several models: the first (`task`'s) proposes; `views` (same
     tokenizer, Searcher.on) add gradients and score ids; `texts` (TextModel) score the candidates' text.
-    Gradients are summed, scores and dev scores averaged over every model."""
+    Gradients are summed (gradient_mix), scores and dev scores averaged over every model."""
 
     def __init__(self, task, cfg, proposer, train, dev, shared: list, texts: list[PromptTask], train_data, dev_data):
         super().__init__(task, cfg, proposer, train, dev)
@@ -194,19 +205,22 @@ class MultiSearcher(Searcher):
         return g, grad_batches, eval_idx
 
     def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """(S, V) the sum of the models' one-hot gradients that share the tokenizer (the first
-        model's vocabulary size; rows past another's are 0 there) and their mean loss."""
+        """(S, V) the sum of the models' one-hot gradients over the first model's vocabulary (a
+        model sharing the tokenizer: rows past its vocabulary are 0; another tokenizer's: carried
+        through the shared tokens, when cross_gradients), each standardized per slot first when
+        gradient_mix is 'equal'; and the models' mean loss."""
+        mix = standardized if self.cfg.gradient_mix == "equal" else (lambda g: g)
         total, loss = super().gradient(trigger, batches)
-        losses = [loss]
+        total, losses = mix(total), [loss]
         for view in self.views:
             grad, part = view.gradient(trigger, batches)
             v = min(grad.shape[1], total.shape[1])
-            total[:, :v] += grad[:, :v].to(total.device)
+            total[:, :v] += mix(grad[:, :v].to(total.device))
             losses.append(part)
         if self.cfg.cross_gradients:
             for text in self.texts:
                 grad, part = text.gradient(self, trigger, batches)
-                total += grad.to(total.device)
+                total += mix(grad.to(total.device))
                 losses.append(part)
         return total, sum(losses) / len(losses)
 

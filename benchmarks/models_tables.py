@@ -85,6 +85,29 @@ def seeds_table(rows: list[dict], names: list[str]) -> list[dict]:
     return out
 
 
+def paired_gaps(rows: list[dict], names: list[str]) -> list[str]:
+    """Per model with its own prompt among `rows`: the joint prompt against it, paired by (split,
+    seed), on both models (test accuracy, %): the mean gap on its own model with its standard error
+    (the target: within 2 points) and whether the joint prompt beats it on the other model."""
+    lines = []
+    for own in names:
+        other = next(n for n in names if n != own)
+        by = {(r["split"], r["seed"]): r for r in rows if r["prompt"] == own}
+        pairs = [(by[(r["split"], r["seed"])], r) for r in rows if r["prompt"] == "joint" and (r["split"], r["seed"]) in by]
+        if not pairs:
+            continue
+        gaps = [100 * (a[own] - j[own]) for a, j in pairs]
+        mean, sd = statistics.fmean(gaps), statistics.stdev(gaps) if len(gaps) > 1 else None
+        se = f" +- {sd / len(gaps) ** 0.5:.1f} (se; sd {sd:.1f})" if sd is not None else ""
+        mine, theirs = (100 * statistics.fmean(p[i][own] for p in pairs) for i in (0, 1))
+        on_other = [100 * statistics.fmean(p[i][other] for p in pairs) for i in (1, 0)]
+        lines.append(f"- vs the prompt searched on {own}, {len(pairs)} paired searches: on {own} {theirs:.1f} vs "
+                     f"{mine:.1f}, gap {mean:.1f}{se} ({'within 2 points' if mean <= 2 else 'more than 2 points below'}); "
+                     f"on {other} {on_other[0]:.1f} vs {on_other[1]:.1f} "
+                     f"({'beats it' if on_other[0] > on_other[1] else 'does not beat it'})")
+    return lines
+
+
 def seeds_notes(splits, seeds) -> str:
     return (f"AutoPrompt test accuracy (%) over search seeds {seeds} ('split': the split's own number), "
             f"splits {splits}: the same data, settings and models, only the seed differs.")

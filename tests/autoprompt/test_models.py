@@ -143,3 +143,36 @@ def test_a_saved_run_of_unloadable_models_asks_for_them(tiny, tmp_path):
         autoprompt.search(task, TRAIN, DEV, AutoPromptConfig(iters=2), progress=False, resume=tmp_path / "run")
     moved = evaluate(PromptTask(tiny("gpt2"), TRIG, LABELS), DEV, prompt=load_result(tmp_path / "run"))
     assert moved["transfer"]["drift"]["how"] == "text"
+
+
+def test_standardized_keeps_each_slots_ranking_and_zeroes_a_constant_row():
+    from autoprompt.models import standardized
+
+    grad = torch.tensor([[1.0, 3.0, 2.0, 10.0], [5.0, 5.0, 5.0, 5.0], [-40.0, 0.0, 40.0, 0.0]])
+    out = standardized(grad)
+    assert torch.equal(out[0].argsort(), grad[0].argsort()) and torch.equal(out[2].argsort(), grad[2].argsort())
+    assert torch.allclose(out[[0, 2]].mean(dim=1), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(out[[0, 2]].square().mean(dim=1), torch.ones(2), atol=1e-5)
+    assert torch.equal(out[1], torch.zeros(4))  # no say for that slot
+    assert torch.allclose(standardized(100 * grad), out, atol=1e-5)  # a model's scale no longer counts
+
+
+def test_equal_gradient_mix_gives_each_model_the_same_say(tiny, llama1):
+    from autoprompt.models import standardized
+
+    cfg = AutoPromptConfig(batch_size=8, gradient_mix="equal")
+    both, (first, second) = searchers(tiny, llama1, cfg)
+    trigger, batches = torch.tensor([5, 6, 7]), [torch.arange(0, 8)]
+    grad, loss = both.gradient(trigger, batches)
+    g1, l1 = first.gradient(trigger, batches)
+    g2, l2 = second.gradient(trigger, batches)
+    assert torch.allclose(grad, standardized(g1) + standardized(g2), atol=1e-5) and abs(loss - (l1 + l2) / 2) < 1e-9
+    scaled = 1000 * g2  # a model with a far larger gradient: under 'sum' it alone picks the top tokens, not under 'equal'
+    assert torch.allclose(standardized(g1) + standardized(scaled), grad, atol=1e-4)
+    runs = [autoprompt.search(PromptTask(tiny("llama"), TRIG, LABELS), TRAIN, DEV,
+                              AutoPromptConfig(iters=3, num_cand=4, seed=2, gradient_mix=mix), progress=False,
+                              models=[llama1]) for mix in ("equal", "equal", "sum")]
+    ids = [[h["trigger_ids"] for h in r.history] for r in runs]
+    assert ids[0] == ids[1] and runs[0].config.gradient_mix == "equal"  # same seed, same result; recorded
+    with pytest.raises(UserError, match="gradient_mix"):
+        AutoPromptConfig(gradient_mix="max").check_search()

@@ -1,12 +1,17 @@
 """benchmarks/bench_models.py: which saved searches the joint part reuses (a tiny model, no data), and
-how a transfer's drift record becomes the table's tokens_kept."""
+how a transfer's drift record becomes the table's tokens_kept; the joint prompt paired with each
+model's own prompt (paired_gaps) and the committed rows that stand in for prompts not run now."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 import autoprompt
 from autoprompt.config import AutoPromptConfig
-from benchmarks.bench_models import finished
-from benchmarks.models_tables import kept, proposer_suffix, seeds_table
+from benchmarks.bench_models import finished, stand_ins
+from benchmarks.models_tables import kept, paired_gaps, proposer_suffix, seeds_table
 from frozen_lm import PromptTask
 
 LABELS = {"0": "terrible", "1": "great"}
@@ -27,6 +32,20 @@ def test_a_finished_search_is_reused_only_with_the_same_config_and_models(tiny, 
     assert finished(tmp_path / "both", off, [tiny("gpt2")]) is None  # a joint search of another config reruns
     assert finished(tmp_path / "one", off, None) is not None  # ... a one-model search is the same without it
     assert finished(tmp_path / "missing", cfg, None) is None
+    equal = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, gradient_mix="equal")
+    assert finished(tmp_path / "both", equal, [tiny("gpt2")]) is None and finished(tmp_path / "one", equal, None)
+
+
+def test_a_run_saved_before_an_option_existed_counts_as_its_default(tiny, tmp_path):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    cfg = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3)
+    autoprompt.search(task, TRAIN, DEV, cfg, progress=False, out=tmp_path / "both", models=[tiny("gpt2")])
+    saved = json.loads((tmp_path / "both" / "config.json").read_text())
+    del saved["config"]["gradient_mix"]  # as a run of an older version wrote it
+    (tmp_path / "both" / "config.json").write_text(json.dumps(saved))
+    assert finished(tmp_path / "both", cfg, [tiny("gpt2")]) is not None  # the default is what it ran with
+    equal = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, gradient_mix="equal")
+    assert finished(tmp_path / "both", equal, [tiny("gpt2")]) is None
 
 
 def test_kept_reads_a_transfer_drift_record():
@@ -51,3 +70,33 @@ def test_the_other_model_proposing_names_its_own_files():
     assert proposer_suffix(["/models/smollm2-135m", "gemma3-270m"], default) == ("", "")  # a folder: its last part
     assert proposer_suffix(["gemma3-270m", "smollm2-135m"], default) == ("_gemma3-270m_proposes",
                                                                         ", gemma3-270m proposing")
+
+
+def run(prompt, split, seed, a, b):
+    return {"prompt": prompt, "split": split, "seed": seed, "a": a, "b": b}
+
+
+def test_paired_gaps_compare_the_joint_prompt_with_each_own_prompt_by_split_and_seed():
+    rows = [run("a", 13, 13, 0.80, 0.50), run("joint", 13, 13, 0.75, 0.60),
+            run("a", 13, 1, 0.70, 0.50), run("joint", 13, 1, 0.69, 0.55), run("joint", 21, 21, 0.1, 0.1)]
+    lines = paired_gaps(rows, ["a", "b"])
+    assert len(lines) == 1  # no prompt searched on b alone
+    assert "2 paired searches: on a 72.0 vs 75.0, gap 3.0 +- 2.0 (se; sd 2.8) (more than 2 points below)" in lines[0]
+    assert "on b 57.5 vs 50.0 (beats it)" in lines[0]
+    close = paired_gaps(rows[2:4], ["a", "b"])[0]
+    assert "gap 1.0 (within 2 points)" in close
+
+
+def test_stand_ins_fill_the_prompts_not_run_now_from_a_committed_file(tmp_path):
+    path = tmp_path / "models_joint_seeds.json"
+    per_run = [run("a", 13, 13, 0.8, 0.5), run("joint", 13, 13, 0.7, 0.6), run("a", 13, 1, 0.7, 0.5),
+               run("a", 21, 21, 0.9, 0.5)]
+    path.write_text(json.dumps({"tables": {"per run": per_run}}))
+    now = [run("joint", 13, 13, 0.75, 0.6)]
+    got = stand_ins(str(path), now, ["a", "b"], [13], ["split", "1"])
+    assert [(r["prompt"], r["split"], r["seed"]) for r in got] == [("a", 13, 13), ("a", 13, 1)]  # not split 21, not joint
+    assert {r["from"] for r in got} == {"models_joint_seeds.json"}
+    with pytest.raises(SystemExit, match="no columns for a, c"):
+        stand_ins(str(path), now, ["a", "c"], [13], ["split"])
+    with pytest.raises(SystemExit, match="--against: .* 'per run' table"):
+        stand_ins(str(tmp_path / "missing.json"), now, ["a", "b"], [13], ["split"])
