@@ -73,10 +73,10 @@ class SearchOptions:
                 "tokens whose text is one token on it (--no-cross-gradients: it only scores the candidates' text)"})
     gradient_mix: str = field(default="sum", metadata={
         "help": "searching several models: how their one-hot gradients make the proposals. sum: added as they are "
-                "(the gradient of the mean score; the model with the larger gradient chooses the candidates); equal: "
-                "each model's gradient standardized per slot (mean 0, sd 1 over the vocabulary) before adding, so "
-                "each model has an equal say in which candidates are proposed",
-        "choices": ["sum", "equal"]})
+                "(the gradient of the mean score; where one model's gradient is larger, it chooses the candidates); "
+                "turns: the models propose in turn (a slot's num_cand candidates are each model's best num_cand / "
+                "models tokens), so each has an equal say in the proposals; the mean score still picks",
+        "choices": ["sum", "turns"]})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_search(self) -> None:
@@ -86,7 +86,7 @@ class SearchOptions:
         one_of(self, "score", SCORES)
         one_of(self, "loss", LOSSES)
         one_of(self, "packing", ("auto", "on", "off"))
-        one_of(self, "gradient_mix", ("sum", "equal"))
+        one_of(self, "gradient_mix", ("sum", "turns"))
         if (self.keep or self.extra_slots) and not self.from_template:
             which = "keep" if self.keep else "extra_slots"
             raise field_error(self, which, f"shapes a start from a hand-written template; give {type(self).__name__}"

@@ -10,8 +10,9 @@ text: decoded, written into the template (frozen_lm.transfer) and read by its to
 prompt will be read on that model. Its one-hot gradient is over another vocabulary, so it adds it
 through the tokens the two vocabularies share: where a slot's text is one token there, a token whose
 text is one token there too gets that token's gradient (autoprompt.cross_vocab; config
-cross_gradients, on by default). With gradient_mix 'equal', each model's gradient is standardized per
-slot before the sum, so that a model whose gradient is larger does not choose every candidate alone. A candidate's score is the mean over the models of its score on
+cross_gradients, on by default). With gradient_mix 'turns', the models propose in turn instead (the
+candidates are each model's best tokens), so that a model whose gradient is larger does not choose
+every candidate alone. A candidate's score is the mean over the models of its score on
 the same training examples, and the dev score that keeps the best trigger is the mean of the
 models' dev scores (fluency, when asked, is the trigger's own log-likelihood on the models that read
 its tokens). One model's activations at a time: gradients and scores are computed model by model.
@@ -163,14 +164,25 @@ def per_model(searcher, run, best: torch.Tensor) -> dict:
     return out
 
 
-def standardized(grad: torch.Tensor) -> torch.Tensor:
-    """(S, V) -> (S, V): each slot's row of a one-hot gradient shifted to mean 0 and scaled to sd 1
-    over the vocabulary (float32). A row's ranking of candidate tokens is unchanged; a constant row
-    (no say for that slot, e.g. a slot of several tokens on another tokenizer) becomes 0."""
-    grad = grad.float()
-    centred = grad - grad.mean(dim=1, keepdim=True)
-    sd = centred.square().mean(dim=1, keepdim=True).sqrt()
-    return torch.where(sd > 0, centred / sd.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(centred))
+def in_turns(grads: list[torch.Tensor], allowed: torch.Tensor) -> torch.Tensor:
+    """Several models' one-hot gradients (each (S, V), lower = better; inf = no say on that token)
+    -> one (S, V) float64 whose per-slot ascending order takes the models' best allowed tokens in
+    turn: each token's value is its best rank over the models (0 = some model's best), ties broken
+    toward tokens the models agree on (mean rank). Its top-k per slot is each model's best k / M
+    tokens. A model whose row is constant over the allowed tokens (no say for that slot, e.g. a slot
+    of several tokens on another tokenizer) is left out of that slot; allowed (V,) bool."""
+    n_vocab = grads[0].shape[1]
+    ranks = []
+    for grad in grads:
+        g = grad.double().masked_fill(~allowed.to(grad.device)[None], float("inf"))
+        rank = torch.empty_like(g)
+        rank.scatter_(1, g.argsort(dim=1, stable=True), torch.arange(n_vocab, dtype=g.dtype, device=g.device).expand_as(g))
+        valid = torch.isfinite(g)
+        flat = g.masked_fill(~valid, -float("inf")).amax(dim=1) <= g.masked_fill(~valid, float("inf")).amin(dim=1)
+        rank[flat] = float(n_vocab)  # no say for that slot
+        ranks.append(rank.masked_fill(~valid, float(n_vocab)))
+    ranks = torch.stack(ranks)
+    return ranks.amin(dim=0) + ranks.mean(dim=0) / (n_vocab + 1)
 
 
 def mean_scores(parts: list[Scores], fluent: int) -> Scores:
@@ -205,23 +217,25 @@ class MultiSearcher(Searcher):
         return g, grad_batches, eval_idx
 
     def gradient(self, trigger: torch.Tensor, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """(S, V) the sum of the models' one-hot gradients over the first model's vocabulary (a
-        model sharing the tokenizer: rows past its vocabulary are 0; another tokenizer's: carried
-        through the shared tokens, when cross_gradients), each standardized per slot first when
-        gradient_mix is 'equal'; and the models' mean loss."""
-        mix = standardized if self.cfg.gradient_mix == "equal" else (lambda g: g)
-        total, loss = super().gradient(trigger, batches)
-        total, losses = mix(total), [loss]
+        """(S, V) the models' one-hot gradients over the first model's vocabulary (a model sharing
+        the tokenizer: none past its vocabulary; another tokenizer's: carried through the shared
+        tokens, when cross_gradients), summed (gradient_mix 'sum') or taken in turns (in_turns: each
+        model proposes its best tokens); and the models' mean loss."""
+        first, loss = super().gradient(trigger, batches)
+        grads, losses = [first], [loss]
         for view in self.views:
             grad, part = view.gradient(trigger, batches)
-            v = min(grad.shape[1], total.shape[1])
-            total[:, :v] += mix(grad[:, :v].to(total.device))
+            v = min(grad.shape[1], first.shape[1])
+            mine = torch.full_like(first, float("inf") if self.cfg.gradient_mix == "turns" else 0.0)
+            mine[:, :v] = grad[:, :v].to(first.device)  # tokens past its vocabulary: no say
+            grads.append(mine)
             losses.append(part)
         if self.cfg.cross_gradients:
             for text in self.texts:
                 grad, part = text.gradient(self, trigger, batches)
-                total += mix(grad.to(total.device))
+                grads.append(grad.to(first.device))
                 losses.append(part)
+        total = in_turns(grads, self.allowed) if self.cfg.gradient_mix == "turns" else sum(grads)
         return total, sum(losses) / len(losses)
 
     def score_pool(self, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:

