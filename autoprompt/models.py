@@ -196,7 +196,7 @@ def mean_scores(parts: list[Scores], fluent: int) -> Scores:
 class MultiSearcher(Searcher):
     """The search loop's searcher over several models: the first (`task`'s) proposes; `views` (same
     tokenizer, Searcher.on) add gradients and score ids; `texts` (TextModel) score the candidates' text.
-    Gradients are summed (gradient_mix), scores and dev scores averaged over every model."""
+    Gradients are summed or taken in turns (gradient_mix), scores and dev scores averaged over every model."""
 
     def __init__(self, task, cfg, proposer, train, dev, shared: list, texts: list[PromptTask], train_data, dev_data):
         super().__init__(task, cfg, proposer, train, dev)
