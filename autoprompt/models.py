@@ -221,12 +221,13 @@ class MultiSearcher(Searcher):
         the tokenizer: none past its vocabulary; another tokenizer's: carried through the shared
         tokens, when cross_gradients), summed (gradient_mix 'sum') or taken in turns (in_turns: each
         model proposes its best tokens); and the models' mean loss."""
+        turns = self.cfg.gradient_mix == "turns"
         first, loss = super().gradient(trigger, batches)
         grads, losses = [first], [loss]
         for view in self.views:
             grad, part = view.gradient(trigger, batches)
             v = min(grad.shape[1], first.shape[1])
-            mine = torch.full_like(first, float("inf") if self.cfg.gradient_mix == "turns" else 0.0)
+            mine = torch.full_like(first, float("inf") if turns else 0.0)
             mine[:, :v] = grad[:, :v].to(first.device)  # tokens past its vocabulary: no say
             grads.append(mine)
             losses.append(part)
@@ -235,7 +236,7 @@ class MultiSearcher(Searcher):
                 grad, part = text.gradient(self, trigger, batches)
                 grads.append(grad.to(first.device))
                 losses.append(part)
-        total = in_turns(grads, self.allowed) if self.cfg.gradient_mix == "turns" else sum(grads)
+        total = in_turns(grads, self.allowed) if turns else sum(grads)
         return total, sum(losses) / len(losses)
 
     def score_pool(self, rows, pool: torch.Tensor, n_beam: int, g: torch.Generator) -> Scores:

@@ -60,6 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.models_runs import finished, read_against, seed_numbers, stand_ins  # noqa: E402
 from benchmarks.models_tables import (  # noqa: E402
     joint_notes,
     joint_table,
@@ -140,8 +141,8 @@ def main() -> None:
     args.seeds = comma_list(args.seeds, "--seeds")
     if [x for x in args.seeds if x != "split" and not x.isdigit()]:
         sys.exit(f"--seeds: give whole numbers and/or 'split', comma-separated (e.g. split,1,2), not {args.seeds}")
-    if args.against:  # read now: a file that cannot stand in stops the run before any part
-        stand_ins(args.against, [], names[:2], [], [])
+    # read now: a file that cannot stand in stops the run before any part
+    args.against = read_against(args.against, names[:2]) if args.against else None
     if not args.quick:
         check_installed(models)
     print(threads_line())
@@ -303,7 +304,7 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     for split in splits:
         train, dev, test = split_files(split, args.quick, out)
         runs = {names[0]: (first, None), names[1]: (second, None), "joint": (first, [load(second)])}
-        for seed in [split if x == "split" else int(x) for x in seeds]:
+        for seed in seed_numbers(split, seeds):
             for name, (model, more) in runs.items():
                 if name not in wanted:
                     continue
@@ -326,7 +327,7 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     if args.gradient_mix != "sum":
         tail, by = tail + f"_{args.gradient_mix}_mix", by + f", gradient_mix {args.gradient_mix}"
     if args.against:
-        rows += stand_ins(args.against, rows, names, splits, seeds)
+        rows += stand_ins(*args.against, rows, splits, seeds)
     if len(seeds) > 1 or not {*names, "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare
         table = seeds_table(rows, names)
         print_table(table)
@@ -338,46 +339,6 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     print_table(table)
     write_result("models_joint" + tail, table, title="Prompts across models: one prompt for two models" + by,
                  tables={"per split": rows}, notes=joint_notes(table, names, splits))
-
-
-def finished(folder: Path, cfg, more) -> object | None:
-    """A finished search saved in `folder` with this config (every field; a field the saved config
-    lacks, an option added since, counts as its default, the behaviour the run had; a one-model run
-    ignores the options that act only with other models) and the same other models, loaded; else
-    None (the search runs again)."""
-    from frozen_lm.configs import read_mapping, to_dict
-    from frozen_lm.results import load_result
-
-    saved = read_mapping(folder / "config.json", "saved config") if (folder / "results.json").exists() else None
-    alone = set() if more else {"cross_gradients", "gradient_mix"}  # act only with other models
-    now = {k: v for k, v in to_dict(cfg).items() if k not in alone}
-    before = {**to_dict(type(cfg)()), **((saved or {}).get("config") or {})}  # the defaults, then what was saved
-    before = {k: v for k, v in before.items() if k not in alone}
-    if not saved or before != now:
-        return None
-    r = load_result(folder)
-    names = [m.get("name") for m in (getattr(r, "models", None) or [])]
-    if names != [m.name for m in (more or [])] or getattr(r, "status", "done") != "done":
-        return None
-    print(f"  {folder.name}: finished run reused", flush=True)
-    return r
-
-
-def stand_ins(path: str, rows: list[dict], names: list[str], splits, seeds) -> list[dict]:
-    """The per-run rows of a committed seeds file (--against) for the (split, seed, prompt) not run
-    now, among these splits and seeds; each marked 'from' that file. Exits with one line when the
-    file cannot be read or was measured on other models."""
-    try:
-        saved = json.loads(Path(path).read_text())
-        runs = saved["tables"]["per run"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        sys.exit(f"--against: {path} is not a models_joint_seeds file with a 'per run' table ({e})")
-    if not runs or any(n not in runs[0] for n in names):
-        sys.exit(f"--against: {path} has no columns for {', '.join(names)}; give a file measured on these models")
-    wanted = {(split, split if x == "split" else int(x)) for split in splits for x in seeds}
-    have = {(r["split"], r["seed"], r["prompt"]) for r in rows}
-    return [{**r, "from": Path(path).name} for r in runs
-            if (r["split"], r["seed"]) in wanted and (r["split"], r["seed"], r["prompt"]) not in have]
 
 
 # ---------------------------------------------------------------- (c) d90

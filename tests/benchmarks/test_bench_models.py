@@ -10,7 +10,7 @@ import pytest
 
 import autoprompt
 from autoprompt.config import AutoPromptConfig
-from benchmarks.bench_models import finished, stand_ins
+from benchmarks.models_runs import finished, read_against, stand_ins
 from benchmarks.models_tables import kept, paired_gaps, proposer_suffix, seeds_table
 from frozen_lm import PromptTask
 
@@ -93,10 +93,10 @@ def test_stand_ins_fill_the_prompts_not_run_now_from_a_committed_file(tmp_path):
                run("a", 21, 21, 0.9, 0.5)]
     path.write_text(json.dumps({"tables": {"per run": per_run}}))
     now = [run("joint", 13, 13, 0.75, 0.6)]
-    got = stand_ins(str(path), now, ["a", "b"], [13], ["split", "1"])
+    got = stand_ins(*read_against(str(path), ["a", "b"]), now, [13], ["split", "1"])
     assert [(r["prompt"], r["split"], r["seed"]) for r in got] == [("a", 13, 13), ("a", 13, 1)]  # not split 21, not joint
     assert {r["from"] for r in got} == {"models_joint_seeds.json"}
     with pytest.raises(SystemExit, match="no columns for a, c"):
-        stand_ins(str(path), now, ["a", "c"], [13], ["split"])
+        read_against(str(path), ["a", "c"])
     with pytest.raises(SystemExit, match="--against: .* 'per run' table"):
-        stand_ins(str(tmp_path / "missing.json"), now, ["a", "b"], [13], ["split"])
+        read_against(str(tmp_path / "missing.json"), ["a", "b"])

@@ -1,0 +1,56 @@
+"""bench_models' joint part and its saved runs: which finished search is reused, the seeds a split's
+searches run with, and the rows a committed seeds file lends for prompts not run now (--against)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def seed_numbers(split: int, seeds: list[str]) -> list[int]:
+    """The search seeds of `split` from --seeds items ('split' = the split's own number)."""
+    return [split if x == "split" else int(x) for x in seeds]
+
+
+def finished(folder: Path, cfg, more) -> object | None:
+    """A finished search saved in `folder` with this config (every field; a field the saved config
+    lacks, an option added since, counts as its default, the behaviour the run had; a one-model run
+    ignores the options that act only with other models) and the same other models, loaded; else
+    None (the search runs again)."""
+    from frozen_lm.configs import read_mapping, to_dict
+    from frozen_lm.results import load_result
+
+    saved = read_mapping(folder / "config.json", "saved config") if (folder / "results.json").exists() else None
+    alone = set() if more else {"cross_gradients", "gradient_mix"}  # act only with other models
+    drop = lambda d: {k: v for k, v in d.items() if k not in alone}  # noqa: E731
+    before = {**to_dict(type(cfg)()), **((saved or {}).get("config") or {})}  # the defaults, then what was saved
+    if not saved or drop(before) != drop(to_dict(cfg)):
+        return None
+    r = load_result(folder)
+    names = [m.get("name") for m in (getattr(r, "models", None) or [])]
+    if names != [m.name for m in (more or [])] or getattr(r, "status", "done") != "done":
+        return None
+    print(f"  {folder.name}: finished run reused", flush=True)
+    return r
+
+
+def read_against(path: str, names: list[str]) -> tuple[str, list[dict]]:
+    """(the file's name, its per-run rows) of a committed seeds file (--against); exits with one
+    line when it cannot be read or was measured on other models than `names`."""
+    try:
+        runs = json.loads(Path(path).read_text())["tables"]["per run"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"--against: {path} is not a models_joint_seeds file with a 'per run' table ({e})")
+    if not runs or any(n not in runs[0] for n in names):
+        sys.exit(f"--against: {path} has no columns for {', '.join(names)}; give a file measured on these models")
+    return Path(path).name, runs
+
+
+def stand_ins(source: str, runs: list[dict], rows: list[dict], splits, seeds) -> list[dict]:
+    """The rows of `runs` (read_against) for the (split, seed, prompt) not in `rows`, among these
+    splits and seeds (--seeds items); each marked 'from' `source`."""
+    wanted = {(split, seed) for split in splits for seed in seed_numbers(split, seeds)}
+    have = {(r["split"], r["seed"], r["prompt"]) for r in rows}
+    return [{**r, "from": source} for r in runs
+            if (r["split"], r["seed"]) in wanted and (r["split"], r["seed"], r["prompt"]) not in have]
