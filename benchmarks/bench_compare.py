@@ -21,9 +21,14 @@ marks the methods not significantly worse than the best (paired test over the te
 splits) with each one's p against the manual template. Training methods keep --steps 30 (batch 8);
 the searches' iterations come from their spaces (give --iters to fix them), and so do PEZ's steps
 (a discrete search: its budget is part of its space). Only the chosen setting's weights are kept. Results: runs/bench/compare-tuned/.
+A setting with more iterations continues the same cell's setting with fewer (prompt_compare.trials:
+AutoPrompt's and GCG's 40 go on from their 20), so it costs the difference. The grid outlives a
+machine that loses runs/: at its end, or when stopped (Ctrl-C, `kill`), its finished cells and the
+unfinished cells' finished settings are copied to benchmarks/results/compare_tuned_progress/
+(benchmarks/grid_carry.py, committed), and the next run starts from there.
 
     python benchmarks/bench_compare.py                      # README table + 1-vs-2 workers (about 2 hours)
-    python benchmarks/bench_compare.py --part tuned         # issue 28 (about 20 hours on 2 workers)
+    python benchmarks/bench_compare.py --part tuned         # issue 28 (about 16.5 hours on 2 workers)
     python benchmarks/bench_compare.py --part tuned --estimate   # the estimate for the options given, no run
     python benchmarks/bench_compare.py --part tuned --quick      # checks that it runs (tiny model, ~15 min)
 
@@ -40,12 +45,12 @@ cell did (prompt 82 s, prefix 59, LoRA 60, (IA)3 61, adapter 79, BitFit 82, last
 116, PEZ 84), times its space (3-5 learning rates); AutoPrompt ~19 s per iteration at 10 candidates,
 GCG ~23 s at width 64, the candidate scoring growing with the candidates (their spaces: 20 and 40
 iterations x 2 sizes), icl ~10 s per setting (dev only), instruct ~40 s per round; test scoring ~28
-s per cell. The default (2 tasks x 5 splits x 14 methods = 140 cells, 520 settings): about 33 hours
-of one process, about 20 hours on 2 workers; AutoPrompt (15 h) and GCG (10 h) are three quarters of
-it. To cut it: --methods without autoprompt and gcg (8 h of one process, 5 h on 2 workers);
---sweep autoprompt.num_cand=10 --sweep gcg.search_width=64 (14 h, 9 h); --iters 20 (16 h, 10 h);
---splits 13 21 42 (x0.6); --tasks sst2 (x0.55). --quick runs the same grid on a tiny random GPT-2
-(2 steps, the searches' iterations 1 and 2, 64 test rows, splits 13 21; about 15 minutes on 1
+s per cell; a setting that continues another costs the difference. The default (2 tasks x 5 splits x
+14 methods = 140 cells, 540 settings): about 26 hours of one process, about 16.5 hours on 2 workers;
+AutoPrompt (10 h) and GCG (6.5 h) are two thirds of it. To cut it: --methods without autoprompt and
+gcg (10 h of one process, 6 h on 2 workers); --sweep autoprompt.num_cand=10 --sweep
+gcg.search_width=64 (14 h, 9 h); --iters 20 (18 h, 11 h); --splits 13 21 42 (x0.6); --tasks sst2
+(x0.55). --quick runs the same grid on a tiny random GPT-2 (2 steps, the searches' iterations 1 and 2, 64 test rows, splits 13 21; about 15 minutes on 1
 worker); there icl's cells fail (the tiny model reads 128 positions, too few for demonstrations) and
 are recorded as failed.
 """
@@ -55,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -164,13 +170,26 @@ def entry_name(entry) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_tuned(args) -> dict:
     """Issue 28: every method with its default space on every split; the table with chosen settings,
     sweep costs, edge warnings and significance marks."""
+    from benchmarks import grid_carry
     from prompt_compare import compare
 
     spec = grid(args, args.tasks, args.methods, args.seeds)
-    result = compare(spec, out=args.out, workers=args.workers, tune=True, sweep=tuned_sweep(args))
+    carry = not args.quick and Path(args.out).resolve() == grid_carry.GRID.resolve()
+    if carry and grid_carry.restore():
+        print(f"continuing from {grid_carry.KEEP} (the finished cells and the unfinished cells' settings)")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as Ctrl-C does: the finished work is kept
+    try:
+        result = compare(spec, out=args.out, workers=args.workers, tune=True, sweep=tuned_sweep(args))
+    finally:
+        if carry and (Path(args.out) / "results.jsonl").exists():
+            print(f"carried to {grid_carry.KEEP}: {grid_carry.save()}")
     print(result.markdown)
     if not args.quick:
         write_tuned(args, result)
@@ -212,6 +231,22 @@ def write_tuned(args, result) -> None:
             shutil.copyfile(Path(args.out) / f, keep / f)
 
 
+def cell_seconds(c) -> float:
+    """Rough seconds of a cell's settings: a setting that continues an earlier one (a search's larger
+    iters, prompt_compare.trials.resume_source) costs only the difference."""
+    from frozen_lm.methods import get
+    from prompt_compare.trials import resume_source
+
+    resumable, settings = get(c.preset).resumable, c.settings()
+    full = [setting_seconds(c.preset, {**c.config, **s}) for s in settings]
+    done = [{"k": k, "status": "done", "setting": s} for k, s in enumerate(settings)]
+    total = 0.0
+    for k, s in enumerate(settings):
+        source = resume_source(resumable, done[:k], s)
+        total += full[k] - (full[source] if source is not None else 0.0)
+    return total
+
+
 def estimate(args) -> dict:
     """Rough hours of the tuned grid for these options (no run): every cell's settings x their costs."""
     from prompt_compare.api import as_grid
@@ -220,7 +255,7 @@ def estimate(args) -> dict:
     cells = grid_cells(as_grid(grid(args, args.tasks, args.methods, args.seeds), tune=True, sweep=tuned_sweep(args)))
     total, by_method = 0.0, {}
     for c in cells:
-        seconds = sum(setting_seconds(c.preset, {**c.config, **s}) for s in c.settings()) + TEST_S
+        seconds = cell_seconds(c) + TEST_S
         seconds *= TREC_FACTOR if c.task == "trec" else 1.0
         by_method[c.method] = by_method.get(c.method, 0.0) + seconds
         total += seconds

@@ -11,6 +11,12 @@ config run alone. A failed setting is recorded with its error and left out of th
 fails when every setting failed. The chosen setting's weights are kept; the others' weights files
 are deleted once the cell has chosen (a full fine-tuning setting is 513 MiB), unless the cell keeps
 them all (keep_weights); their config.json and results.json stay.
+
+A setting that differs from a finished one only in fields a resume of the method may raise (its
+`resumable` fields, e.g. a search's iters) continues that setting's artifact instead of starting
+over (`resume_source`): AutoPrompt's 40 iterations go on from its 20 (a resumed run equals the
+uninterrupted one, tested per method). Its costs are the increment, so the cell's summed costs are
+what the sweep really spent; its outcome names the setting it continued (`resumed_from`).
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ PROGRESS = "sweep.jsonl"
 COSTS = ("forward_tokens", "backward_tokens", "wall_s")  # summed over a sweep's settings (peak_mb: the largest)
 
 
-def run_setting(c: Cell, method, task, config, art: Path, selecting: bool = False) -> tuple[dict, object]:
+def run_setting(c: Cell, method, task, config, art: Path, selecting: bool = False,
+                resume: Path | None = None) -> tuple[dict, object]:
     """Run one config of a cell into `art` and score it on dev: (its outcome, the result). The meter
     counts the method's run; with `selecting` (a sweep picks on this dev score) also the dev scoring,
-    which is then part of the tuning's cost. Raises what the run raises."""
+    which is then part of the tuning's cost. resume: an artifact of the same cell to continue.
+    Raises what the run raises."""
     from frozen_lm.evaluate import evaluate
     from frozen_lm.runner import run
 
     with Meter(task.lm.device) as meter:
         started = time.perf_counter()
-        result = run(method, task, c.train, c.dev, config, out=art, overwrite=True, progress=False)
+        result = run(method, task, c.train, c.dev, config, out=art, overwrite=True, progress=False, resume=resume)
         if selecting:
             dev = evaluate(task, c.dev, prompt=result)
         wall = time.perf_counter() - started
@@ -72,7 +80,8 @@ def run_sweep(c: Cell, method, task, out: Path) -> tuple[dict, object, dict]:
         outcome = before.get(k)
         if outcome is None or outcome.get("setting") != setting or not (art / CONFIG).exists():
             config = from_dict(method.config, {**c.config, **setting}, c.label)
-            outcome, result = _try(c, method, task, config, art)
+            source = resume_source(method.resumable, outcomes, setting, _artifact_there(folder))
+            outcome, result = _try(c, method, task, config, art, source)
             outcome = {"k": k, "setting": setting, "artifact": f"cells/{c.id}/setting-{k}", "data_sha256": data,
                        **outcome}
             append_progress(folder, outcome)
@@ -94,14 +103,57 @@ def run_sweep(c: Cell, method, task, out: Path) -> tuple[dict, object, dict]:
     return outcomes[chosen], result, sweep_fields(c, outcomes, chosen)
 
 
-def _try(c: Cell, method, task, config, art: Path) -> tuple[dict, object]:
-    """run_setting; a setting that raises is an outcome with its error (Ctrl-C still stops)."""
+def _try(c: Cell, method, task, config, art: Path, source: int | None = None) -> tuple[dict, object]:
+    """run_setting (continuing setting `source` of the cell when given; if the method refuses that
+    resume, from scratch); a setting that raises is an outcome with its error (Ctrl-C still stops)."""
+    from frozen_lm.errors import UserError
+
     started = time.perf_counter()
+    if source is not None:
+        try:
+            outcome, result = run_setting(c, method, task, config, art, selecting=True,
+                                          resume=art.parent / f"setting-{source}")
+            return {**outcome, "resumed_from": source}, result
+        except UserError as e:
+            logger.info("%s: setting %s cannot continue setting %d (%s); it starts over", c.label, art.name, source, e)
+        except Exception:  # noqa: BLE001 - what fails on resume is tried again from scratch
+            logger.debug("continuing setting %d failed", source, exc_info=True)
     try:
         return run_setting(c, method, task, config, art, selecting=True)
     except Exception as e:  # noqa: BLE001 - one setting (a diverging rate, say) must not fail the sweep
         logger.debug("setting failed", exc_info=True)
         return {"status": "failed", "error": error_text(e), "wall_s": time.perf_counter() - started}, None
+
+
+def resume_source(resumable: tuple[str, ...] | None, outcomes: list[dict], setting: dict,
+                  usable=lambda k: True) -> int | None:
+    """The finished setting a new `setting` may continue: one whose values are the same except for
+    numeric fields in `resumable` (the fields a resume of the method may change), each no larger
+    than the new one's, and `usable(k)` (its artifact is there); of several, the one furthest along
+    (largest values; the later on ties). None when there is none, or the method cannot resume."""
+    if not resumable:
+        return None
+    best, best_key = None, None
+    for o in outcomes:
+        old = o.get("setting") or {}
+        if o.get("status") != "done" or set(old) != set(setting) or old == setting:
+            continue
+        differ = [f for f in setting if old[f] != setting[f]]
+        if not all(f in resumable and _number(old[f]) and _number(setting[f]) and old[f] <= setting[f]
+                   for f in differ) or not usable(o["k"]):
+            continue
+        key = tuple(old[f] for f in differ)
+        if best_key is None or key >= best_key:
+            best, best_key = o["k"], key
+    return best
+
+
+def _artifact_there(folder: Path):
+    return lambda k: (folder / f"setting-{k}" / CONFIG).exists() and (folder / f"setting-{k}" / WEIGHTS).exists()
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _devs(outcomes: list[dict]) -> list[float | None]:
@@ -119,7 +171,7 @@ def sweep_fields(c: Cell, outcomes: list[dict], chosen: int) -> dict:
                        "; ".join(warn))
     fields = {k: sum(o.get(k) or 0 for o in outcomes) for k in COSTS}
     fields["peak_mb"] = max(o.get("peak_mb") or 0.0 for o in outcomes)
-    keys = ("k", "setting", "status", "dev", "error", *COSTS, "peak_mb")
+    keys = ("k", "setting", "status", "dev", "error", "resumed_from", *COSTS, "peak_mb")
     return {**fields, "space": c.space, "chosen": setting, "settings": len(outcomes), "edge": warn,
             "weights_kept": "all" if c.keep_weights else "chosen",
             "sweep": [{k: o[k] for k in keys if k in o} for o in outcomes]}

@@ -100,6 +100,42 @@ def test_keep_weights_and_a_cut_sweep_resumes_at_its_next_setting(tmp_path, mode
     assert all((tmp_path / "g" / "cells" / row_id / f"setting-{k}" / "config.json").exists() for k in range(4))
 
 
+def test_a_larger_budget_continues_the_smaller_settings_run(tmp_path, model, words_task):
+    """AutoPrompt's iters are resumable: the 3-iteration setting goes on from the 1-iteration one's
+    artifact (its costs are the increment), and ends where a 3-iteration run alone ends."""
+    fast = {**FAST, "num_cand": 3}
+    r = compare(words_task, ["autoprompt"], [1], out=tmp_path / "g", model=model, defaults=fast,
+                sweep={"autoprompt": {"num_cand": [2, 3], "iters": [1, 3]}})
+    sweep = r.rows[0]["sweep"]
+    assert [s.get("resumed_from") for s in sweep] == [None, 0, None, 2]  # num_cand differs: not a continuation
+    alone = compare(words_task, [{"autoprompt": {"iters": 3, "num_cand": 3}}], [1], out=tmp_path / "alone", model=model,
+                    defaults=fast)
+    cell = tmp_path / "g" / "cells" / r.rows[0]["id"]
+    swept = json.loads((cell / "setting-3" / "results.json").read_text())
+    single = json.loads((tmp_path / "alone" / alone.rows[0]["artifact"] / "results.json").read_text())
+    assert swept["trigger_ids"] == single["trigger_ids"] and untimed(swept["history"]) == untimed(single["history"])
+    assert sweep[3]["dev"] == alone.rows[0]["dev"] and sweep[3]["forward_tokens"] < alone.rows[0]["forward_tokens"]
+    assert r.rows[0]["forward_tokens"] == sum(s["forward_tokens"] for s in sweep)
+
+
+def untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds" and not k.endswith("_s")} for h in history]
+
+
+def test_what_a_setting_may_continue():
+    from prompt_compare.trials import resume_source
+
+    done = [{"k": 0, "status": "done", "setting": {"n": 2, "iters": 10}},
+            {"k": 1, "status": "done", "setting": {"n": 2, "iters": 20}},
+            {"k": 2, "status": "failed", "setting": {"n": 2, "iters": 30}},
+            {"k": 3, "status": "done", "setting": {"n": 4, "iters": 10}}]
+    assert resume_source(("iters",), done, {"n": 2, "iters": 40}) == 1  # the furthest along, not the failed
+    assert resume_source(("iters",), done, {"n": 2, "iters": 5}) is None  # never fewer iterations
+    assert resume_source(("iters",), done, {"n": 3, "iters": 40}) is None  # another field differs
+    assert resume_source(None, done, {"n": 2, "iters": 40}) is None  # the method cannot resume
+    assert resume_source(("iters",), done, {"n": 2, "iters": 40}, usable=lambda k: k != 1) == 0  # its artifact is gone
+
+
 def test_where_a_space_comes_from():
     """grid_defaults < Method.space (tune) < defaults < the entry's config < sweep; a list where the
     option is not a list is a space; a space of one setting is no sweep (the same id as the value)."""
