@@ -2,7 +2,9 @@
 
 `save(grid, keep)` copies into `keep` (a folder that is committed) what the grid folder needs to go
 on: results.jsonl (every finished cell, with its test examples), grid.json, and for each cell not yet
-finished its progress: cells/<id>/sweep.jsonl and the small files of its finished settings. A setting
+finished its progress: cells/<id>/sweep.jsonl and the small files of its settings, finished or cut
+short (a search's artifact holds its state after its last iteration, and the setting goes on from
+there, prompt_compare.trials), with what a cut setting had spent. A setting
 whose artifact holds a file over MAX_FILE (fine-tuned weights) is not carried: its line stays in
 sweep.jsonl, but without its artifact it runs again. `restore(keep, grid)` puts them back into a grid
 folder that has no results.jsonl; the grid's next run then skips the finished cells, and each
@@ -60,15 +62,18 @@ def save(grid: Path = GRID, keep: Path = KEEP) -> dict:
             shutil.copyfile(grid / name, tmp / name)
     done, carried, settings = finished_ids(grid), 0, 0
     for cell in sorted((grid / "cells").glob("*")) if (grid / "cells").is_dir() else []:
-        if cell.name in done or not (cell / "sweep.jsonl").exists():
-            continue
+        if cell.name in done or not ((cell / "sweep.jsonl").exists() or any(cell.glob("setting-*"))):
+            continue  # finished, or not a sweep's cell
         (tmp / "cells" / cell.name).mkdir(parents=True)
-        shutil.copyfile(cell / "sweep.jsonl", tmp / "cells" / cell.name / "sweep.jsonl")
+        if (cell / "sweep.jsonl").exists():
+            shutil.copyfile(cell / "sweep.jsonl", tmp / "cells" / cell.name / "sweep.jsonl")
         carried += 1
         for setting in sorted(cell.glob("setting-*")):
-            if setting.is_dir() and _small(setting):
+            if setting.is_dir() and _small(setting):  # finished, or cut short (a search goes on from it)
                 shutil.copytree(setting, tmp / "cells" / cell.name / setting.name)
                 settings += 1
+            elif setting.is_file() and setting.name.endswith(".spent.json"):  # what a cut setting had spent
+                shutil.copyfile(setting, tmp / "cells" / cell.name / setting.name)
     shutil.rmtree(keep, ignore_errors=True)
     tmp.rename(keep)
     return {"cells": len(done), "progress": carried, "settings": settings}

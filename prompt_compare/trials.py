@@ -16,7 +16,10 @@ A setting that differs from a finished one only in fields a resume of the method
 `resumable` fields, e.g. a search's iters) continues that setting's artifact instead of starting
 over (`resume_source`): AutoPrompt's 40 iterations go on from its 20 (a resumed run equals the
 uninterrupted one, tested per method). Its costs are the increment, so the cell's summed costs are
-what the sweep really spent; its outcome names the setting it continued (`resumed_from`).
+what the sweep really spent; its outcome names the setting it continued (`resumed_from`). A setting
+whose own run was cut short (a killed machine) continues that run the same way, when the method can
+resume: `resumed_from` is then its own k, and its costs add what the cut run had spent (kept in
+setting-<k>.spent.json after every iteration or step).
 """
 
 from __future__ import annotations
@@ -43,25 +46,58 @@ def run_setting(c: Cell, method, task, config, art: Path, selecting: bool = Fals
                 resume: Path | None = None) -> tuple[dict, object]:
     """Run one config of a cell into `art` and score it on dev: (its outcome, the result). The meter
     counts the method's run; with `selecting` (a sweep picks on this dev score) also the dev scoring,
-    which is then part of the tuning's cost. resume: an artifact of the same cell to continue.
-    Raises what the run raises."""
+    which is then part of the tuning's cost. resume: an artifact of the same cell to continue (`art`
+    itself: its run was cut short, and what that run spent, kept in `spent_file(art)` after every
+    event, is added to the costs). Raises what the run raises."""
     from frozen_lm.evaluate import evaluate
     from frozen_lm.runner import run
 
+    spent = spent_file(art)
+    base = read_spent(spent) if resume is not None and Path(resume).resolve() == art.resolve() else {}
     with Meter(task.lm.device) as meter:
         started = time.perf_counter()
-        result = run(method, task, c.train, c.dev, config, out=art, overwrite=True, progress=False, resume=resume)
+
+        def note(event) -> None:  # after every iteration or step: what this setting has spent so far
+            write_spent(spent, _add(base, meter.forward_tokens, meter.backward_tokens, time.perf_counter() - started))
+
+        result = run(method, task, c.train, c.dev, config, out=art, overwrite=True, progress=False, resume=resume,
+                     callback=note)
         if selecting:
             dev = evaluate(task, c.dev, prompt=result)
         wall = time.perf_counter() - started
     if not selecting:
         dev = evaluate(task, c.dev, prompt=result)
+    costs = _add(base, meter.forward_tokens, meter.backward_tokens, wall)
     outcome = {"status": "done", "dev": dev[task.metric], "dev_metrics": dev,
                "trainable_params": trainable(meter, result, method.trains), "bytes_stored": stored_bytes(result),
-               "weights_sha256": file_digest(art / WEIGHTS), "forward_tokens": meter.forward_tokens,
-               "backward_tokens": meter.backward_tokens, "wall_s": wall, "peak_mb": meter.peak_bytes / 2**20,
+               "weights_sha256": file_digest(art / WEIGHTS), **costs, "peak_mb": meter.peak_bytes / 2**20,
                "memory_source": meter.memory_source}
+    spent.unlink(missing_ok=True)
     return outcome, result
+
+
+def _add(base: dict, forward: int, backward: int, wall: float) -> dict:
+    return {"forward_tokens": base.get("forward_tokens", 0) + forward,
+            "backward_tokens": base.get("backward_tokens", 0) + backward, "wall_s": base.get("wall_s", 0.0) + wall}
+
+
+def spent_file(art: Path) -> Path:
+    """Where a setting's run keeps what it has spent so far (beside its artifact, not in it)."""
+    return art.parent / f"{art.name}.spent.json"
+
+
+def read_spent(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in COSTS if isinstance(data.get(k), (int, float))}
+
+
+def write_spent(path: Path, costs: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(costs), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def run_sweep(c: Cell, method, task, out: Path) -> tuple[dict, object, dict]:
@@ -80,7 +116,8 @@ def run_sweep(c: Cell, method, task, out: Path) -> tuple[dict, object, dict]:
         outcome = before.get(k)
         if outcome is None or outcome.get("setting") != setting or not (art / CONFIG).exists():
             config = from_dict(method.config, {**c.config, **setting}, c.label)
-            source = resume_source(method.resumable, outcomes, setting, _artifact_there(folder))
+            cut = method.resumable is not None and _artifact_there(folder)(k)  # its own run, cut short
+            source = k if cut else resume_source(method.resumable, outcomes, setting, _artifact_there(folder))
             outcome, result = _try(c, method, task, config, art, source)
             outcome = {"k": k, "setting": setting, "artifact": f"cells/{c.id}/setting-{k}", "data_sha256": data,
                        **outcome}

@@ -118,6 +118,37 @@ def test_a_larger_budget_continues_the_smaller_settings_run(tmp_path, model, wor
     assert r.rows[0]["forward_tokens"] == sum(s["forward_tokens"] for s in sweep)
 
 
+def test_a_setting_cut_mid_run_continues_its_own_run(tmp_path, model, words_task, monkeypatch):
+    """A search setting stopped after an iteration continues from its saved state on the grid's next
+    run (resumed_from: itself): it ends where the uncut run ends, and its costs add what the cut run spent."""
+    from autoprompt.search import Searcher
+
+    grid = dict(model=model, defaults={**FAST, "iters": 3}, sweep={"autoprompt": {"num_cand": [2, 3]}})
+    whole = compare(words_task, ["autoprompt"], [1], out=tmp_path / "whole", **grid)
+    real, calls = Searcher.step, {"n": 0}
+
+    def step(self, state):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the second setting's second iteration
+            raise KeyboardInterrupt
+        return real(self, state)
+
+    monkeypatch.setattr(Searcher, "step", step)
+    with pytest.raises(Interrupted):
+        compare(words_task, ["autoprompt"], [1], out=tmp_path / "cut", **grid)
+    cell = tmp_path / "cut" / "cells" / whole.rows[0]["id"]
+    assert json.loads((cell / "setting-1.spent.json").read_text())["forward_tokens"] > 0
+    monkeypatch.setattr(Searcher, "step", real)
+    again = compare(words_task, ["autoprompt"], [1], out=tmp_path / "cut", **grid)
+    sweep, uncut = again.rows[0]["sweep"], whole.rows[0]["sweep"]
+    assert [s.get("resumed_from") for s in sweep] == [None, 1] and not (cell / "setting-1.spent.json").exists()
+    swept = json.loads((cell / "setting-1" / "results.json").read_text())
+    single = json.loads((tmp_path / "whole" / "cells" / whole.rows[0]["id"] / "setting-1" / "results.json").read_text())
+    assert swept["trigger_ids"] == single["trigger_ids"] and untimed(swept["history"]) == untimed(single["history"])
+    assert [s["dev"] for s in sweep] == [s["dev"] for s in uncut]
+    assert sweep[1]["forward_tokens"] == uncut[1]["forward_tokens"]
+
+
 def untimed(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k != "seconds" and not k.endswith("_s")} for h in history]
 
