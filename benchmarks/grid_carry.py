@@ -1,7 +1,8 @@
 """Carry a long grid (bench_compare's tuned grid, about 16 hours) across machines that lose runs/.
 
 `save(grid, keep)` copies into `keep` (a folder that is committed) what the grid folder needs to go
-on: results.jsonl (every finished cell, with its test examples), grid.json, and for each cell not yet
+on: results.jsonl (every finished cell, with its test examples; grid.json is rewritten by every
+run, so it is not kept), and for each cell not yet
 finished its progress: cells/<id>/sweep.jsonl and the small files of its settings, finished or cut
 short (a search's artifact holds its state after its last iteration, and the setting goes on from
 there, prompt_compare.trials), with what a cut setting had spent. A setting
@@ -28,7 +29,6 @@ from benchmarks.common import OUT, RESULTS  # noqa: E402
 
 GRID, KEEP = OUT / "compare-tuned", RESULTS / "compare_tuned_progress"
 MAX_FILE = 2 * 2**20
-OWN = ("results.jsonl", "grid.json")
 
 
 def finished_ids(folder: Path) -> set[str]:
@@ -57,9 +57,7 @@ def save(grid: Path = GRID, keep: Path = KEEP) -> dict:
     tmp = keep.with_name(keep.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in OWN:
-        if (grid / name).exists():
-            shutil.copyfile(grid / name, tmp / name)
+    shutil.copyfile(grid / "results.jsonl", tmp / "results.jsonl")
     done, carried, settings = finished_ids(grid), 0, 0
     for cell in sorted((grid / "cells").glob("*")) if (grid / "cells").is_dir() else []:
         if cell.name in done or not ((cell / "sweep.jsonl").exists() or any(cell.glob("setting-*"))):
