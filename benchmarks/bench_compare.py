@@ -24,7 +24,7 @@ the searches' iterations come from their spaces (give --iters to fix them), and 
 A setting with more iterations continues the same cell's setting with fewer (prompt_compare.trials:
 AutoPrompt's and GCG's 40 go on from their 20), so it costs the difference. The grid outlives a
 machine that loses runs/: at its end, or when stopped (Ctrl-C, `kill`), its finished cells and the
-unfinished cells' finished settings are copied to benchmarks/results/compare_tuned_progress/
+unfinished cells' finished or cut settings are copied to benchmarks/results/compare_tuned_progress/
 (benchmarks/grid_carry.py, committed), and the next run starts from there.
 
     python benchmarks/bench_compare.py                      # README table + 1-vs-2 workers (about 2 hours)

@@ -1,4 +1,4 @@
-"""Carry a long grid (bench_compare's tuned grid, about 16 hours) across machines that lose runs/.
+"""Carry a long grid (bench_compare's tuned grid, about 14 hours on 2 workers) across machines that lose runs/.
 
 `save(grid, keep)` copies into `keep` (a folder that is committed) what the grid folder needs to go
 on: results.jsonl (every finished cell, with its test examples; grid.json is rewritten by every
@@ -32,17 +32,11 @@ MAX_FILE = 2 * 2**20
 
 
 def finished_ids(folder: Path) -> set[str]:
-    """Ids of the cells results.jsonl records as done (a failed cell runs again, so its progress is kept)."""
-    path, done = folder / "results.jsonl", set()
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("status") == "done":
-                done.add(record["id"])
-    return done
+    """Ids of the cells results.jsonl records as done, by their last record (prompt_compare.store; a
+    failed cell runs again, so its progress is kept)."""
+    from prompt_compare.store import read_records
+
+    return {i for i, r in read_records(folder).items() if r.get("status") == "done"}
 
 
 def _small(folder: Path) -> bool:

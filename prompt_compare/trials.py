@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from frozen_lm.artifact import CONFIG, WEIGHTS
+from frozen_lm.errors import UserError
 from frozen_lm.parallel import error_text
 from prompt_compare.cells import Cell
 from prompt_compare.meter import Meter
@@ -111,13 +112,14 @@ def run_sweep(c: Cell, method, task, out: Path) -> tuple[dict, object, dict]:
     data = {split: source_digest(getattr(c, split)) for split in ("train", "dev")}
     before = read_progress(folder, data)
     outcomes, kept = [], (None, None)  # kept: (k, result) of the best so far run in this process
+    there = _artifact_there(folder)
     for k, setting in enumerate(c.settings()):
         art = folder / f"setting-{k}"
         outcome = before.get(k)
         if outcome is None or outcome.get("setting") != setting or not (art / CONFIG).exists():
             config = from_dict(method.config, {**c.config, **setting}, c.label)
-            cut = method.resumable is not None and _artifact_there(folder)(k)  # its own run, cut short
-            source = k if cut else resume_source(method.resumable, outcomes, setting, _artifact_there(folder))
+            cut = method.resumable is not None and there(k)  # its own run, cut short
+            source = k if cut else resume_source(method.resumable, outcomes, setting, there)
             outcome, result = _try(c, method, task, config, art, source)
             outcome = {"k": k, "setting": setting, "artifact": f"cells/{c.id}/setting-{k}", "data_sha256": data,
                        **outcome}
@@ -143,8 +145,6 @@ def run_sweep(c: Cell, method, task, out: Path) -> tuple[dict, object, dict]:
 def _try(c: Cell, method, task, config, art: Path, source: int | None = None) -> tuple[dict, object]:
     """run_setting (continuing setting `source` of the cell when given; if the method refuses that
     resume, from scratch); a setting that raises is an outcome with its error (Ctrl-C still stops)."""
-    from frozen_lm.errors import UserError
-
     started = time.perf_counter()
     if source is not None:
         try:
