@@ -77,6 +77,12 @@ class SearchOptions:
                 "turns: the models propose in turn (a slot's num_cand candidates are each model's best num_cand / "
                 "models tokens), so each has an equal say in the proposals; the mean score still picks",
         "choices": ["sum", "turns"]})
+    score_mix: str = field(default="mean", metadata={
+        "help": "searching several models: how their scores rank the candidates. mean: the models' mean score "
+                "(a large gain on one model can pay for a loss on another); worst: a candidate's smallest gain "
+                "over the current trigger among the models, so a swap is kept when it helps every model (or, "
+                "in a beam, hurts the least); the best trigger is still the one with the best mean dev score",
+        "choices": ["mean", "worst"]})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_search(self) -> None:
@@ -87,6 +93,7 @@ class SearchOptions:
         one_of(self, "loss", LOSSES)
         one_of(self, "packing", ("auto", "on", "off"))
         one_of(self, "gradient_mix", ("sum", "turns"))
+        one_of(self, "score_mix", ("mean", "worst"))
         if (self.keep or self.extra_slots) and not self.from_template:
             which = "keep" if self.keep else "extra_slots"
             raise field_error(self, which, f"shapes a start from a hand-written template; give {type(self).__name__}"

@@ -13,7 +13,10 @@ text is one token there too gets that token's gradient (autoprompt.cross_vocab; 
 cross_gradients, on by default). With gradient_mix 'turns', the models propose in turn instead (the
 candidates are each model's best tokens), so that a model whose gradient is larger does not choose
 every candidate alone. A candidate's score is the mean over the models of its score on
-the same training examples, and the dev score that keeps the best trigger is the mean of the
+the same training examples (score_mix 'mean'); with score_mix 'worst' candidates rank by their
+smallest gain over the current trigger among the models, so that one model's gain cannot pay for
+another's loss (a swap that helps both a little beats one that helps one a lot and hurts the other).
+The dev score that keeps the best trigger is the mean of the
 models' dev scores (fluency, when asked, is the trigger's own log-likelihood on the models that read
 its tokens). One model's activations at a time: gradients and scores are computed model by model.
 """
@@ -190,13 +193,22 @@ def mean_scores(parts: list[Scores], fluent: int) -> Scores:
     the mean over the first `fluent` parts (the models that read the trigger's own tokens)."""
     n = len(parts)
     return Scores(sum(p.loglik for p in parts) / n, sum(p.correct.double() for p in parts) / n,
-                  sum(p.margin for p in parts) / n, sum(p.fluency for p in parts[:fluent]) / fluent)
+                  sum(p.margin for p in parts) / n, sum(p.fluency for p in parts[:fluent]) / fluent,
+                  torch.zeros_like(parts[0].loglik))
+
+
+def worst_gains(values: list[torch.Tensor], reference: list[float]) -> torch.Tensor:
+    """(N,) per candidate, the smallest over the models of its value minus the reference's value on
+    that model. values: one (N,) tensor per model (the score to maximize); reference: the current
+    trigger's value on each model. A candidate unscored on a model (-inf) stays -inf."""
+    return torch.stack([v.double() - r for v, r in zip(values, reference)]).min(dim=0).values
 
 
 class MultiSearcher(Searcher):
     """The search loop's searcher over several models: the first (`task`'s) proposes; `views` (same
     tokenizer, Searcher.on) add gradients and score ids; `texts` (TextModel) score the candidates' text.
-    Gradients are summed or taken in turns (gradient_mix), scores and dev scores averaged over every model."""
+    Gradients are summed or taken in turns (gradient_mix); candidates ranked by the models' mean score
+    or by their worst gain over the current trigger (score_mix); dev scores averaged over every model."""
 
     def __init__(self, task, cfg, proposer, train, dev, shared: list, texts: list[PromptTask], train_data, dev_data):
         super().__init__(task, cfg, proposer, train, dev)
@@ -205,6 +217,7 @@ class MultiSearcher(Searcher):
         dev_data = data_mod.Dataset(dev_data.name, dev_data.rows[: len(self.dev)], dev_data.lines[: len(self.dev)])
         self.texts = [TextModel(other, task, train_data, dev_data) for other in texts]
         self.eval_idx: torch.Tensor | None = None
+        self.reference: list[float] | None = None  # score_mix 'worst': the current trigger's value per model
 
     @property
     def described(self) -> list[dict]:
@@ -245,7 +258,20 @@ class MultiSearcher(Searcher):
             parts.append(view.score_pool(view.train.subset(self.eval_idx), pool, n_beam, g))
         for text in self.texts:
             parts.append(text.score(self.eval_idx, pool, self.kind))
-        return mean_scores(parts, 1 + len(self.views))
+        mean = mean_scores(parts, 1 + len(self.views))
+        if self.cfg.score_mix != "worst":
+            return mean
+        values = [self.value(p) for p in parts]
+        if n_beam:  # the pool starts with the beam, whose first is the current trigger; a merge (n_beam 0)
+            self.reference = [float(v[0]) for v in values]  # is scored on the same rows, against it
+        return mean._replace(worst_gain=worst_gains(values, self.reference))
+
+    def _rank(self, scores: Scores) -> torch.Tensor:
+        """score_mix 'mean': the mean score's rank (Searcher._rank); 'worst': the candidates' smallest
+        gain over the current trigger among the models, plus fluency-weight times their fluency."""
+        if self.cfg.score_mix != "worst":
+            return super()._rank(scores)
+        return scores.worst_gain + self.cfg.fluency_weight * scores.fluency
 
     def dev_score(self, trigger: torch.Tensor) -> tuple[float, float]:
         """The mean over the models of (metric, mean label log-likelihood) on their dev rows."""

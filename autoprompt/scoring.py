@@ -110,14 +110,16 @@ class Scores(NamedTuple):
     correct: torch.Tensor  # (N,) int64: examples whose top prediction is the label
     margin: torch.Tensor  # (N,) float64: min(0, label log-prob - best other log-prob), 0 where correct
     fluency: torch.Tensor  # (N,) float64: the trigger tokens' mean log-prob in context (0 unless asked)
+    worst_gain: torch.Tensor  # (N,) float64: several models (score_mix 'worst'): the smallest over the models
+    #                           of the candidate's gain over the current trigger (autoprompt.models); else 0
 
     def tail(self, start: int) -> Scores:
-        return Scores(self.loglik[start:], self.correct[start:], self.margin[start:], self.fluency[start:])
+        return Scores(*(field[start:] for field in self))
 
     @classmethod
     def zeros(cls, n: int) -> Scores:
         f = lambda: torch.zeros(n, dtype=torch.float64)  # noqa: E731
-        return cls(f(), torch.zeros(n, dtype=torch.long), f(), f())
+        return cls(f(), torch.zeros(n, dtype=torch.long), f(), f(), f())
 
 
 def with_fluency_reads(rows: Rows) -> Rows:
@@ -152,7 +154,7 @@ def score_triggers(task, rows: Rows, triggers: torch.Tensor, packed: bool | None
     out = (_score_shared(task, mine, triggers, packed, budget, kind, fluency, share) if mine.n_examples
            else Scores.zeros(triggers.shape[0]))
     sums = distributed.all_reduce_sum(torch.stack([out.loglik, out.correct.double(), out.margin, out.fluency]))
-    return Scores(sums[0], sums[1].round().long(), sums[2], sums[3])
+    return Scores(sums[0], sums[1].round().long(), sums[2], sums[3], torch.zeros_like(sums[0]))
 
 
 def _score_shared(task, rows: Rows, triggers: torch.Tensor, packed: bool, budget: Budget, kind: str,

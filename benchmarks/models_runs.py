@@ -22,7 +22,7 @@ def finished(folder: Path, cfg, more) -> object | None:
     from frozen_lm.results import load_result
 
     saved = read_mapping(folder / "config.json", "saved config") if (folder / "results.json").exists() else None
-    alone = set() if more else {"cross_gradients", "gradient_mix"}  # act only with other models
+    alone = set() if more else {"cross_gradients", "gradient_mix", "score_mix"}  # act only with other models
     drop = lambda d: {k: v for k, v in d.items() if k not in alone}  # noqa: E731
     before = {**to_dict(type(cfg)()), **((saved or {}).get("config") or {})}  # the defaults, then what was saved
     if not saved or drop(before) != drop(to_dict(cfg)):

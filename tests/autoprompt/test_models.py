@@ -69,6 +69,57 @@ def test_scores_are_the_mean_over_the_models(tiny, llama1):
     assert dev == pytest.approx((first.dev_score(pool[0])[0] + second.dev_score(pool[0])[0]) / 2)
 
 
+def test_worst_gains_take_each_candidates_smallest_gain_over_the_current_trigger():
+    from autoprompt.models import worst_gains
+
+    values = [torch.tensor([1.0, 3.0, 0.5, float("-inf")]), torch.tensor([-2.0, -1.5, 0.0, 4.0])]
+    got = worst_gains(values, [1.0, -2.0])
+    assert got.tolist() == [0.0, 0.5, -0.5, float("-inf")]  # the current: 0; unscored stays last
+
+
+def test_score_mix_worst_ranks_by_the_smaller_gain_on_the_same_rows(tiny, llama1):
+    cfg = AutoPromptConfig(loss="vocab", score_mix="worst")
+    both, (first, second) = searchers(tiny, llama1, cfg)
+    pool, idx = torch.tensor([[5, 6, 7], [8, 9, 10], [5, 9, 7], [11, 6, 12]]), torch.arange(0, 6)
+    both.eval_idx = idx
+    got = both.score_pool(first.train.subset(idx), pool, 1, torch.Generator())
+    a = first.score_pool(first.train.subset(idx), pool, 1, torch.Generator())
+    b = second.score_pool(second.train.subset(idx), pool, 1, torch.Generator())
+    gains = torch.minimum(a.loglik - a.loglik[0], b.loglik - b.loglik[0])
+    assert torch.allclose(got.worst_gain, gains) and got.worst_gain[0] == 0
+    assert torch.allclose(got.loglik, (a.loglik + b.loglik) / 2)  # the mean is still recorded
+    assert torch.equal(both._rank(got), got.worst_gain)
+    # a merge's triggers (n_beam 0, no current trigger in that pool) are scored against the kept current
+    merged = both.score_pool(first.train.subset(idx), pool[2:], 0, torch.Generator())
+    assert torch.allclose(merged.worst_gain, gains[2:])
+    mean = AutoPromptConfig(loss="vocab")
+    assert torch.allclose(searchers(tiny, llama1, mean)[0]._rank(got), got.loglik)  # the default: the mean
+
+
+def test_a_search_with_score_mix_worst_keeps_only_swaps_that_help_every_model(tiny, llama1):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    cfg = AutoPromptConfig(iters=4, num_cand=6, seed=1, loss="vocab", score_mix="worst")
+    runs = [autoprompt.search(task, TRAIN, DEV, cfg, progress=False, models=[llama1, tiny("gpt2")]) for _ in range(2)]
+    assert numbers(runs[0].history) == numbers(runs[1].history)  # same seed, same result
+    assert runs[0].config.score_mix == "worst"
+    both = MultiSearcher(task, cfg, HotFlip(cfg), task.encode(TRAIN), task.encode(DEV),
+                         [(PromptTask(llama1, TRIG, LABELS), *[PromptTask(llama1, TRIG, LABELS).encode(x)
+                                                              for x in (TRAIN, DEV)])],
+                         [PromptTask(tiny("gpt2"), TRIG, LABELS)], TRAIN, DEV)
+    assert any(h["accepted"] for h in runs[0].history[1:])
+    current = torch.tensor(runs[0].history[0]["trigger_ids"])  # after the first iteration
+    for h in runs[0].history[1:]:
+        if h["accepted"]:  # the kept swap raised every model's log-likelihood on that iteration's batch
+            _, _, idx = both._batches(h["iteration"])
+            both.eval_idx = idx
+            got = both.score_pool(both.train.subset(idx), torch.stack([current, torch.tensor(h["trigger_ids"])]),
+                                  1, torch.Generator())
+            assert got.worst_gain[1] > 0
+        current = torch.tensor(h["trigger_ids"])
+    with pytest.raises(UserError, match="score_mix"):
+        AutoPromptConfig(score_mix="max").check_search()
+
+
 def test_a_model_of_another_tokenizer_scores_the_candidates_text(tiny):
     source = PromptTask(tiny("llama"), TRIG, LABELS)
     text = TextModel(PromptTask(tiny("gpt2"), TRIG, LABELS), source, TRAIN, DEV)

@@ -170,7 +170,8 @@ def test_candidate_rank(facts, score, best):
     encoded = task.encode(data_mod.load("demo:capitals" if facts else "demo:sentiment"))
     searcher = Searcher(task, *_ap(AutoPromptConfig(score=score)), encoded, encoded)
     scores = Scores(torch.tensor([-1.0, -8.0, -9.0], dtype=torch.float64), torch.tensor([0, 3, 3]),
-                    torch.tensor([-5.0, -4.0, -2.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+                    torch.tensor([-5.0, -4.0, -2.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                    torch.zeros(3, dtype=torch.float64))
     assert int(searcher._rank(scores).argmax()) == best
 
 
