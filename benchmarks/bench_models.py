@@ -100,6 +100,15 @@ QUICK = {
             "baseline_score": 0.5, "projection": "dense"},
 }
 MINUTES = {"transfer": 62, "joint": 45, "d90": 13}  # per split, measured (see the docstring)
+JOINT_MINUTES = (10, 11, 24)  # the joint part per split and seed: the first model's search, the second's, both
+
+
+def minutes(part: str, prompts: list[str], seeds: list[str], names: list[str]) -> int:
+    """The estimated minutes of one split of `part`: the joint part counts only the searches asked
+    for (--prompts, of `names`: the two models' and 'joint') and each --seeds item."""
+    if part != "joint":
+        return MINUTES[part]
+    return sum(m for name, m in zip(names, JOINT_MINUTES) if name in prompts) * len(seeds)
 
 
 def main() -> None:
@@ -153,8 +162,9 @@ def main() -> None:
         check_installed(models)
     print(threads_line())
     if not args.quick:
-        print(f"estimate: about {sum(MINUTES[x] for x in parts) * len(splits)} minutes on 2 CPU cores "
-              f"({', '.join(f'{x} {MINUTES[x] * len(splits)}' for x in parts)})", flush=True)
+        each = {x: minutes(x, args.prompts, args.seeds, names) * len(splits) for x in parts}
+        print(f"estimate: about {sum(each.values())} minutes on 2 CPU cores "
+              f"({', '.join(f'{x} {m}' for x, m in each.items())})", flush=True)
     for part in parts:
         started = time.perf_counter()
         {"transfer": part_transfer, "joint": part_joint, "d90": part_d90}[part](args, models, splits, settings, out)

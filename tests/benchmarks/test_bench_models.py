@@ -100,3 +100,12 @@ def test_stand_ins_fill_the_prompts_not_run_now_from_a_committed_file(tmp_path):
         read_against(str(path), ["a", "c"])
     with pytest.raises(SystemExit, match="--against: .* 'per run' table"):
         read_against(str(tmp_path / "missing.json"), ["a", "b"])
+
+
+def test_the_estimate_counts_only_the_searches_asked_for():
+    from benchmarks.bench_models import minutes
+
+    names = ["smollm2-135m", "gemma3-270m", "joint"]
+    assert minutes("joint", names, ["split"], names) == 45  # all three searches: the measured 45 per split
+    assert minutes("joint", ["joint"], ["split", "1"], names) == 48  # the joint search alone, two seeds
+    assert minutes("d90", ["joint"], ["split"], names) == 13
