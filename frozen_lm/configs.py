@@ -119,6 +119,17 @@ def to_dict(config) -> dict:
     return asdict(config) if is_dataclass(config) else dict(config)
 
 
+def keyed_dict(config) -> dict:
+    """to_dict without the options added after results were recorded (field metadata 'added': the
+    version) while they hold their default: what identifies a run (prompt_compare's cell ids), so
+    that adding an option whose default keeps the old behaviour leaves earlier ids and results valid."""
+    out = to_dict(config)
+    for f in fields(config) if is_dataclass(config) else ():
+        if f.metadata.get("added") and f.default is not dataclasses.MISSING and out.get(f.name) == f.default:
+            del out[f.name]
+    return out
+
+
 def diffs(saved: dict, config, allowed: tuple[str, ...] = ()) -> list[str]:
     """'Cls.field (saved value saved, new value now)' for every field that differs, except `allowed`."""
     now = to_dict(config)

@@ -2,8 +2,9 @@
 
 A cell's id is a hash of everything that decides its numbers: the model, the task (name, template
 it runs on, label words, data sources for its seed), the method (its name in the grid, the
-registered method it runs, its full config with the seed) and, for a sweep, its space (the config
-is then the first setting's; prompt_compare.sweep). The same grid gives the same ids, so a rerun
+registered method it runs, its full config with the seed, less the options added later that hold
+their default: frozen_lm.configs.keyed_dict) and, for a sweep, its space (the config is then the
+first setting's; prompt_compare.sweep). The same grid gives the same ids, so a rerun
 skips the cells already in results.jsonl; a cell without a sweep has the id it had before sweeps. (The registered method is kept under the key
 'preset', as in the cells and records of 0.2, so ids and results.jsonl keep their form.)
 """
@@ -14,6 +15,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from frozen_lm.configs import keyed_dict
 from frozen_lm.parallel import Job
 from prompt_compare.entries import registered
 from prompt_compare.spec import Grid
@@ -78,5 +80,6 @@ def grid_cells(grid: Grid) -> list[Cell]:
                               "device": grid.device, "dtype": grid.dtype, "module": method.module}
                     if space:
                         values["space"] = space
-                    out.append(Cell(id=cell_id(values), **values, keep_weights=grid.keep_weights))
+                    keyed = {**values, "config": keyed_dict(configs[0])}  # an option added since: as before
+                    out.append(Cell(id=cell_id(keyed), **values, keep_weights=grid.keep_weights))
     return out

@@ -120,6 +120,17 @@ def test_a_search_with_score_mix_worst_keeps_only_swaps_that_help_every_model(ti
         AutoPromptConfig(score_mix="max").check_search()
 
 
+def test_a_search_over_two_tokenizers_starts_from_a_written_prompt(tiny):
+    task = PromptTask(tiny("llama"), TRIG, LABELS)
+    written = "the movie {sentence} It was [P] ."
+    cfg = AutoPromptConfig(iters=2, num_cand=4, seed=0, from_template=written, keep="It,was")
+    r = autoprompt.search(task, TRAIN, DEV, cfg, progress=False, models=[tiny("gpt2")])
+    tok = task.lm.tokenizer
+    assert r.start_ids == tok("the movie", add_special_tokens=False).input_ids  # its words are the slots
+    assert r.filled_template.endswith("{sentence} It was [P] .")  # the kept words stay
+    assert len(r.history) == 2 and [m["name"] for m in r.models] == [tiny("gpt2").name]
+
+
 def test_a_model_of_another_tokenizer_scores_the_candidates_text(tiny):
     source = PromptTask(tiny("llama"), TRIG, LABELS)
     text = TextModel(PromptTask(tiny("gpt2"), TRIG, LABELS), source, TRAIN, DEV)

@@ -109,3 +109,15 @@ def test_the_estimate_counts_only_the_searches_asked_for():
     assert minutes("joint", names, ["split"], names) == 45  # all three searches: the measured 45 per split
     assert minutes("joint", ["joint"], ["split", "1"], names) == 48  # the joint search alone, two seeds
     assert minutes("d90", ["joint"], ["split"], names) == 13
+
+
+def test_the_joint_search_starts_from_a_models_own_prompt_of_the_same_split_and_seed():
+    from benchmarks.models_runs import start_text
+
+    rows = [{"prompt": "a", "split": 13, "seed": 13, "text": "x y {sentence} It was [P] ."}]
+    lent = ("seeds.json", [{"prompt": "a", "split": 21, "seed": 1, "text": "z {sentence} It was [P] ."},
+                           {"prompt": "a", "split": 13, "seed": 13, "text": "not this one"}])
+    assert start_text(rows, lent, "a", 13, 13) == "x y {sentence} It was [P] ."  # this run's own first
+    assert start_text(rows, lent, "a", 21, 1) == "z {sentence} It was [P] ."  # else the committed file's
+    with pytest.raises(SystemExit, match="--start-from a: no a search on split 42 with seed 42"):
+        start_text(rows, lent, "a", 42, 42)

@@ -114,6 +114,36 @@ def test_manual_cell_ids_are_those_of_0_2():
     assert grid_cells(grid)[0].id == "a8ce0625573bd110"  # 0.2's compare package, same grid
 
 
+PINNED_IDS = {"adapter": "7da69e1a266599aa", "autoprompt": "3de680fcc018ccad", "bitfit": "fc91ba3b15ccce03",
+              "full": "f1bd76b641e4cf61", "gcg": "4c6d50f3ffe7dae7", "ia3": "3cd9a89aa74bc383", "icl": "c9e7db5f3248287d",
+              "instruct": "a7b60424c910c5b0", "last_k": "482f0068fa0c9100", "lora": "7a566f2b4842a093",
+              "manual": "a8ce0625573bd110", "pez": "7e399431523c36e7", "prefix": "e18af17ad591032d",
+              "prompt": "0ac629ffec8ece67"}
+
+
+def test_an_option_added_at_its_default_keeps_every_cell_id():
+    """A grid's finished cells are found by id, so an option added to a method's config must leave
+    the ids of its default as they were: give the field metadata 'added' (frozen_lm.configs.keyed_dict).
+    These ids are those of the grids run since 2026-12-07 (the tuned grid's committed progress)."""
+    grid = grid_from_dict({"tasks": [TASK], "methods": sorted(PINNED_IDS), "seeds": [1], "model": "m"})
+    assert {c.method: c.id for c in grid_cells(grid)} == PINNED_IDS, "a config option changed the cell ids: mark it 'added'"
+    worst = grid_from_dict({"tasks": [TASK], "methods": [{"autoprompt": {"score_mix": "worst"}}], "seeds": [1], "model": "m"})
+    cell = grid_cells(worst)[0]
+    assert cell.id != PINNED_IDS["autoprompt"] and cell.config["score_mix"] == "worst"  # not the default: keyed
+
+
+def test_keyed_dict_leaves_out_only_added_options_at_their_default():
+    from frozen_lm.configs import keyed_dict
+
+    @dataclass
+    class Config:
+        old: int = 1
+        new: str = field(default="same", metadata={"added": "0.3.0"})
+
+    assert keyed_dict(Config()) == {"old": 1}
+    assert keyed_dict(Config(new="other")) == {"old": 1, "new": "other"}
+
+
 # ---------------------------------------------------------------- issue 27
 def test_a_bad_default_is_named_where_it_was_written(tmp_path):
     spec = tmp_path / "grid.yaml"
