@@ -28,7 +28,7 @@ unfinished cells' finished or cut settings are copied to benchmarks/results/comp
 (benchmarks/grid_carry.py, committed), and the next run starts from there.
 
     python benchmarks/bench_compare.py                      # README table + 1-vs-2 workers (about 2 hours)
-    python benchmarks/bench_compare.py --part tuned         # issue 28 (about 13.6 hours on 2 workers)
+    python benchmarks/bench_compare.py --part tuned         # issue 28 (about 15 hours on 2 workers)
     python benchmarks/bench_compare.py --part tuned --estimate   # the estimate for the options given, no run
     python benchmarks/bench_compare.py --part tuned --quick      # checks that it runs (tiny model, ~15 min)
 
@@ -44,13 +44,13 @@ SST-2; TREC's cells take about 0.8 of SST-2's): a setting of a training method c
 cell did (prompt 82 s, prefix 59, LoRA 60, (IA)3 61, adapter 79, BitFit 82, last 2 blocks 38, full
 116, PEZ 84), times its space (3-5 learning rates); AutoPrompt ~19 s per iteration at 10 candidates
 (~35 at 50: measured in this grid, 28 and 50 s on each of 2 workers),
-GCG ~23 s at width 64, the candidate scoring growing with the candidates (their spaces: 20 and 40
+GCG ~35 s at width 64 (~50 at 128: measured in this grid, 50 and 71 s on each of 2 workers; their spaces: 20 and 40
 iterations x 2 sizes), icl ~10 s per setting (dev only), instruct ~40 s per round; test scoring ~28
 s per cell; a setting that continues another costs the difference. The default (2 tasks x 5 splits x
-14 methods = 140 cells, 540 settings): about 22 hours of one process, about 13.6 hours on 2 workers;
-AutoPrompt (5.5 h) and GCG (6.5 h, not yet measured in this grid) are more than half of it. To cut it: --methods without autoprompt and
+14 methods = 140 cells, 540 settings): about 24 hours of one process, about 14.8 hours on 2 workers;
+AutoPrompt (5.5 h) and GCG (8.5 h) are more than half of it. To cut it: --methods without autoprompt and
 gcg (10 h of one process, 6 h on 2 workers); --sweep autoprompt.num_cand=10 --sweep
-gcg.search_width=64 (14 h, 9 h); --iters 20 (16 h, 10 h); --splits 13 21 42 (x0.6); --tasks sst2
+gcg.search_width=64 (15 h, 10 h); --iters 20 (17 h, 10.5 h); --splits 13 21 42 (x0.6); --tasks sst2
 (x0.55). --quick runs the same grid on a tiny random GPT-2 (2 steps, the searches' iterations 1 and 2, 64 test rows, splits 13 21; about 15 minutes on 1
 worker); there icl's cells fail (the tiny model reads 128 positions, too few for demonstrations) and
 are recorded as failed.
@@ -96,7 +96,8 @@ def setting_seconds(method: str, setting: dict) -> float:
         # measured in the tuned grid (stop 40, 2 workers): 28 s per iteration at 10 candidates, 50 at 50
         return 19.4 * setting.get("iters", 20) * (0.8 + 0.2 * setting.get("num_cand", 10) / 10)
     if method == "gcg":
-        return 22.9 * setting.get("iters", 20) * (0.2 + 0.8 * setting.get("search_width", 64) / 64)
+        # measured in the tuned grid (split 13, 2 workers): 50 s per iteration at width 64, 71 at 128
+        return 35.0 * setting.get("iters", 20) * (0.59 + 0.41 * setting.get("search_width", 64) / 64)
     if method == "instruct":
         return 40 * setting.get("rounds", 3)
     return SETTING_S.get(method, 80) * setting.get("steps", 30) / 30

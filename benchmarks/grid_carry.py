@@ -1,4 +1,4 @@
-"""Carry a long grid (bench_compare's tuned grid, about 14 hours on 2 workers) across machines that lose runs/.
+"""Carry a long grid (bench_compare's tuned grid, about 15 hours on 2 workers) across machines that lose runs/.
 
 `save(grid, keep)` copies into `keep` (a folder that is committed) what the grid folder needs to go
 on: results.jsonl (every finished cell, with its test examples; grid.json is rewritten by every

@@ -123,10 +123,15 @@ def keyed_dict(config) -> dict:
     """to_dict without the options added after results were recorded (field metadata 'added': the
     version) while they hold their default: what identifies a run (prompt_compare's cell ids), so
     that adding an option whose default keeps the old behaviour leaves earlier ids and results valid."""
+    if not is_dataclass(config):
+        return to_dict(config)
     out = to_dict(config)
-    for f in fields(config) if is_dataclass(config) else ():
-        if f.metadata.get("added") and f.default is not dataclasses.MISSING and out.get(f.name) == f.default:
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("added") and f.default is not dataclasses.MISSING and value == f.default:
             del out[f.name]
+        elif is_dataclass(value):  # a nested option group: its added options too
+            out[f.name] = keyed_dict(value)
     return out
 
 

@@ -140,8 +140,15 @@ def test_keyed_dict_leaves_out_only_added_options_at_their_default():
         old: int = 1
         new: str = field(default="same", metadata={"added": "0.3.0"})
 
+    @dataclass
+    class Outer:
+        group: Config = field(default_factory=Config)
+        flag: bool = field(default=False, metadata={"added": "0.3.0"})
+
     assert keyed_dict(Config()) == {"old": 1}
     assert keyed_dict(Config(new="other")) == {"old": 1, "new": "other"}
+    assert keyed_dict(Outer()) == {"group": {"old": 1}}  # nested option groups too
+    assert keyed_dict(Outer(flag=True)) == {"group": {"old": 1}, "flag": True}
 
 
 # ---------------------------------------------------------------- issue 27
