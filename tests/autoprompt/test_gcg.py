@@ -233,7 +233,8 @@ def test_probe_sampling_never_picks_a_candidate_the_model_did_not_score(monkeypa
     def all_wrong(task, rows, triggers, *args, **kwargs):
         n = triggers.shape[0]
         return Scores(torch.full((n,), -5.0, dtype=torch.float64), torch.zeros(n, dtype=torch.long),
-                      torch.full((n,), -1.0, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+                      torch.full((n,), -1.0, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
+                      torch.zeros(n, dtype=torch.float64))
 
     monkeypatch.setattr(probe, "score_triggers", all_wrong)
     cfg = GCGConfig(score=score, probe_sampling=ProbeSamplingConfig("draft"))
@@ -244,6 +245,7 @@ def test_probe_sampling_never_picks_a_candidate_the_model_did_not_score(monkeypa
     scored = torch.isfinite(out.loglik)
     assert scored.sum() < 65 and torch.isneginf(out.margin[~scored]).all()
     ranker = SimpleNamespace(cfg=cfg, task=SimpleNamespace(is_facts=True))
+    ranker.value = lambda scores: Searcher.value(ranker, scores)
     assert scored[Searcher._rank(ranker, out).argmax()]
 
 
