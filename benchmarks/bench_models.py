@@ -65,7 +65,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.models_runs import finished, read_against, seed_numbers, stand_ins, start_text  # noqa: E402
+from benchmarks.models_runs import (  # noqa: E402
+    finished,
+    joint_variant,
+    read_against,
+    seed_numbers,
+    stand_ins,
+    start_text,
+)
 from benchmarks.models_tables import (  # noqa: E402
     joint_notes,
     joint_table,
@@ -342,9 +349,7 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 if origin:  # the own prompt's words become the slots; the manual template's stay
                     cfg = replace(cfg, from_template=start_text(rows, args.against, origin, split, seed), keep="It,was")
                 started = time.perf_counter()
-                folder = out / "joint" / (f"{name}{'' if mix == 'sum' else '-' + mix}"
-                                          f"{'' if ranks == 'mean' else '-' + ranks}"
-                                          f"{'-from-' + origin if origin else ''}-s{split}"
+                folder = out / "joint" / (f"{name}{joint_variant(args)[0] if more else ''}-s{split}"
                                           + ("" if seed == split else f"-seed{seed}"))
                 r = finished(folder, cfg, more)
                 if r is None:
@@ -357,12 +362,8 @@ def part_joint(args, models, splits, settings, out: Path) -> None:
                 rows.append(row)
                 print(f"  s{split} seed {seed} {name}: " + ", ".join(f"{n} {row[n]:.3f}" for n in names), flush=True)
     tail, by = proposer_suffix(models, MODELS if not args.quick else models)
-    if args.gradient_mix != "sum":
-        tail, by = tail + f"_{args.gradient_mix}_mix", by + f", gradient_mix {args.gradient_mix}"
-    if args.score_mix != "mean":
-        tail, by = tail + f"_{args.score_mix}_score", by + f", score_mix {args.score_mix}"
-    if args.start_from:
-        tail, by = tail + f"_from_{args.start_from}", by + f", the joint search starting from {args.start_from}'s prompt"
+    _, more_tail, more_by = joint_variant(args)
+    tail, by = tail + more_tail, by + more_by
     if args.against:
         rows += stand_ins(*args.against, rows, splits, seeds)
     if len(seeds) > 1 or not {*names, "joint"} <= set(wanted):  # a spread over seeds, or not all three prompts to compare

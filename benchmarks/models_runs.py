@@ -65,3 +65,15 @@ def start_text(rows: list[dict], against: tuple[str, list[dict]] | None, prompt:
             return r["text"]
     sys.exit(f"--start-from {prompt}: no {prompt} search on split {split} with seed {seed}; add {prompt} to --prompts "
              "or give --against a file that has it")
+
+
+def joint_variant(args) -> tuple[str, str, str]:
+    """(the joint searches' folder suffix, the result file's tail, the title's words) of the joint
+    part's options that change the joint search: --gradient-mix, --score-mix, --start-from."""
+    parts = [(args.gradient_mix != "sum", f"-{args.gradient_mix}", f"_{args.gradient_mix}_mix",
+              f", gradient_mix {args.gradient_mix}"),
+             (args.score_mix != "mean", f"-{args.score_mix}", f"_{args.score_mix}_score", f", score_mix {args.score_mix}"),
+             (bool(args.start_from), f"-from-{args.start_from}", f"_from_{args.start_from}",
+              f", the joint search starting from {args.start_from}'s prompt")]
+    on = [x for x in parts if x[0]]
+    return "".join(x[1] for x in on), "".join(x[2] for x in on), "".join(x[3] for x in on)

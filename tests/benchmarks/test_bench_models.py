@@ -121,3 +121,14 @@ def test_the_joint_search_starts_from_a_models_own_prompt_of_the_same_split_and_
     assert start_text(rows, lent, "a", 21, 1) == "z {sentence} It was [P] ."  # else the committed file's
     with pytest.raises(SystemExit, match="--start-from a: no a search on split 42 with seed 42"):
         start_text(rows, lent, "a", 42, 42)
+
+
+def test_the_joint_options_name_the_folders_and_files():
+    from types import SimpleNamespace
+
+    from benchmarks.models_runs import joint_variant
+
+    assert joint_variant(SimpleNamespace(gradient_mix="sum", score_mix="mean", start_from=None)) == ("", "", "")
+    both = joint_variant(SimpleNamespace(gradient_mix="turns", score_mix="worst", start_from="gemma3-270m"))
+    assert both[:2] == ("-turns-worst-from-gemma3-270m", "_turns_mix_worst_score_from_gemma3-270m")
+    assert both[2] == ", gradient_mix turns, score_mix worst, the joint search starting from gemma3-270m's prompt"
